@@ -1,0 +1,218 @@
+"""HDF5 artifacts: the only interface between the workflow's steps.
+
+Every artifact is one HDF5 file. Its root attributes name the schema and its version, hold the
+config slice that made it (JSON), its seeds, the package versions and the creation time. Groups
+and datasets keep the natural shapes of the arrays; a leading ``seed`` axis stands wherever a
+fit ran several seeds (ArviZ's ``chain``).
+
+Files are written to a temporary name in the same folder and renamed when complete, so a run
+cut off mid-write leaves no file that a later run could take for a whole one.
+
+``SCHEMAS`` below is the one definition of the layout; ``describe_schemas()`` renders it for the
+docs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+# kind -> (required paths, one line on each). A path ending in "/" is a group of arrays
+# named after the model's sample sites or the guide's params.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "data": {
+        "observed/": "arrays passed to the model as keyword arguments and set to None to predict",
+        "covariates/": "arrays always passed to the model as keyword arguments",
+    },
+    "fit": {
+        "losses": "(seed, step) the loss (negative ELBO estimate) at every step",
+        "params/": "(seed, ...) final constrained value of every guide param",
+        "trajectory/step": "(point,) the step after which each trajectory point was taken",
+        "trajectory/params/": "(seed, point, ...) thinned trajectory of every guide param",
+        "first_nonfinite_step": "(seed,) first step whose loss is NaN or inf, -1 if none",
+        "diverged_step": "(seed,) step at which the fit diverged, -1 if it did not (with "
+                         "stable_update, non-finite steps are skipped, not divergence)",
+        "skipped_steps": "(seed,) steps stable_update skipped because the loss was not finite",
+    },
+    "predictive": {
+        "posterior/": "(seed, draw, ...) samples of every guide site (model latents and auxiliaries)",
+        "mock_from_guide/": "(seed, draw, ...) observed sites simulated by model + guide",
+        "mock_from_samples/": "(seed, draw, ...) observed sites simulated by model + posterior samples",
+    },
+    "reference": {
+        "moments/mean/": "posterior mean of every latent site",
+        "moments/sd/": "posterior sd of every latent site",
+        "draws/": "(draw, ...) draws from the reference posterior, for sample-based distances",
+    },
+    "check": {
+        "losses_window_mean": "(seed, window) mean loss over each plateau window",
+        "rel_change": "(seed, window) relative change of the windowed ELBO (Stan ADVI)",
+    },
+}
+
+
+class ArtifactError(RuntimeError):
+    """An HDF5 input that is missing, corrupt, or of another schema."""
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("sviflow", "numpyro", "jax", "jaxlib", "numpy", "h5py", "arviz"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _write_tree(group: h5py.Group, tree: dict) -> None:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _write_tree(group.require_group(key), value)
+        elif isinstance(value, str):
+            group.create_dataset(key, data=value, dtype=h5py.string_dtype())
+        else:
+            group.create_dataset(key, data=np.asarray(value))
+
+
+def _attr(value):
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        return json.dumps(value, sort_keys=True, default=_json_default)
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
+                   seeds=None, attrs: dict | None = None) -> Path:
+    """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically."""
+    if kind not in SCHEMAS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                                 dir=path.parent)
+    except OSError as error:
+        raise ArtifactError(f"cannot write {path}: {error.strerror}; check that its folder "
+                            f"exists and is writable") from error
+    os.close(descriptor)
+    try:
+        with h5py.File(temporary, "w") as handle:
+            handle.attrs["schema"] = f"sviflow.{kind}"
+            handle.attrs["schema_version"] = SCHEMA_VERSION
+            handle.attrs["config"] = _attr(config or {})
+            handle.attrs["seeds"] = _attr(list(seeds) if seeds is not None else [])
+            handle.attrs["versions"] = _attr(package_versions())
+            handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = _attr(value)
+            _write_tree(handle, tree)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_tree(group: h5py.Group) -> dict:
+    tree = {}
+    for key, item in group.items():
+        if isinstance(item, h5py.Group):
+            tree[key] = _read_tree(item)
+        elif item.dtype.kind in ("O", "S"):
+            tree[key] = item.asstr()[()]
+        else:
+            tree[key] = item[()]
+    return tree
+
+
+class Artifact(dict):
+    """The arrays of an artifact as nested dicts, with ``attrs`` (JSON attributes decoded)."""
+
+    def __init__(self, tree: dict, attrs: dict, path: Path):
+        super().__init__(tree)
+        self.attrs = attrs
+        self.path = path
+
+    @property
+    def config(self) -> dict:
+        return self.attrs.get("config", {})
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{\"" or value == "null":
+        try:
+            return json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_artifact(path, kind: str) -> Artifact:
+    """Read an artifact and check that it is a whole one of ``kind`` at this schema version."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file; run the step that makes it "
+                            f"(snakemake {path})")
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = {key: _decode(value) for key, value in handle.attrs.items()}
+            tree = _read_tree(handle)
+    except OSError as error:
+        raise ArtifactError(f"{path}: not a readable HDF5 file ({error}); it is corrupt or "
+                            f"truncated: delete it and run snakemake again to remake it") from error
+    schema = attrs.get("schema")
+    if schema != f"sviflow.{kind}":
+        raise ArtifactError(f"{path}: expected a sviflow.{kind} file, found schema {schema!r}; "
+                            f"check the path, or delete the file and run snakemake to remake it")
+    version = attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(f"{path}: written with schema version {version}, this sviflow reads "
+                            f"version {SCHEMA_VERSION}; delete it (or run snakemake with "
+                            f"--forcerun) to remake it with this version")
+    missing = [key for key in SCHEMAS[kind] if not _has(tree, key)]
+    if missing:
+        raise ArtifactError(f"{path}: incomplete sviflow.{kind} file, missing {', '.join(missing)}; "
+                            f"delete it and run snakemake again to remake it")
+    return Artifact(tree, attrs, path)
+
+
+def _has(tree: dict, key: str) -> bool:
+    node = tree
+    for part in key.strip("/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def describe_schemas() -> str:
+    """The layout of every artifact kind, as Markdown."""
+    lines = [f"All artifacts: root attributes schema (sviflow.<kind>), schema_version "
+             f"({SCHEMA_VERSION}), config (JSON), seeds (JSON), versions (JSON), created.", ""]
+    for kind, entries in SCHEMAS.items():
+        lines.append(f"### sviflow.{kind}")
+        lines.extend(f"- `{key}`: {doc}" for key, doc in entries.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,310 @@
+"""The post's figures and the diagnostics' figures, from the artifacts alone.
+
+Only numpy, h5py and matplotlib (Agg) are imported here: restyling a figure never needs JAX.
+Every figure's title carries the fit's verdict, so a figure of a failed fit cannot pass for a
+result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sviflow.h5io import read_artifact  # noqa: E402
+
+VERDICT_COLOURS = {"converged": "tab:green", "not converged": "tab:red",
+                   "converged, poor approximation": "tab:orange"}
+
+
+def _title(fig, fit: str, check) -> None:
+    verdict = check.attrs["verdict"]
+    if check.attrs.get("diverged"):
+        verdict = "DIVERGED: not a result"
+    fig.suptitle(f"{fit}: {verdict}", color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
+                 fontsize=11)
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def loss_figure(fitted, check, fit: str, path) -> None:
+    """The loss trace (the post's figure) with the plateau windows and their relative change."""
+    losses = fitted["losses"]
+    window = int(check.config.get("checks", {}).get("plateau", {}).get("window", 100)) \
+        if isinstance(check.config.get("checks"), dict) else 100
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [2, 1]})
+    steps = np.arange(1, losses.shape[1] + 1)
+    for index, seed_losses in enumerate(losses):
+        top.plot(steps, seed_losses, lw=0.5, alpha=0.7, label=f"seed {fitted.attrs['seeds'][index]}"
+                 if len(losses) > 1 else "loss per step")
+    means = check["losses_window_mean"]
+    if means.size:
+        centres = window * (np.arange(means.shape[1]) + 0.5)
+        top.plot(centres, means[0], color="k", lw=1.2, label=f"mean over {window}-step windows")
+        finite = losses[np.isfinite(losses)]
+        if finite.size:
+            late = np.median(finite.reshape(-1)[-max(1, finite.size // 10):])
+            top.axhline(late, c="k", ls="--", lw=0.8, label=f"median of the last 10%: {late:.3f}")
+            low, high = np.percentile(finite, [0.5, 99.0])
+            pad = 0.1 * (high - low or 1.0)
+            top.set_ylim(low - pad, high + pad)
+    for step in check["diverged_step"]:
+        if step >= 0:
+            top.axvline(step + 1, color="tab:red", lw=1.5, label=f"diverged at step {step}")
+    top.set_ylabel("loss (negative ELBO)")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper right")
+    rel = check["rel_change"]
+    if rel.size:
+        centres = window * (np.arange(1, rel.shape[1] + 1) + 0.5)
+        for seed_rel in rel:
+            bottom.semilogy(centres, np.maximum(seed_rel, 1e-12), lw=0.8)
+        tolerance = check.config.get("checks", {}).get("plateau", {}).get("tolerance", 0.01) \
+            if isinstance(check.config.get("checks"), dict) else 0.01
+        bottom.axhline(tolerance, color="tab:red", ls="--", lw=1, label=f"tolerance {tolerance}")
+        bottom.legend(fontsize=8)
+    bottom.set_ylabel("relative ELBO change")
+    bottom.set_xlabel("optimisation step")
+    bottom.grid(alpha=0.3)
+    _title(fig, fit, check)
+    _save(fig, path)
+
+
+def trajectory_figure(fitted, check, fit: str, path) -> None:
+    """Every parameter along the run, with the late window the R-hat test reads shaded."""
+    trajectory = fitted["trajectory"]["params"]
+    steps = fitted["trajectory"]["step"]
+    components = []
+    for name, value in trajectory.items():
+        flat = value.reshape(value.shape[0], value.shape[1], -1)
+        for index in range(min(flat.shape[2], 6)):
+            label = name if flat.shape[2] == 1 else f"{name}[{index}]"
+            components.append((label, flat[:, :, index]))
+    n = len(components)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    late = check.config.get("checks", {}).get("rhat", {}).get("late_fraction", 0.5) \
+        if isinstance(check.config.get("checks"), dict) else 0.5
+    for ax, (label, series) in zip(axes.ravel(), components):
+        for seed_series in series:
+            ax.plot(steps, seed_series, lw=0.8)
+        ax.axvspan(steps[-1] * (1 - late), steps[-1], color="grey", alpha=0.15, lw=0)
+        rhat = check["rhat_late"].get(label, np.nan)
+        drift = check["drift"].get(label, np.nan)
+        ax.set_title(f"{label}\nR-hat {float(rhat):.3f}, drift {float(drift):.1e}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    _title(fig, fit, check)
+    _save(fig, path)
+
+
+def _pooled(sites: dict) -> dict:
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in sites.items()}
+
+
+def posterior_figure(predictive, check, reference, fit: str, path) -> None:
+    """1 latent: the guide's samples against the reference pdf; 2: the reference density beside
+    the guide's samples; more: marginals."""
+    latent = predictive.attrs.get("latent_sites") or []
+    samples = _pooled(predictive["posterior"])
+    if check.attrs.get("diverged") or not samples:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.text(0.5, 0.5, "the fit diverged: no posterior to show", ha="center", va="center")
+        ax.set_axis_off()
+        _title(fig, fit, check)
+        return _save(fig, path)
+    scalar = [s for s in latent if samples[s].ndim == 1]
+    if len(latent) == 1 and scalar:
+        site = latent[0]
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        ax.hist(samples[site], bins=80, density=True, color="tab:blue", alpha=0.4,
+                label="guide samples")
+        if reference is not None and "density" in reference:
+            x = reference["density"].get("x", reference["density"].get("axis_0"))
+            ax.plot(x, reference["density"]["pdf"], color="k", lw=1.5,
+                    label=f"reference posterior ({reference.attrs['method']})")
+            if "exact" in reference:
+                from scipy import stats
+
+                heads, tails = reference["exact"]["heads"], reference["exact"]["tails"]
+                ax.plot(x, stats.beta(heads, tails).pdf(x), color="grey", ls="--", lw=1,
+                        label=f"the post's 'truth' Beta({heads:g}, {tails:g}) (normalised likelihood)")
+        ax.set_xlabel(site)
+        ax.set_ylabel("density")
+        ax.set_yticklabels([])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    elif len(latent) == 2 and len(scalar) == 2:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4.4))
+        sx, sy = latent
+        if reference is not None and "density" in reference and "axis_1" in reference["density"]:
+            ax0, ax1 = reference["density"]["axis_0"], reference["density"]["axis_1"]
+            extent = [ax0[0], ax0[-1], ax1[0], ax1[-1]]
+            left.imshow(reference["density"]["pdf"].T, origin="lower", extent=extent, aspect="equal")
+            left.set_title(f"true density ({reference.attrs['method']})", fontsize=10)
+        elif reference is not None:
+            left.scatter(reference["draws"][sx], reference["draws"][sy], s=2, c="k", alpha=0.1)
+            left.set_title(f"reference draws ({reference.attrs['method']})", fontsize=10)
+            extent = [*left.get_xlim(), *left.get_ylim()]
+        else:
+            extent = None
+        right.scatter(samples[sx], samples[sy], s=2, c="k", alpha=0.05)
+        right.set_title("guide samples", fontsize=10)
+        for ax in (left, right):
+            if extent is not None:
+                ax.set_xlim(extent[0], extent[1])
+                ax.set_ylim(extent[2], extent[3])
+            ax.set_xlabel(sx)
+            ax.set_ylabel(sy)
+            ax.set_aspect("equal")
+            ax.grid(alpha=0.3)
+    else:
+        names = [(s, i) for s in latent for i in range(int(np.prod(samples[s].shape[1:]) or 1))][:9]
+        cols = min(3, len(names))
+        fig, axes = plt.subplots(math.ceil(len(names) / cols), cols, figsize=(3.6 * cols, 2.6 * math.ceil(len(names) / cols)), squeeze=False)
+        for ax, (site, index) in zip(axes.ravel(), names):
+            values = samples[site].reshape(len(samples[site]), -1)[:, index]
+            ax.hist(values, bins=60, density=True, alpha=0.5, label="guide")
+            if reference is not None and site in reference["draws"]:
+                ref = reference["draws"][site].reshape(len(reference["draws"][site]), -1)[:, index]
+                ax.hist(ref, bins=60, density=True, histtype="step", color="k", label="reference")
+            ax.set_xlabel(site if samples[site].ndim == 1 else f"{site}[{index}]")
+            ax.legend(fontsize=7)
+        for ax in axes.ravel()[len(names):]:
+            ax.set_visible(False)
+    _title(fig, fit, check)
+    _save(fig, path)
+
+
+def mock_observation_figure(predictive, data, check, fit: str, path) -> None:
+    """The post's two mock-observation histograms: model + guide, model + posterior samples."""
+    observed = predictive.attrs.get("observed_sites") or []
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    paths = (("mock_from_guide", "model + guide"), ("mock_from_samples", "model + posterior samples"))
+    for ax, (key, label) in zip(axes, paths):
+        sites = _pooled(predictive[key]) if predictive[key] else {}
+        for site in observed:
+            if site not in sites:
+                continue
+            values = sites[site].reshape(len(sites[site]), -1)
+            binary = np.isin(values, (0, 1)).all()
+            if binary:
+                counts = values.sum(axis=1)
+                bins = np.arange(values.shape[1] + 2) - 0.5
+                ax.hist(counts, bins=bins, density=True, alpha=0.6, label=f"{len(counts)} mock sets")
+                ax.set_xlabel(f"number of 1s ('heads') in {values.shape[1]} draws of {site}")
+                if data is not None and site in data["observed"]:
+                    obs = np.asarray(data["observed"][site])
+                    ax.axvline(obs.mean() * values.shape[1], color="k", ls="--",
+                               label=f"data rate x {values.shape[1]}")
+            else:
+                ax.hist(values.ravel(), bins=60, density=True, alpha=0.6, label="mock values")
+                if data is not None and site in data["observed"]:
+                    ax.hist(np.ravel(data["observed"][site]), bins=30, density=True,
+                            histtype="step", color="k", label="data")
+                ax.set_xlabel(site)
+        ax.set_title(label, fontsize=10)
+        ax.set_ylabel("frequency")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _title(fig, fit, check)
+    _save(fig, path)
+
+
+def _ellipse(ax, covariance, mean, **style):
+    values, vectors = np.linalg.eigh(covariance)
+    t = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([np.cos(t), np.sin(t)])
+    for k in (1, 2):
+        points = vectors @ (k * np.sqrt(np.maximum(values, 0))[:, None] * circle) + np.asarray(mean)[:, None]
+        ax.plot(points[0], points[1], **(style if k == 1 else {**style, "label": None}))
+
+
+def covariance_figure(fitted, predictive, check, reference, fit: str, path) -> None:
+    """The covariance L L^T recovered from ``auto_scale_tril`` against the target's, as 1 and 2
+    sd ellipses over the guide's samples."""
+    tril = np.asarray(fitted["params"]["auto_scale_tril"], dtype=float)
+    loc = np.asarray(fitted["params"]["auto_loc"], dtype=float)
+    covariance = np.mean(tril @ np.swapaxes(tril, -1, -2), axis=0)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    samples = _pooled(predictive["posterior"])
+    latent = predictive.attrs.get("latent_sites") or []
+    if len(latent) == 2 and samples:
+        ax.scatter(samples[latent[0]], samples[latent[1]], s=2, c="grey", alpha=0.08)
+        ax.set_xlabel(latent[0])
+        ax.set_ylabel(latent[1])
+    _ellipse(ax, covariance, loc.mean(axis=0), color="tab:blue", lw=1.5, label="guide: L L^T")
+    if reference is not None:
+        mean = [float(reference["moments"]["mean"][s]) for s in latent]
+        _ellipse(ax, reference["moments"]["covariance"], mean, color="k", ls="--", lw=1.2,
+                 label=f"target ({reference.attrs['method']})")
+    rows = {r["quantity"]: r for r in check.attrs.get("truth") or []}
+    text = "\n".join(f"{q}: {r['fit']:.3f} (target {r['target']:.3f})" for q, r in rows.items()
+                     if not q.startswith("covariance"))
+    ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _title(fig, fit, check)
+    _save(fig, path)
+
+
+def plot_fit(inputs: dict, outputs: dict, params: dict) -> None:
+    """Every figure named in ``outputs`` (loss, trajectories, posterior, mock_observations,
+    covariance) for one fit."""
+    fit = params["spec"]["name"]
+    fitted = read_artifact(inputs["fit"], "fit")
+    predictive = read_artifact(inputs["predictive"], "predictive")
+    check = read_artifact(inputs["check"], "check")
+    reference = read_artifact(inputs["reference"], "reference") if inputs.get("reference") else None
+    data = read_artifact(inputs["data"], "data") if inputs.get("data") else None
+    if "loss" in outputs:
+        loss_figure(fitted, check, fit, outputs["loss"])
+    if "trajectories" in outputs:
+        trajectory_figure(fitted, check, fit, outputs["trajectories"])
+    if "posterior" in outputs:
+        posterior_figure(predictive, check, reference, fit, outputs["posterior"])
+    if "mock_observations" in outputs:
+        mock_observation_figure(predictive, data, check, fit, outputs["mock_observations"])
+    if "covariance" in outputs:
+        covariance_figure(fitted, predictive, check, reference, fit, outputs["covariance"])
+
+
+def plot_loss_comparison(fit_paths: list[str], path, title: str = "") -> None:
+    """Loss traces of several fits in one figure, e.g. the post's 1 vs 32 ELBO particles."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    lows, highs = [], []
+    for fit_path in fit_paths:
+        fitted = read_artifact(fit_path, "fit")
+        spec = fitted.config
+        losses = fitted["losses"][0]
+        label = f"{spec.get('name')}: num_particles = {spec.get('elbo', {}).get('num_particles', 1)}"
+        ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.5, label=label)
+        finite = losses[np.isfinite(losses)]
+        if finite.size:
+            lows.append(np.percentile(finite, 0.5))
+            highs.append(np.percentile(finite, 99.0))
+            late = np.median(finite[-max(1, len(finite) // 10):])
+            ax.axhline(late, ls="--", lw=0.8, color=ax.lines[-1].get_color())
+    if lows:
+        pad = 0.1 * (max(highs) - min(lows) or 1.0)
+        ax.set_ylim(min(lows) - pad, max(highs) + pad)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss (negative ELBO)")
+    ax.set_title(title or "loss curves", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -1,0 +1,303 @@
+"""One function per workflow step: read HDF5 in, call the library, write HDF5 out.
+
+Every function has the signature ``step(inputs, outputs, params, progress_file=None)`` with
+three dicts of names to paths / settings, so that Snakemake (through ``scripts/``), the command
+line and the tests call the same code. The heavy imports (jax, numpyro, arviz, matplotlib) are
+made inside the steps that need them, so that no step pays for another's.
+
+A fit's config slice ("spec") is the dict that ``workflow/rules/common.smk`` builds:
+``{"name", "model": {"name", "function", "args"}, "data", "guide", "optimizer", "elbo",
+"steps", "seeds", "stable_update", "engine": {"chunks", "trajectory_points", "progress"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from sviflow.h5io import read_artifact, write_artifact
+
+log = logging.getLogger("sviflow")
+
+
+def _cache_dir(params: dict):
+    import os
+
+    return params.get("cache_dir") or os.environ.get("SVIFLOW_JAX_CACHE")
+
+
+def _dataset(inputs: dict):
+    return read_artifact(inputs["data"], "data") if inputs.get("data") else None
+
+
+def _model_and_guide(spec: dict):
+    from sviflow.registry import resolve_guide, resolve_model
+
+    model = resolve_model(spec["model"], where=f"models.{spec['model']['name']}")
+    guide = resolve_guide(spec["guide"], model, where=f"fits.{spec['name']}.guide")
+    return model, guide
+
+
+def simulate(inputs, outputs, params, progress_file=None):
+    """A dataset from its generator or its file -> ``sviflow.data``."""
+    from sviflow.data import load_dataset
+
+    dataset = load_dataset(params["spec"], where=f"datasets.{params['name']}")
+    for group, arrays in dataset.items():
+        for name, value in arrays.items():
+            log.info("dataset %s: %s %s shape %s, mean %.4g", params["name"], group, name,
+                     np.shape(value), float(np.mean(value)) if np.size(value) else float("nan"))
+    write_artifact(outputs["data"], "data", dataset, config=params["spec"])
+
+
+def fit(inputs, outputs, params, progress_file=None):
+    """One SVI fit (all its seeds at once) -> ``sviflow.fit``."""
+    from sviflow.engine import enable_compilation_cache
+
+    enable_compilation_cache(_cache_dir(params))
+    from numpyro.infer import SVI
+
+    from sviflow.data import model_kwargs
+    from sviflow.engine import fit_svi
+    from sviflow.registry import ConfigError, make_elbo, make_optimizer
+
+    spec = params["spec"]
+    where = f"fits.{spec['name']}"
+    model, guide = _model_and_guide(spec)
+    kwargs = model_kwargs(_dataset(inputs))
+    svi = SVI(model, guide, make_optimizer(spec["optimizer"], f"{where}.optimizer"),
+              loss=make_elbo(spec["elbo"], f"{where}.elbo"))
+    engine = spec.get("engine", {})
+    try:
+        result = fit_svi(svi, int(spec["steps"]), spec["seeds"], kwargs,
+                         chunks=int(engine.get("chunks", 20)),
+                         trajectory_points=int(engine.get("trajectory_points", 1000)),
+                         stable_update=bool(spec.get("stable_update", False)),
+                         progress=True, progress_file=progress_file)
+    except (TypeError, ValueError, KeyError, NotImplementedError) as error:
+        raise ConfigError(f"{where}: the model {spec['model']['function']!r} with the guide "
+                          f"{spec['guide']['name']!r} failed when traced: "
+                          f"{type(error).__name__}: {error}") from error
+    from sviflow.diagnostics import divergence, first_nonfinite
+
+    bad, skipped = divergence(result.losses, result.params, bool(spec.get("stable_update", False)))
+    for seed, step in zip(result.seeds, bad):
+        if step >= 0:
+            log.warning("fit %s seed %d: loss NaN or inf from step %d on: the fit diverged",
+                        spec["name"], seed, step)
+    final = {k: np.round(np.asarray(v, dtype=float).ravel()[:6], 4).tolist() for k, v in result.params.items()}
+    log.info("fit %s: final params %s; mean loss of the last 10%% of steps %.4f", spec["name"],
+             final, float(np.nanmean(result.losses[:, -max(1, result.losses.shape[1] // 10):])))
+    write_artifact(
+        outputs["fit"], "fit",
+        {"losses": result.losses, "params": result.params,
+         "trajectory": {"step": result.trajectory_step, "params": result.trajectory},
+         "first_nonfinite_step": first_nonfinite(result.losses), "diverged_step": bad,
+         "skipped_steps": skipped},
+        config=spec, seeds=result.seeds,
+        attrs={"timings": result.timings, "diverged": bool((bad >= 0).any())},
+    )
+
+
+def predict(inputs, outputs, params, progress_file=None):
+    """The post's three predictive paths -> ``sviflow.predictive``."""
+    from sviflow.engine import enable_compilation_cache
+
+    enable_compilation_cache(_cache_dir(params))
+    from sviflow.data import model_kwargs
+    from sviflow.predictive import predictive_paths, site_names
+
+    spec, settings = params["spec"], params["predictive"]
+    fitted = read_artifact(inputs["fit"], "fit")
+    dataset = _dataset(inputs)
+    model, guide = _model_and_guide(spec)
+    fit_kwargs, predict_kwargs = model_kwargs(dataset), model_kwargs(dataset, predict=True)
+    latent, observed = site_names(model, fit_kwargs)
+    if fitted.attrs.get("diverged"):
+        log.warning("fit %s diverged: no predictive draws are made from it", spec["name"])
+        tree = {"posterior": {}, "mock_from_guide": {}, "mock_from_samples": {}}
+    else:
+        tree = predictive_paths(model, guide, fitted["params"], fit_kwargs, predict_kwargs,
+                                observed, latent, num_samples=int(settings["num_samples"]),
+                                num_mock=int(settings["num_mock"]), seed=int(settings["seed"]))
+        for path, sites in tree.items():
+            log.info("%s: %s", path, {k: v.shape for k, v in sites.items()})
+    write_artifact(outputs["predictive"], "predictive", tree, config=params,
+                   seeds=fitted.attrs.get("seeds"),
+                   attrs={"latent_sites": latent, "observed_sites": observed,
+                          "diverged": bool(fitted.attrs.get("diverged"))})
+
+
+def reference(inputs, outputs, params, progress_file=None):
+    """A reference posterior of one model on one dataset -> ``sviflow.reference``."""
+    from sviflow.engine import enable_compilation_cache
+
+    enable_compilation_cache(_cache_dir(params))
+    from sviflow import references
+    from sviflow.data import model_kwargs
+    from sviflow.registry import ConfigError, resolve_model
+
+    model_spec, settings = params["model"], dict(params["reference"])
+    method = settings.pop("method")
+    where = f"models.{model_spec['name']}.reference"
+    dataset = _dataset(inputs)
+    kwargs = model_kwargs(dataset)
+    model = resolve_model(model_spec, where=f"models.{model_spec['name']}")
+    if method == "exact":
+        if model_spec["function"] != "coin_flips":
+            raise ConfigError(f"{where}.method: exact is known only for coin_flips; use grid or nuts")
+        result = references.exact_coin(dataset["observed"], model_spec.get("args") or {},
+                                       num_draws=int(settings.get("num_draws", 10000)),
+                                       seed=int(settings.get("seed", 0)))
+    elif method == "grid":
+        result = references.grid(model, kwargs, bounds=settings.get("bounds"),
+                                 points=int(settings.get("points", 400)),
+                                 num_draws=int(settings.get("num_draws", 10000)),
+                                 seed=int(settings.get("seed", 0)),
+                                 split_direction=settings.get("split_direction"))
+    elif method == "nuts":
+        result = references.nuts(model, kwargs, num_warmup=int(settings.get("num_warmup", 1000)),
+                                 num_samples=int(settings.get("num_samples", 2000)),
+                                 num_chains=int(settings.get("num_chains", 2)),
+                                 seed=int(settings.get("seed", 0)))
+    else:
+        raise ConfigError(f"{where}.method: unknown method {method!r}; valid: exact, grid, nuts")
+    log.info("reference %s (%s): log Z %.6g, mean %s, sd %s", model_spec["name"], method,
+             result["log_z"], {k: np.round(v, 5).tolist() for k, v in result["mean"].items()},
+             {k: np.round(v, 5).tolist() for k, v in result["sd"].items()})
+    write_artifact(outputs["reference"], "reference", references.to_tree(result), config=params,
+                   attrs={"method": method, "latent_sites": result["latent_sites"]})
+
+
+def check(inputs, outputs, params, progress_file=None):
+    """Convergence and approximation quality of one fit -> ``sviflow.check``."""
+    from sviflow import diagnostics as dg
+
+    spec = params["spec"]
+    settings = dg.merged(params.get("checks"))
+    fitted = read_artifact(inputs["fit"], "fit")
+    predictive = read_artifact(inputs["predictive"], "predictive")
+    ref = read_artifact(inputs["reference"], "reference") if inputs.get("reference") else None
+    seeds = fitted.attrs.get("seeds") or []
+    losses = fitted["losses"]
+    nonfinite = fitted["diverged_step"]
+    plateau = dg.plateau(losses, **settings["plateau"])
+    drift = dg.param_drift(fitted["trajectory"]["step"], fitted["trajectory"]["params"],
+                           **settings["drift"])
+    rhat = dg.late_rhat(fitted["trajectory"]["params"], settings["rhat"]["late_fraction"])
+    tree = {
+        "losses_window_mean": plateau["window_mean"], "rel_change": plateau["rel_change"],
+        "diverged_step": nonfinite,
+        "drift": {k: np.float64(v) for k, v in drift["drift"].items()},
+        "rhat_late": {k: np.float64(v) for k, v in rhat["per_seed"].items()},
+        "rhat_across_seeds": {k: np.float64(v) for k, v in rhat["across_seeds"].items()},
+        "seed_spread": {k: np.float64(v) for k, v in dg.seed_spread(fitted["params"]).items()},
+    }
+    quality = {}
+    khat_values = kl = None
+    khat_limit = dg.khat_threshold(settings["quality"]["khat_particles"], settings["quality"]["khat_max"])
+    diverged = bool((nonfinite >= 0).any())
+    truth = []
+    if not diverged:
+        from sviflow.engine import enable_compilation_cache
+
+        enable_compilation_cache(_cache_dir(params))
+        from sviflow.data import model_kwargs
+
+        model, guide = _model_and_guide(spec)
+        kwargs = model_kwargs(_dataset(inputs))
+        q = settings["quality"]
+        khat_values, elbo, elbo_se = [], [], []
+        for index, seed in enumerate(seeds):
+            p = {k: v[index] for k, v in fitted["params"].items()}
+            weights = dg.log_weights(model, guide, p, kwargs, int(q["elbo_particles"]),
+                                     int(settings["seed"]) + index)
+            elbo.append(weights.mean())
+            elbo_se.append(weights.std() / np.sqrt(len(weights)))
+            khat_values.append(dg.khat(model, guide, p, kwargs, int(q["khat_particles"]),
+                                       int(settings["seed"]) + 1000 + index))
+        quality = {"khat": np.array(khat_values), "elbo": np.array(elbo), "elbo_se": np.array(elbo_se)}
+        posterior = predictive["posterior"]
+        pooled = {k: v.reshape(-1, *v.shape[2:]) for k, v in posterior.items()}
+        if ref is not None:
+            log_z = float(ref["log_z"])
+            quality["log_z"] = np.float64(log_z)
+            if np.isfinite(log_z):
+                kl = log_z - np.array(elbo)
+                quality["kl"] = kl
+            distances = dg.sample_distances(pooled, ref, int(q["energy_draws"]), int(settings["seed"]))
+            quality["energy_distance"] = np.float64(distances["energy"])
+            quality["sites"] = {site: {k: np.float64(v) for k, v in row.items()}
+                                for site, row in distances["sites"].items()}
+        from sviflow.truth import truth_table
+
+        truth = truth_table(spec["model"]["function"], spec["model"].get("args") or {},
+                            spec["guide"]["name"], fitted["params"], ref, pooled)
+    tree["quality"] = quality
+    result = dg.verdict(nonfinite=nonfinite, plateau_result=plateau, drift=drift, rhat=rhat,
+                        settings=settings, khat_values=khat_values, khat_limit=khat_limit,
+                        kl=kl, seeds=seeds, skipped_steps=fitted["skipped_steps"])
+    log.info("check %s: %s (%s)", spec["name"], result.verdict, result.sentence)
+    for row in truth:
+        log.info("truth %s: target %.4g, fit %.4g, error %+.3g %s", row["quantity"], row["target"],
+                 row["fit"], row["error"], row["note"])
+    write_artifact(outputs["check"], "check", tree, config=params, seeds=seeds,
+                   attrs={"verdict": result.verdict, "reasons": result.reasons,
+                          "sentence": result.sentence, "truth": truth, "khat_limit": khat_limit,
+                          "diverged": diverged,
+                          "plateau_converged": bool(np.all(plateau["converged"]))})
+
+
+def plot(inputs, outputs, params, progress_file=None):
+    """The fit's figures (PNG) from its artifacts; matplotlib only, no numpyro."""
+    from sviflow import plots
+
+    plots.plot_fit(inputs, outputs, params)
+
+
+def compare(inputs, outputs, params, progress_file=None):
+    """Loss curves of several fits in one figure (the post's 1 vs 32 particles)."""
+    from sviflow import plots
+
+    plots.plot_loss_comparison(inputs["fits"] if isinstance(inputs["fits"], list) else [inputs["fits"]],
+                               outputs["figure"], params.get("title", ""))
+
+
+def to_arviz(inputs, outputs, params, progress_file=None):
+    """One ArviZ InferenceData per fit, netCDF through h5netcdf."""
+    from sviflow.summary import inference_data
+
+    idata = inference_data(inputs, params["spec"])
+    idata.to_netcdf(outputs["netcdf"], engine="h5netcdf")
+    log.info("arviz %s: groups %s", params["spec"]["name"], list(idata.groups()))
+
+
+def summarize(inputs, outputs, params, progress_file=None):
+    """``az.summary`` of every fit with its verdict, as CSV and Markdown."""
+    from sviflow.summary import summary_table, write_markdown
+
+    table = summary_table(list(params["fits"]), list(inputs["netcdf"]), list(inputs["checks"]))
+    table.to_csv(outputs["csv"], index=False)
+    write_markdown(table, list(inputs["checks"]), list(params["fits"]), outputs["markdown"])
+    for fit, check_path in zip(params["fits"], inputs["checks"]):
+        attrs = read_artifact(check_path, "check").attrs
+        if attrs["verdict"] != "converged":
+            log.warning("fit %s: %s (%s)", fit, attrs["verdict"], attrs["sentence"])
+
+
+def strict(inputs, outputs, params, progress_file=None):
+    """``checks.strict``: fail, naming the fits and the reasons, when a fit did not pass."""
+    from pathlib import Path
+
+    from sviflow.registry import ConfigError
+
+    failing = []
+    for fit, check_path in zip(params["fits"], inputs["checks"]):
+        attrs = read_artifact(check_path, "check").attrs
+        if attrs["verdict"] != "converged":
+            failing.append(f"{fit}: {attrs['verdict']} ({attrs['sentence']})")
+    if failing:
+        raise ConfigError("checks.strict is true and these fits did not pass: "
+                          + "; ".join(failing) + f". The summary is in {inputs['summary']}.")
+    Path(outputs["ok"]).write_text("every fit converged\n")

@@ -1,0 +1,83 @@
+"""The real workflow on the tiny config, end to end: every artifact, read with h5py and ArviZ."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import TINY, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+FITS = ("beta", "beta_4_particles", "normal", "multimodal", "autoguide")
+
+
+def test_every_artifact_is_written(tiny_run):
+    results = tiny_run / "results"
+    assert (results / "data" / "coin_12_8.h5").is_file()
+    for fit in FITS:
+        for folder, suffix in (("fits", "h5"), ("predictive", "h5"), ("checks", "h5"), ("arviz", "nc")):
+            assert (results / folder / f"{fit}.{suffix}").is_file(), f"{folder}/{fit}"
+        for figure in ("loss", "trajectories", "posterior"):
+            assert (results / "figures" / fit / f"{figure}.png").stat().st_size > 10_000
+        assert (results / "logs" / "fit" / f"{fit}.log").is_file()
+        assert (results / "benchmarks" / "fit" / f"{fit}.tsv").is_file()
+    for fit in ("beta", "beta_4_particles", "normal"):
+        assert (results / "figures" / fit / "mock_observations.png").is_file()
+    assert (results / "figures" / "autoguide" / "covariance.png").is_file()
+    assert (results / "figures" / "comparisons" / "particles.png").is_file()
+    assert (results / "summary.csv").is_file() and (results / "summary.md").is_file()
+
+
+def test_fit_files_hold_the_full_trace(tiny_run):
+    with h5py.File(tiny_run / "results" / "fits" / "beta_4_particles.h5") as fit:
+        assert fit.attrs["schema"] == "sviflow.fit"
+        assert fit.attrs["schema_version"] == 1
+        assert fit["losses"].shape == (2, 400)  # two seeds, every step
+        assert fit["params/alpha_q"].shape == (2,)
+        assert fit["trajectory/params/alpha_q"].shape[0] == 2
+        assert fit["trajectory/step"][-1] == 400
+        assert np.isfinite(fit["losses"][()]).all()
+        for key in ("config", "seeds", "versions", "created", "timings"):
+            assert key in fit.attrs
+
+
+def test_predictive_has_the_posts_three_paths(tiny_run):
+    with h5py.File(tiny_run / "results" / "predictive" / "beta.h5") as pred:
+        assert pred["posterior/latent_fairness"].shape == (1, 500)
+        assert pred["mock_from_guide/obs"].shape == (1, 100, 10)  # the model's default 10 flips
+        assert pred["mock_from_samples/obs"].shape == (1, 500, 10)
+        assert set(np.unique(pred["mock_from_guide/obs"][()])) <= {0.0, 1.0}
+
+
+def test_arviz_files_load(tiny_run):
+    import arviz as az
+
+    idata = az.from_netcdf(tiny_run / "results" / "arviz" / "beta.nc")
+    assert {"posterior", "posterior_predictive", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["latent_fairness"].shape == (1, 500)
+    assert float(idata.observed_data["obs"].sum()) == 12
+    two_d = az.from_netcdf(tiny_run / "results" / "arviz" / "autoguide.nc")
+    assert set(two_d.posterior.data_vars) == {"x", "y"}
+
+
+def test_summary_table_has_every_fit_and_verdict(tiny_run):
+    import pandas as pd
+
+    table = pd.read_csv(tiny_run / "results" / "summary.csv")
+    assert set(table["fit"]) == set(FITS)
+    assert set(table["verdict"]) <= {"converged", "not converged", "converged, poor approximation"}
+    assert {"mean", "sd", "r_hat", "khat", "kl"} <= set(table.columns)
+    text = (tiny_run / "results" / "summary.md").read_text()
+    assert "Beta(A+1, B+1)" in text and "auto_scale_tril" in text
+
+
+def test_second_run_does_nothing(tiny_run):
+    result = run_snakemake(tiny_run, "-n", "--cores", "2", *TINY)
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_lint_is_clean(workflow_copy):
+    result = run_snakemake(workflow_copy, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,208 @@
+"""Config validation, the config slices each job gets, and input functions."""
+
+import os
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+# paths in the config are relative to the config file that the user gave
+_CONFIG_FILES = list(workflow.overwrite_configfiles or []) or list(workflow.configfiles)
+CONFIG_DIR = Path(_CONFIG_FILES[-1]).parent if _CONFIG_FILES else Path(".")
+FITS = list(config["fits"])
+DATASETS = list(config.get("datasets", {}))
+MODELS = list(config["models"])
+COMPARISONS = list(config.get("comparisons", {}))
+ENGINE = config.get("engine", {})
+# Passed to the jobs through the environment, not params: moving the cache reruns nothing.
+CACHE_DIR = ENGINE.get("cache_dir", ".jax_cache")
+if CACHE_DIR:
+    # set for the jobs, not read from the user: no envvars directive is needed
+    os.environ.update(SVIFLOW_JAX_CACHE=os.path.abspath(CACHE_DIR))
+BUILTIN_GUIDES = ("beta", "normal", "mixture_2d")
+
+
+def _fail(message):
+    raise WorkflowError(f"config error: {message}")
+
+
+def _user_file(name, where):
+    """path.py:function in the config -> the same with the path relative to the working
+    directory (as given, relative to the config file); checks that the file exists."""
+    path_text, sep, function = name.partition(":")
+    if not (sep and path_text.endswith(".py")):
+        return name, None
+    path = Path(path_text) if Path(path_text).is_absolute() else CONFIG_DIR / path_text
+    if not path.is_file():
+        _fail(f"{where}: file {path_text!r} not found (looked for {path}); paths are "
+              f"relative to the config file")
+    relative = os.path.relpath(path)
+    return f"{relative}:{function}", relative
+
+
+def _cross_check():
+    """What the schema cannot say: names that must point at other entries."""
+    for fit, entry in config["fits"].items():
+        if entry["model"] not in config["models"]:
+            _fail(f"fits.{fit}.model: {entry['model']!r} is not a key of models "
+                  f"(models: {', '.join(MODELS)})")
+        if "data" in entry and entry["data"] not in config.get("datasets", {}):
+            _fail(f"fits.{fit}.data: {entry['data']!r} is not a key of datasets "
+                  f"(datasets: {', '.join(DATASETS) or 'none'})")
+        guide = entry["guide"]["name"]
+        if ":" not in guide and guide not in BUILTIN_GUIDES and not guide.startswith("Auto"):
+            _fail(f"fits.{fit}.guide.name: unknown guide {guide!r}; built-in guides: "
+                  f"{', '.join(BUILTIN_GUIDES)}, any numpyro autoguide (AutoNormal, "
+                  f"AutoMultivariateNormal, ...), or path/to/file.py:function")
+    for name, entry in config["models"].items():
+        function = entry["function"]
+        if ":" not in function and function not in ("coin_flips", "multimodal_2d", "correlated_gaussian_2d"):
+            _fail(f"models.{name}.function: unknown model {function!r}; built-in models: "
+                  f"coin_flips, multimodal_2d, correlated_gaussian_2d, or path/to/file.py:function")
+    for name, entry in config.get("comparisons", {}).items():
+        unknown = [f for f in entry["fits"] if f not in config["fits"]]
+        if unknown:
+            _fail(f"comparisons.{name}.fits: {', '.join(unknown)} not in fits")
+
+
+_cross_check()
+
+
+def model_spec(name):
+    entry = config["models"][name]
+    function, _ = _user_file(entry["function"], f"models.{name}.function")
+    return {"name": name, "function": function, "args": entry.get("args", {})}
+
+
+def fit_spec(fit):
+    """The config slice of one fit: everything that changes its numbers, nothing else."""
+    entry = config["fits"][fit]
+    guide = dict(entry["guide"])
+    guide["name"], _ = _user_file(guide["name"], f"fits.{fit}.guide.name")
+    seeds = entry.get("seed", 0)
+    return {
+        "name": fit,
+        "model": model_spec(entry["model"]),
+        "data": entry.get("data"),
+        "guide": guide,
+        "optimizer": entry.get("optimizer", {"name": "Adam", "step_size": 5.0e-4}),
+        "elbo": entry.get("elbo", {"name": "Trace_ELBO", "num_particles": 1}),
+        "steps": entry["steps"],
+        "seeds": seeds if isinstance(seeds, list) else [seeds],
+        "stable_update": entry.get("stable_update", False),
+        "engine": {k: ENGINE.get(k, d) for k, d in (("chunks", 20), ("trajectory_points", 1000))},
+    }
+
+
+def code_files(fit=None, model=None):
+    """The user's model and guide files a job depends on: an edit reruns the job."""
+    files = []
+    if fit is not None:
+        entry = config["fits"][fit]
+        _, path = _user_file(entry["guide"]["name"], f"fits.{fit}.guide.name")
+        files += [path] if path else []
+        model = entry["model"]
+    if model is not None:
+        _, path = _user_file(config["models"][model]["function"], f"models.{model}.function")
+        files += [path] if path else []
+    return files
+
+
+def reference_method(model):
+    return config["models"][model].get("reference", {}).get("method", "none")
+
+
+def reference_id(fit):
+    """A reference is one per model and dataset: '<model>--<dataset>' or '<model>--none'."""
+    entry = config["fits"][fit]
+    return f"{entry['model']}--{entry.get('data', 'none')}"
+
+
+def reference_ids():
+    return sorted({reference_id(f) for f in FITS if reference_method(config["fits"][f]["model"]) != "none"})
+
+
+def reference_inputs(reference):
+    model, dataset = reference.split("--", 1)
+    inputs = {"code": code_files(model=model)}
+    if dataset != "none":
+        inputs["data"] = f"results/data/{dataset}.h5"
+    return inputs
+
+
+def fit_inputs(fit):
+    inputs = {"code": code_files(fit=fit)}
+    data = config["fits"][fit].get("data")
+    if data:
+        inputs["data"] = f"results/data/{data}.h5"
+    return inputs
+
+
+def with_reference(fit_name, **inputs):
+    """``inputs`` plus the fit's reference posterior, where its model has one."""
+    if reference_method(config["fits"][fit_name]["model"]) != "none":
+        inputs["reference"] = f"results/references/{reference_id(fit_name)}.h5"
+    return inputs
+
+
+def figures(fit):
+    """The figures of one fit: which apply depends on its model and guide."""
+    names = ["loss", "trajectories", "posterior"]
+    if config["fits"][fit].get("data"):
+        names.append("mock_observations")
+    if config["fits"][fit]["guide"]["name"] == "AutoMultivariateNormal":
+        names.append("covariance")
+    return names
+
+
+def data_file_inputs(dataset):
+    entry = config["datasets"][dataset]
+    if "file" in entry:
+        path = Path(entry["file"]) if Path(entry["file"]).is_absolute() else CONFIG_DIR / entry["file"]
+        return [os.path.relpath(path)]
+    return []
+
+
+def dataset_spec(dataset):
+    entry = dict(config["datasets"][dataset])
+    if "file" in entry:
+        entry["file"] = data_file_inputs(dataset)[0]
+    return entry
+
+
+def check_settings():
+    """The checks' config slice; strict only gates the end, so toggling it reruns no check."""
+    return {k: v for k, v in config.get("checks", {}).items() if k != "strict"}
+
+
+def plot_inputs(wildcards):
+    inputs = with_reference(
+        wildcards.fit,
+        fit=f"results/fits/{wildcards.fit}.h5",
+        predictive=f"results/predictive/{wildcards.fit}.h5",
+        check=f"results/checks/{wildcards.fit}.h5",
+    )
+    data = config["fits"][wildcards.fit].get("data")
+    if data:
+        inputs["data"] = f"results/data/{data}.h5"
+    return inputs
+
+
+def all_outputs():
+    outputs = ["results/summary.csv", "results/summary.md"]
+    outputs += [f"results/figures/{fit}/{name}.png" for fit in FITS for name in figures(fit)]
+    outputs += [f"results/figures/comparisons/{name}.png" for name in COMPARISONS]
+    if config.get("checks", {}).get("strict", False):
+        outputs.append("results/checks/strict.ok")
+    return outputs
+
+
+wildcard_constraints:
+    fit="|".join(map(re.escape, FITS)) or "no-fits",
+    dataset="|".join(map(re.escape, DATASETS)) or "no-datasets",
+    reference="|".join(map(re.escape, reference_ids())) or "no-references",
+    comparison="|".join(map(re.escape, COMPARISONS)) or "no-comparisons",

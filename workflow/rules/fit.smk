@@ -1,0 +1,19 @@
+rule fit:
+    """One SVI fit: all its seeds in one vmap, the steps as lax.scan in chunks."""
+    input:
+        unpack(lambda wildcards: fit_inputs(wildcards.fit)),
+    output:
+        fit="results/fits/{fit}.h5",
+    params:
+        spec=lambda wildcards: fit_spec(wildcards.fit),
+    log:
+        "results/logs/fit/{fit}.log",
+    benchmark:
+        "results/benchmarks/fit/{fit}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/fit.py"

@@ -1,0 +1,22 @@
+rule predict:
+    """The post's three predictive paths: guide samples, mock data from model + guide and from
+    model + samples."""
+    input:
+        unpack(lambda wildcards: fit_inputs(wildcards.fit)),
+        fit="results/fits/{fit}.h5",
+    output:
+        predictive="results/predictive/{fit}.h5",
+    params:
+        spec=lambda wildcards: fit_spec(wildcards.fit),
+        predictive=config.get("predictive", {}),
+    log:
+        "results/logs/predict/{fit}.log",
+    benchmark:
+        "results/benchmarks/predict/{fit}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../environment.yml"
+    script:
+        "../../scripts/predict.py"
