@@ -50,12 +50,36 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "reference": {
         "moments/mean/": "posterior mean of every latent site",
         "moments/sd/": "posterior sd of every latent site",
+        "moments/covariance": "covariance of the latent sites, flattened in latent_sites order",
         "draws/": "(draw, ...) draws from the reference posterior, for sample-based distances",
+        "log_z": "log evidence (exact, grid); NaN where unknown (nuts)",
     },
     "check": {
         "losses_window_mean": "(seed, window) mean loss over each plateau window",
         "rel_change": "(seed, window) relative change of the windowed ELBO (Stan ADVI)",
+        "diverged_step": "(seed,) step at which the fit diverged, -1 if it did not",
+        "drift/": "relative change of each parameter component over the last `every` steps (PyMC)",
+        "rhat_late/": "split-R-hat of each parameter component over the late iterates, worst seed",
+        "rhat_across_seeds/": "R-hat of the late iterates across seeds (several seeds only)",
+        "seed_spread/": "sd across seeds of each final parameter component",
+        "quality/": "khat, elbo, elbo_se (seed,); log_z, kl (seed,), energy_distance and "
+                    "sites/<site>/{mean_error_sd, sd_ratio, wasserstein, ...} where a reference exists",
     },
+}
+
+# Root attributes beyond the common ones, by kind (JSON where not a plain number or string).
+ATTRIBUTES: dict[str, dict[str, str]] = {
+    "fit": {"timings": "compile_seconds, run_seconds, steps_per_second, chunks, thin",
+            "diverged": "true when any seed diverged"},
+    "predictive": {"latent_sites": "the model's latent sample sites",
+                   "observed_sites": "the model's observed sample sites",
+                   "diverged": "true when the fit diverged: then no draws are made"},
+    "reference": {"method": "exact, grid or nuts", "latent_sites": "site order of moments/covariance"},
+    "check": {"verdict": "converged | not converged | converged, poor approximation",
+              "reasons": "the reasons, one sentence each (JSON list)", "sentence": "the reasons joined",
+              "truth": "rows {quantity, target, fit, error, note} against the exact answers (JSON)",
+              "khat_limit": "the k-hat threshold min(1 - 1/log10 S, 0.7)",
+              "diverged": "true when the fit diverged"},
 }
 
 
@@ -192,6 +216,7 @@ def read_artifact(path, kind: str) -> Artifact:
                             f"version {SCHEMA_VERSION}; delete it (or run snakemake with "
                             f"--forcerun) to remake it with this version")
     missing = [key for key in SCHEMAS[kind] if not _has(tree, key)]
+    missing += [f"attribute {key}" for key in ATTRIBUTES.get(kind, {}) if key not in attrs]
     if missing:
         raise ArtifactError(f"{path}: incomplete sviflow.{kind} file, missing {', '.join(missing)}; "
                             f"delete it and run snakemake again to remake it")
@@ -214,5 +239,6 @@ def describe_schemas() -> str:
     for kind, entries in SCHEMAS.items():
         lines.append(f"### sviflow.{kind}")
         lines.extend(f"- `{key}`: {doc}" for key, doc in entries.items())
+        lines.extend(f"- attribute `{key}`: {doc}" for key, doc in ATTRIBUTES.get(kind, {}).items())
         lines.append("")
     return "\n".join(lines)

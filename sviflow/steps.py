@@ -13,6 +13,7 @@ A fit's config slice ("spec") is the dict that ``workflow/rules/common.smk`` bui
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
@@ -22,8 +23,6 @@ log = logging.getLogger("sviflow")
 
 
 def _cache_dir(params: dict):
-    import os
-
     return params.get("cache_dir") or os.environ.get("SVIFLOW_JAX_CACHE")
 
 
@@ -71,7 +70,7 @@ def fit(inputs, outputs, params, progress_file=None):
     engine = spec.get("engine", {})
     try:
         result = fit_svi(svi, int(spec["steps"]), spec["seeds"], kwargs,
-                         chunks=int(engine.get("chunks", 20)),
+                         chunks=int(engine.get("chunks") or os.environ.get("SVIFLOW_FIT_CHUNKS", 20)),
                          trajectory_points=int(engine.get("trajectory_points", 1000)),
                          stable_update=bool(spec.get("stable_update", False)),
                          progress=True, progress_file=progress_file)
@@ -209,14 +208,16 @@ def check(inputs, outputs, params, progress_file=None):
         kwargs = model_kwargs(_dataset(inputs))
         q = settings["quality"]
         khat_values, elbo, elbo_se = [], [], []
+        # one set of draws serves the ELBO (its first elbo_particles) and k-hat (its first
+        # khat_particles): log w = log p(x, z) - log q(z) is the integrand of both
+        draws = max(int(q["elbo_particles"]), int(q["khat_particles"]))
         for index, seed in enumerate(seeds):
             p = {k: v[index] for k, v in fitted["params"].items()}
-            weights = dg.log_weights(model, guide, p, kwargs, int(q["elbo_particles"]),
-                                     int(settings["seed"]) + index)
-            elbo.append(weights.mean())
-            elbo_se.append(weights.std() / np.sqrt(len(weights)))
-            khat_values.append(dg.khat(model, guide, p, kwargs, int(q["khat_particles"]),
-                                       int(settings["seed"]) + 1000 + index))
+            weights = dg.log_weights(model, guide, p, kwargs, draws, int(settings["seed"]) + index)
+            for_elbo = weights[: int(q["elbo_particles"])]
+            elbo.append(for_elbo.mean())
+            elbo_se.append(for_elbo.std() / np.sqrt(len(for_elbo)))
+            khat_values.append(dg.khat_from_log_weights(weights[: int(q["khat_particles"])]))
         quality = {"khat": np.array(khat_values), "elbo": np.array(elbo), "elbo_se": np.array(elbo_se)}
         posterior = predictive["posterior"]
         pooled = {k: v.reshape(-1, *v.shape[2:]) for k, v in posterior.items()}

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # how a user runs their own config: --replace-workflow-config keeps the default's fits out
 TINY = ("--configfile", "tests/configs/tiny.yaml", "--replace-workflow-config")
-WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "sviflow", "tests/configs")
+WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "sviflow", "tests/configs",
+                  "environment.yml", "pyproject.toml")
 
 
 def copy_workflow(destination: Path) -> Path:

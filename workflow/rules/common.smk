@@ -23,6 +23,7 @@ CACHE_DIR = ENGINE.get("cache_dir", ".jax_cache")
 if CACHE_DIR:
     # set for the jobs, not read from the user: no envvars directive is needed
     os.environ.update(SVIFLOW_JAX_CACHE=os.path.abspath(CACHE_DIR))
+os.environ.update(SVIFLOW_FIT_CHUNKS=str(ENGINE.get("chunks", 20)))
 BUILTIN_GUIDES = ("beta", "normal", "mixture_2d")
 
 
@@ -94,7 +95,8 @@ def fit_spec(fit):
         "steps": entry["steps"],
         "seeds": seeds if isinstance(seeds, list) else [seeds],
         "stable_update": entry.get("stable_update", False),
-        "engine": {k: ENGINE.get(k, d) for k, d in (("chunks", 20), ("trajectory_points", 1000))},
+        # what is stored; the number of chunks changes no number, so it travels by environment
+        "engine": {"trajectory_points": ENGINE.get("trajectory_points", 1000)},
     }
 
 
