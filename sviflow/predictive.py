@@ -25,7 +25,9 @@ def site_names(model, model_kwargs: dict, seed: int = 0) -> tuple[list[str], lis
     trace = handlers.trace(substituted).get_trace(**model_kwargs)
     latent = [n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
               and not s.get("infer", {}).get("is_auxiliary", False)]
-    observed = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
+    # numpyro.factor is an observed sample site of a Unit distribution: not data
+    observed = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]
+                and type(s["fn"]).__name__ != "Unit"]
     return latent, observed
 
 
@@ -50,7 +52,8 @@ def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwarg
             out["mock_from_samples"] = from_samples
         return out
 
-    paths = jax.vmap(one)(keys, params)
+    # one compiled program for all seeds and paths (vmap alone would run op by op)
+    paths = jax.jit(jax.vmap(one))(keys, params)
     result = {name: {k: np.asarray(v) for k, v in sites.items()} for name, sites in paths.items()}
     result.setdefault("mock_from_guide", {})
     result.setdefault("mock_from_samples", {})

@@ -75,7 +75,11 @@ def truth_table(model_function: str, model_args: dict, guide_name: str, params: 
                          "target is Cauchy-like along u2: a scale, not an sd"))
         rows.append(_row("theta (deg)", 45.0, math.degrees(mean_over_seeds["theta"])))
         if reference is not None and "split" in reference:
-            u1 = (np.asarray(guide_draws["x"]) + np.asarray(guide_draws["y"])) / math.sqrt(2)
-            rows.append(_row("mass of the +b mode", reference["split"]["mass_positive"],
-                             float(np.mean(u1 > 0)), "grid quadrature"))
+            # the same plane as the reference's: through its mean, orthogonal to the direction
+            sites = ("x", "y")
+            mean = np.array([float(reference["moments"]["mean"][s]) for s in sites])
+            points = np.stack([np.asarray(guide_draws[s], dtype=np.float64) for s in sites], axis=1)
+            side = (points - mean) @ np.asarray(reference["split"]["direction"], dtype=np.float64) > 0
+            rows.append(_row("mass on the positive side (one mode)", reference["split"]["mass_positive"],
+                             float(np.mean(side)), "grid quadrature"))
     return rows
