@@ -22,11 +22,22 @@ VERDICT_COLOURS = {"converged": "tab:green", "not converged": "tab:red",
 
 
 def _title(fig, fit: str, check) -> None:
+    """The verdict, and its first reason, above every figure of a fit."""
+    import textwrap
+
     verdict = check.attrs["verdict"]
     if check.attrs.get("diverged"):
         verdict = "DIVERGED: not a result"
-    fig.suptitle(f"{fit}: {verdict}", color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
-                 fontsize=11)
+    reasons = check.attrs.get("reasons") or []
+    first = textwrap.shorten(reasons[0], width=150, placeholder=" ...") if reasons else ""
+    fig.suptitle(f"{fit}: {verdict}" + (f"\n{first}" if first else ""),
+                 color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
+                 fontsize=10 if first else 11)
+
+
+def _setting(check, group: str, key: str, default):
+    """A check setting as the check used it (its config slice), or the default."""
+    return ((check.config.get("checks") or {}).get(group) or {}).get(key, default)
 
 
 def _save(fig, path) -> None:
@@ -38,8 +49,7 @@ def _save(fig, path) -> None:
 def loss_figure(fitted, check, fit: str, path) -> None:
     """The loss trace (the post's figure) with the plateau windows and their relative change."""
     losses = fitted["losses"]
-    window = int(check.config.get("checks", {}).get("plateau", {}).get("window", 100)) \
-        if isinstance(check.config.get("checks"), dict) else 100
+    window = _setting(check, "plateau", "window", 100)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True,
                                       gridspec_kw={"height_ratios": [2, 1]})
     steps = np.arange(1, losses.shape[1] + 1)
@@ -57,6 +67,10 @@ def loss_figure(fitted, check, fit: str, path) -> None:
             low, high = np.percentile(finite, [0.5, 99.0])
             pad = 0.1 * (high - low or 1.0)
             top.set_ylim(low - pad, high + pad)
+    log_z = check.get("quality", {}).get("log_z")
+    if log_z is not None and np.isfinite(log_z):
+        top.axhline(-float(log_z), color="tab:green", lw=1, ls=":",
+                    label=f"-log Z (exact evidence): {-float(log_z):.3f}, the floor of the loss")
     for step in check["diverged_step"]:
         if step >= 0:
             top.axvline(step + 1, color="tab:red", lw=1.5, label=f"diverged at step {step}")
@@ -68,8 +82,7 @@ def loss_figure(fitted, check, fit: str, path) -> None:
         centres = window * (np.arange(1, rel.shape[1] + 1) + 0.5)
         for seed_rel in rel:
             bottom.semilogy(centres, np.maximum(seed_rel, 1e-12), lw=0.8)
-        tolerance = check.config.get("checks", {}).get("plateau", {}).get("tolerance", 0.01) \
-            if isinstance(check.config.get("checks"), dict) else 0.01
+        tolerance = _setting(check, "plateau", "tolerance", 0.01)
         bottom.axhline(tolerance, color="tab:red", ls="--", lw=1, label=f"tolerance {tolerance}")
         bottom.legend(fontsize=8)
     bottom.set_ylabel("relative ELBO change")
@@ -93,8 +106,7 @@ def trajectory_figure(fitted, check, fit: str, path) -> None:
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
-    late = check.config.get("checks", {}).get("rhat", {}).get("late_fraction", 0.5) \
-        if isinstance(check.config.get("checks"), dict) else 0.5
+    late = _setting(check, "rhat", "late_fraction", 0.5)
     for ax, (label, series) in zip(axes.ravel(), components):
         for seed_series in series:
             ax.plot(steps, seed_series, lw=0.8)
