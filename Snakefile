@@ -1,8 +1,19 @@
 # sviflow: Stochastic Variational Inference with NumPyro, one job per step, HDF5 between steps.
 # The rules live in workflow/rules/, the work in the sviflow library; see README.md.
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Snakemake's own message for a malformed config names neither the file nor the line
+try:
+    with open("config/config.yaml") as handle:
+        yaml.safe_load(handle)
+except FileNotFoundError:
+    pass  # Snakemake's message names the file
+except yaml.YAMLError as error:
+    raise WorkflowError(f"config error: config/config.yaml is not valid YAML: {error}") from None
 
 
 configfile: "config/config.yaml"

@@ -2,6 +2,10 @@
 
 A dataset is two dicts of arrays passed to the model as keyword arguments: ``observed`` (set to
 None when the model predicts) and ``covariates`` (always passed).
+
+Numbers keep their kind: a column (or array) whose values are all whole numbers becomes int32,
+so that it can index an array in the model (a group label, a count); any other becomes float32,
+the precision JAX computes in by default.
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ def coin_flips(heads: int | None = None, tails: int | None = None, n: int | None
     if heads is not None or tails is not None:
         if n is not None or p is not None:
             raise ConfigError("coin_flips: give either heads and tails, or n and p, not both")
+        if int(heads or 0) < 0 or int(tails or 0) < 0:
+            raise ConfigError(f"coin_flips: heads and tails are counts, got {heads} and {tails}")
         flips = np.concatenate([np.ones(int(heads or 0)), np.zeros(int(tails or 0))])
     elif n is not None and p is not None:
+        if not 0.0 <= float(p) <= 1.0 or int(n) < 0:
+            raise ConfigError(f"coin_flips: p is a probability in [0, 1] and n a count, got "
+                              f"p={p}, n={n}")
         flips = (np.random.default_rng(seed).random(int(n)) < float(p)).astype(np.float64)
     else:
         raise ConfigError("coin_flips: give heads and tails, or n and p (and a seed)")
@@ -33,29 +42,53 @@ def coin_flips(heads: int | None = None, tails: int | None = None, n: int | None
 GENERATORS = {"coin_flips": coin_flips}
 
 
+def _typed(values: np.ndarray) -> np.ndarray:
+    """int32 when every value is a whole number (and fits), float32 otherwise."""
+    values = np.asarray(values)
+    if values.dtype == np.bool_:
+        return values
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int32) if np.all(np.abs(values) < 2**31) else values.astype(np.float32)
+    return values.astype(np.float32)
+
+
+def _csv_number(text: str):
+    """A CSV cell as int (whole-number text) or float; ValueError otherwise."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _columns_from_csv(path: Path) -> dict[str, np.ndarray]:
     with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        while header is not None and not any(cell.strip() for cell in header):
+            header = next(reader, None)  # blank lines before the header
+        if header is None:
             raise ConfigError(f"{path}: empty CSV file, expected a header line of column names")
-        rows = list(reader)
-    columns = {}
-    for name in reader.fieldnames:
-        try:
-            columns[name] = np.array([float(row[name]) for row in rows], dtype=np.float32)
-        except (TypeError, ValueError) as error:
-            line = next(i + 2 for i, row in enumerate(rows) if not _is_number(row[name]))
-            raise ConfigError(f"{path}, line {line}, column {name!r}: not a number "
-                              f"({error})") from error
-    return columns
-
-
-def _is_number(text) -> bool:
-    try:
-        float(text)
-        return True
-    except (TypeError, ValueError):
-        return False
+        names = [cell.strip() for cell in header]
+        if any(not name for name in names) or len(set(names)) != len(names):
+            raise ConfigError(f"{path}, line {reader.line_num}: the header needs distinct, "
+                              f"non-empty column names, got {', '.join(map(repr, names))}")
+        columns = {name: [] for name in names}
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank lines carry no data
+            if len(row) != len(names):
+                raise ConfigError(f"{path}, line {reader.line_num}: {len(row)} fields, the "
+                                  f"header has {len(names)} ({', '.join(names)})")
+            for name, cell in zip(names, row):
+                try:
+                    columns[name].append(_csv_number(cell))
+                except ValueError:
+                    raise ConfigError(f"{path}, line {reader.line_num}, column {name!r}: "
+                                      f"{cell!r} is not a number") from None
+    if not columns[names[0]]:
+        raise ConfigError(f"{path}: no rows of data below the header")
+    return {name: _typed(np.array(values)) for name, values in columns.items()}
 
 
 def _columns_from_json(path: Path) -> dict[str, np.ndarray]:
@@ -64,8 +97,19 @@ def _columns_from_json(path: Path) -> dict[str, np.ndarray]:
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}, line {error.lineno}: invalid JSON: {error.msg}") from error
     if not isinstance(content, dict):
-        raise ConfigError(f"{path}: expected a JSON object of named arrays")
-    return {name: np.asarray(value, dtype=np.float32) for name, value in content.items()}
+        raise ConfigError(f"{path}: expected a JSON object of named arrays, "
+                          f"e.g. {{\"x\": [1.0, 2.0], \"y\": [0.5, 1.5]}}")
+    columns = {}
+    for name, value in content.items():
+        try:
+            array = np.asarray(value)
+        except ValueError as error:  # ragged nested lists
+            raise ConfigError(f"{path}: array {name!r} is not rectangular ({error})") from error
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise ConfigError(f"{path}: array {name!r} holds {array.dtype.kind!r}-kind values, "
+                              f"not numbers (first: {np.ravel(array)[:1].tolist()})")
+        columns[name] = _typed(array)
+    return columns
 
 
 def _columns_from_hdf5(path: Path) -> dict[str, np.ndarray]:
@@ -73,8 +117,14 @@ def _columns_from_hdf5(path: Path) -> dict[str, np.ndarray]:
 
     try:
         with h5py.File(path, "r") as handle:
-            return {name: np.asarray(item[()]) for name, item in handle.items()
-                    if isinstance(item, h5py.Dataset)}
+            items = {name: item for name, item in handle.items() if isinstance(item, h5py.Dataset)}
+            columns = {}
+            for name, item in items.items():
+                array = np.asarray(item[()])
+                if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+                    raise ConfigError(f"{path}: dataset {name!r} holds {array.dtype}, not numbers")
+                columns[name] = _typed(array)
+            return columns
     except OSError as error:
         raise ConfigError(f"{path}: not a readable HDF5 file ({error})") from error
 
@@ -96,7 +146,7 @@ def load_dataset(spec: dict, where: str = "dataset") -> dict:
         except TypeError as error:
             raise ConfigError(f"{where}.args: {error}") from error
         except ConfigError as error:
-            raise ConfigError(f"{where}: {error}") from error
+            raise ConfigError(f"{where}.args: {error}") from error
     path = Path(spec["file"])
     if not path.is_file():
         raise ConfigError(f"{where}.file: {path} not found (paths are relative to the config file)")
@@ -104,14 +154,22 @@ def load_dataset(spec: dict, where: str = "dataset") -> dict:
     if reader is None:
         raise ConfigError(f"{where}.file: {path}: unknown format {path.suffix!r}; "
                           f"use .csv, .json, .h5 or .hdf5")
-    columns = reader(path)
+    try:
+        columns = reader(path)
+    except ConfigError as error:
+        raise ConfigError(f"{where}.file: {error}") from error
     observed = list(spec.get("observed") or [])
-    covariates = list(spec.get("covariates") or [c for c in columns if c not in observed])
+    covariates = spec.get("covariates")
+    covariates = [c for c in columns if c not in observed] if covariates is None else list(covariates)
     for key, names in (("observed", observed), ("covariates", covariates)):
         unknown = [n for n in names if n not in columns]
         if unknown:
             raise ConfigError(f"{where}.{key}: {path} has no column {', '.join(map(repr, unknown))}; "
                               f"its columns: {', '.join(columns)}")
+    both = [n for n in observed if n in covariates]
+    if both:
+        raise ConfigError(f"{where}: {', '.join(both)} both observed and covariate; a column is one "
+                          f"or the other")
     return {"observed": {n: columns[n] for n in observed},
             "covariates": {n: columns[n] for n in covariates}}
 

@@ -60,7 +60,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "diverged_step": "(seed,) step at which the fit diverged, -1 if it did not",
         "drift/": "relative change of each parameter component over the last `every` steps (PyMC)",
         "rhat_late/": "split-R-hat of each parameter component over the late iterates, worst seed",
-        "rhat_across_seeds/": "R-hat of the late iterates across seeds (several seeds only)",
+        "rhat_across_seeds/": "R-hat of the late iterates across seeds (several seeds only; "
+                              "informative, does not decide)",
+        "seeds_rhat/": "R-hat of the guides' posterior draws, seeds as chains (several seeds "
+                       "only): do the seeds' guides agree?",
         "seed_spread/": "sd across seeds of each final parameter component",
         "quality/": "khat, elbo, elbo_se (seed,); log_z, kl (seed,), energy_distance and "
                     "sites/<site>/{mean_error_sd, sd_ratio, wasserstein, ...} where a reference exists",
@@ -138,6 +141,10 @@ def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
                             f"exists and is writable") from error
     os.close(descriptor)
     try:
+        # mkstemp makes the file private (0600): a result gets the usual mode, 0666 less the umask
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         with h5py.File(temporary, "w") as handle:
             handle.attrs["schema"] = f"sviflow.{kind}"
             handle.attrs["schema_version"] = SCHEMA_VERSION
@@ -213,8 +220,8 @@ def read_artifact(path, kind: str) -> Artifact:
     version = attrs.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ArtifactError(f"{path}: written with schema version {version}, this sviflow reads "
-                            f"version {SCHEMA_VERSION}; delete it (or run snakemake with "
-                            f"--forcerun) to remake it with this version")
+                            f"version {SCHEMA_VERSION}; delete it and run snakemake again (or "
+                            f"run snakemake --forcerun {path}) to remake it with this version")
     missing = [key for key in SCHEMAS[kind] if not _has(tree, key)]
     missing += [f"attribute {key}" for key in ATTRIBUTES.get(kind, {}) if key not in attrs]
     if missing:

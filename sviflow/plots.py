@@ -29,7 +29,9 @@ def _title(fig, fit: str, check) -> None:
     if check.attrs.get("diverged"):
         verdict = "DIVERGED: not a result"
     reasons = check.attrs.get("reasons") or []
-    first = textwrap.shorten(reasons[0], width=150, placeholder=" ...") if reasons else ""
+    # wrapped to the figure's width (about 5.5 pt a character at 10 pt), at most two lines
+    width = max(40, int(fig.get_figwidth() * 72 / 5.5))
+    first = "\n".join(textwrap.wrap(reasons[0], width=width, max_lines=2, placeholder=" ...")) if reasons else ""
     fig.suptitle(f"{fit}: {verdict}" + (f"\n{first}" if first else ""),
                  color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
                  fontsize=10 if first else 11)
@@ -250,18 +252,22 @@ def covariance_figure(fitted, predictive, check, reference, fit: str, path) -> N
     tril = np.asarray(fitted["params"]["auto_scale_tril"], dtype=float)
     loc = np.asarray(fitted["params"]["auto_loc"], dtype=float)
     covariance = np.mean(tril @ np.swapaxes(tril, -1, -2), axis=0)
+    # a plane shows two coordinates: with more latent dimensions, the first two of the
+    # flattened latent vector (unconstrained, as auto_scale_tril is)
+    dims = covariance.shape[-1]
+    covariance, centre = covariance[:2, :2], loc.mean(axis=0)[:2]
     fig, ax = plt.subplots(figsize=(5, 5))
     samples = _pooled(predictive["posterior"])
     latent = predictive.attrs.get("latent_sites") or []
-    if len(latent) == 2 and samples:
+    if len(latent) >= 2 and samples and all(samples[s].ndim == 1 for s in latent[:2]):
         ax.scatter(samples[latent[0]], samples[latent[1]], s=2, c="grey", alpha=0.08)
-        ax.set_xlabel(latent[0])
+        ax.set_xlabel(latent[0] if dims == 2 else f"{latent[0]} (first 2 of {dims} coordinates)")
         ax.set_ylabel(latent[1])
-    _ellipse(ax, covariance, loc.mean(axis=0), color="tab:blue", lw=1.5, label="guide: L L^T")
+    _ellipse(ax, covariance, centre, color="tab:blue", lw=1.5, label="guide: L L^T")
     if reference is not None:
-        mean = [float(reference["moments"]["mean"][s]) for s in latent]
-        _ellipse(ax, reference["moments"]["covariance"], mean, color="k", ls="--", lw=1.2,
-                 label=f"target ({reference.attrs['method']})")
+        mean = np.concatenate([np.ravel(reference["moments"]["mean"][s]) for s in latent])[:2]
+        _ellipse(ax, np.atleast_2d(reference["moments"]["covariance"])[:2, :2], mean, color="k",
+                 ls="--", lw=1.2, label=f"target ({reference.attrs['method']})")
     rows = {r["quantity"]: r for r in check.attrs.get("truth") or []}
     text = "\n".join(f"{q}: {r['fit']:.3f} (target {r['target']:.3f})" for q, r in rows.items()
                      if not q.startswith("covariance"))

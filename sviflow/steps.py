@@ -30,11 +30,16 @@ def _dataset(inputs: dict):
     return read_artifact(inputs["data"], "data") if inputs.get("data") else None
 
 
-def _model_and_guide(spec: dict):
-    from sviflow.registry import resolve_guide, resolve_model
+def _model_and_guide(spec: dict, kwargs: dict):
+    from sviflow.registry import prepare_guide, resolve_guide, resolve_model
 
     model = resolve_model(spec["model"], where=f"models.{spec['model']['name']}")
     guide = resolve_guide(spec["guide"], model, where=f"fits.{spec['name']}.guide")
+    # once, eagerly, before any jit or vmap: fixes an autoguide's latent order in every step,
+    # and a model that fails says so with its config key and file
+    prepare_guide(model, guide, kwargs, where=f"fits.{spec['name']}",
+                  sources={f"models.{spec['model']['name']}.function": spec["model"]["function"],
+                           f"fits.{spec['name']}.guide.name": spec["guide"]["name"]})
     return model, guide
 
 
@@ -63,8 +68,8 @@ def fit(inputs, outputs, params, progress_file=None):
 
     spec = params["spec"]
     where = f"fits.{spec['name']}"
-    model, guide = _model_and_guide(spec)
     kwargs = model_kwargs(_dataset(inputs))
+    model, guide = _model_and_guide(spec, kwargs)
     svi = SVI(model, guide, make_optimizer(spec["optimizer"], f"{where}.optimizer"),
               loss=make_elbo(spec["elbo"], f"{where}.elbo"))
     engine = spec.get("engine", {})
@@ -110,8 +115,8 @@ def predict(inputs, outputs, params, progress_file=None):
     spec, settings = params["spec"], params["predictive"]
     fitted = read_artifact(inputs["fit"], "fit")
     dataset = _dataset(inputs)
-    model, guide = _model_and_guide(spec)
     fit_kwargs, predict_kwargs = model_kwargs(dataset), model_kwargs(dataset, predict=True)
+    model, guide = _model_and_guide(spec, fit_kwargs)
     latent, observed = site_names(model, fit_kwargs)
     if fitted.attrs.get("diverged"):
         log.warning("fit %s diverged: no predictive draws are made from it", spec["name"])
@@ -165,6 +170,15 @@ def reference(inputs, outputs, params, progress_file=None):
     log.info("reference %s (%s): log Z %.6g, mean %s, sd %s", model_spec["name"], method,
              result["log_z"], {k: np.round(v, 5).tolist() for k, v in result["mean"].items()},
              {k: np.round(v, 5).tolist() for k, v in result["sd"].items()})
+    if method == "nuts":
+        # the reference is only as good as its chains: say how they agree
+        rhat = {k: round(float(np.max(v)), 4) for k, v in result["nuts"]["rhat"].items()}
+        ess = {k: round(float(np.min(v)), 1) for k, v in result["nuts"]["ess"].items()}
+        log.info("reference %s (nuts): R-hat %s, ESS %s", model_spec["name"], rhat, ess)
+        unsettled = [k for k, v in rhat.items() if not v <= 1.01]
+        if unsettled:
+            log.warning("reference %s (nuts): R-hat above 1.01 for %s: the chains disagree; raise "
+                        "%s.num_warmup and num_samples", model_spec["name"], ", ".join(unsettled), where)
     write_artifact(outputs["reference"], "reference", references.to_tree(result), config=params,
                    attrs={"method": method, "latent_sites": result["latent_sites"]})
 
@@ -204,8 +218,8 @@ def check(inputs, outputs, params, progress_file=None):
         enable_compilation_cache(_cache_dir(params))
         from sviflow.data import model_kwargs
 
-        model, guide = _model_and_guide(spec)
         kwargs = model_kwargs(_dataset(inputs))
+        model, guide = _model_and_guide(spec, kwargs)
         q = settings["quality"]
         khat_values, elbo, elbo_se = [], [], []
         # one set of draws serves the ELBO (its first elbo_particles) and k-hat (its first
@@ -236,7 +250,11 @@ def check(inputs, outputs, params, progress_file=None):
         truth = truth_table(spec["model"]["function"], spec["model"].get("args") or {},
                             spec["guide"]["name"], fitted["params"], ref, pooled)
     tree["quality"] = quality
+    latent = predictive.attrs.get("latent_sites") or []
+    agreement = dg.seeds_rhat(predictive["posterior"], latent) if len(seeds) > 1 and not diverged else {}
+    tree["seeds_rhat"] = {k: np.float64(v) for k, v in agreement.items()}
     result = dg.verdict(nonfinite=nonfinite, plateau_result=plateau, drift=drift, rhat=rhat,
+                        seeds_rhat_values=agreement,
                         settings=settings, khat_values=khat_values, khat_limit=khat_limit,
                         kl=kl, seeds=seeds, skipped_steps=fitted["skipped_steps"])
     log.info("check %s: %s (%s)", spec["name"], result.verdict, result.sentence)

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from sviflow.h5io import read_artifact
+from sviflow.h5io import ArtifactError, read_artifact
 
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
 import arviz as az  # noqa: E402  (after the filter: its import warns once per process)
@@ -40,6 +40,15 @@ def inference_data(inputs: dict, spec: dict):
     return az.from_dict(**{k: v for k, v in groups.items() if v is not None}, dims=dims, attrs=attrs)
 
 
+def read_netcdf(path):
+    """An InferenceData file, or an error that names it and says how to remake it."""
+    try:
+        return az.from_netcdf(path, engine="h5netcdf")
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{path}: not a readable netCDF file ({error}); it is corrupt or "
+                            f"truncated: delete it and run snakemake again to remake it") from error
+
+
 def _quality_columns(check) -> dict:
     quality = check.get("quality", {})
 
@@ -60,7 +69,7 @@ def summary_table(fits: list[str], netcdf_paths: list[str], check_paths: list[st
         check = read_artifact(check_path, "check")
         extra = {"fit": fit, "verdict": check.attrs["verdict"], **_quality_columns(check),
                  "reasons": check.attrs["sentence"]}
-        idata = az.from_netcdf(netcdf, engine="h5netcdf")
+        idata = read_netcdf(netcdf)
         if "posterior" in idata.groups() and not check.attrs.get("diverged"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # one chain: ArviZ warns that R-hat needs two

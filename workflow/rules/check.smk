@@ -7,6 +7,7 @@ rule check:
             predictive=f"results/predictive/{wildcards.fit}.h5",
             **fit_inputs(wildcards.fit),
         )),
+        library=library("diagnostics.py", "truth.py", *MODEL_CODE),
     output:
         check="results/checks/{fit}.h5",
     params:

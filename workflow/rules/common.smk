@@ -8,7 +8,72 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+def _describe(schema):
+    """What a schema node allows, in words: its type, bounds, choices and description."""
+    if not isinstance(schema, dict):
+        return ""
+    words = []
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        words.append(" or ".join(map(str, kinds)))
+    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
+                      ("exclusiveMaximum", "<")):
+        if key in schema:
+            words.append(f"{sign} {schema[key]}")
+    if "enum" in schema:
+        words.append("one of " + ", ".join(map(str, schema["enum"])))
+    if "pattern" in schema:
+        words.append(f"matching {schema['pattern']}")
+    text = " ".join(words)
+    if schema.get("description"):
+        text += (" " if text else "") + f"({' '.join(str(schema['description']).split())})"
+    return text
+
+
+def _validate_config(config, schema):
+    """Snakemake's validate() (which also fills in the schema's defaults), its error reduced to
+    the key's path, what is wrong and what is allowed (Snakemake's own prints the schema)."""
+    import difflib
+
+    from jsonschema.exceptions import ValidationError
+
+    try:
+        validate(config, schema)
+    except WorkflowError as error:
+        cause = error.__context__
+        if not isinstance(cause, ValidationError):
+            raise
+        path = ".".join(map(str, cause.absolute_path)) or "(top level)"
+        if cause.validator == "additionalProperties":
+            allowed = list(cause.schema.get("properties", {}))
+            unknown = [key for key in cause.instance if key not in allowed]
+            hints = [f"{key!r}: did you mean {close[0]!r}?" for key in unknown
+                     if (close := difflib.get_close_matches(str(key), allowed, n=1))]
+            allowed_text = "keys " + ", ".join(allowed) + ("; " + " ".join(hints) if hints else "")
+        elif cause.validator in ("oneOf", "anyOf"):
+            # the branches as the errors resolved them ($ref followed)
+            allowed_text = " or ".join(dict.fromkeys(
+                _describe(e.schema) or e.message for e in cause.context)) or _describe(cause.schema)
+            if cause.context and cause.schema.get("description"):
+                allowed_text += f" ({' '.join(str(cause.schema['description']).split())})"
+        else:
+            allowed_text = _describe(cause.schema)
+        raise WorkflowError(f"config error: {path}: {cause.message}; allowed: {allowed_text}") from None
+
+
+# Snakemake 9.27 does not pass --replace-workflow-config on to the jobs it spawns (SLURM jobs):
+# they would merge config/config.yaml back in. The main process tells them through the
+# environment (sbatch --export=ALL passes it on) and they replace the config as it did.
+if workflow.config_settings.replace_workflow_config:
+    os.environ.update(SVIFLOW_REPLACE_WORKFLOW_CONFIG="1")  # set for the jobs, not read from the user
+elif (os.environ.get("SVIFLOW_REPLACE_WORKFLOW_CONFIG") == "1"
+      and workflow.config_settings.overwrite_config):
+    import copy
+
+    config.clear()
+    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
+
+_validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 # paths in the config are relative to the config file that the user gave
 _CONFIG_FILES = list(workflow.overwrite_configfiles or []) or list(workflow.configfiles)
@@ -24,6 +89,10 @@ if CACHE_DIR:
     # set for the jobs, not read from the user: no envvars directive is needed
     os.environ.update(SVIFLOW_JAX_CACHE=os.path.abspath(CACHE_DIR))
 os.environ.update(SVIFLOW_FIT_CHUNKS=str(ENGINE.get("chunks", 20)))
+# numpyro's Trace_ELBO sums the sites in `set` order, which follows Python's per-process string
+# hashing: without a fixed hash seed each job traces a differently ordered program, misses the
+# persistent compilation cache, and differs from the last run in the last bits of the loss.
+os.environ.setdefault("PYTHONHASHSEED", "0")
 BUILTIN_GUIDES = ("beta", "normal", "mixture_2d")
 
 
@@ -41,6 +110,13 @@ def _user_file(name, where):
     if not path.is_file():
         _fail(f"{where}: file {path_text!r} not found (looked for {path}); paths are "
               f"relative to the config file")
+    # the function must be defined there (read from the file's syntax, the file is not run)
+    from sviflow.registry import ConfigError, check_reference
+
+    try:
+        check_reference(name, where, path)
+    except ConfigError as error:
+        _fail(str(error))
     relative = os.path.relpath(path)
     return f"{relative}:{function}", relative
 
@@ -54,16 +130,11 @@ def _cross_check():
         if "data" in entry and entry["data"] not in config.get("datasets", {}):
             _fail(f"fits.{fit}.data: {entry['data']!r} is not a key of datasets "
                   f"(datasets: {', '.join(DATASETS) or 'none'})")
-        guide = entry["guide"]["name"]
-        if ":" not in guide and guide not in BUILTIN_GUIDES and not guide.startswith("Auto"):
-            _fail(f"fits.{fit}.guide.name: unknown guide {guide!r}; built-in guides: "
-                  f"{', '.join(BUILTIN_GUIDES)}, any numpyro autoguide (AutoNormal, "
-                  f"AutoMultivariateNormal, ...), or path/to/file.py:function")
-    for name, entry in config["models"].items():
-        function = entry["function"]
-        if ":" not in function and function not in ("coin_flips", "multimodal_2d", "correlated_gaussian_2d"):
-            _fail(f"models.{name}.function: unknown model {function!r}; built-in models: "
-                  f"coin_flips, multimodal_2d, correlated_gaussian_2d, or path/to/file.py:function")
+    # model and guide names: built in, an autoguide, or path/to/file.py:function
+    from sviflow.registry import check_names
+
+    for problem in check_names(config):
+        _fail(problem)
     for name, entry in config.get("comparisons", {}).items():
         unknown = [f for f in entry["fits"] if f not in config["fits"]]
         if unknown:
@@ -73,10 +144,28 @@ def _cross_check():
 _cross_check()
 
 
+def library(*modules):
+    """The sviflow modules that do a stage's work, as inputs: editing one reruns that stage
+    (Snakemake tracks the scripts' code, not what they import)."""
+    return [os.path.relpath(Path(workflow.basedir) / "sviflow" / module) for module in modules]
+
+
+MODEL_CODE = ("models.py", "guides.py", "registry.py")
+
+
+def _sorted(value):
+    """Params compare by their printed form: sorted keys, so reordering a config reruns nothing."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
 def model_spec(name):
     entry = config["models"][name]
     function, _ = _user_file(entry["function"], f"models.{name}.function")
-    return {"name": name, "function": function, "args": entry.get("args", {})}
+    return _sorted({"name": name, "function": function, "args": entry.get("args", {})})
 
 
 def fit_spec(fit):
@@ -84,8 +173,12 @@ def fit_spec(fit):
     entry = config["fits"][fit]
     guide = dict(entry["guide"])
     guide["name"], _ = _user_file(guide["name"], f"fits.{fit}.guide.name")
+    # autoguide arguments that are functions (local_model, ...) may be file references too
+    if guide.get("args"):
+        guide["args"] = {key: _user_file(value, f"fits.{fit}.guide.args.{key}")[0]
+                         if isinstance(value, str) else value for key, value in guide["args"].items()}
     seeds = entry.get("seed", 0)
-    return {
+    return _sorted({
         "name": fit,
         "model": model_spec(entry["model"]),
         "data": entry.get("data"),
@@ -97,7 +190,7 @@ def fit_spec(fit):
         "stable_update": entry.get("stable_update", False),
         # what is stored; the number of chunks changes no number, so it travels by environment
         "engine": {"trajectory_points": ENGINE.get("trajectory_points", 1000)},
-    }
+    })
 
 
 def code_files(fit=None, model=None):
@@ -107,11 +200,22 @@ def code_files(fit=None, model=None):
         entry = config["fits"][fit]
         _, path = _user_file(entry["guide"]["name"], f"fits.{fit}.guide.name")
         files += [path] if path else []
+        for key, value in (entry["guide"].get("args") or {}).items():
+            _, path = _user_file(value, f"fits.{fit}.guide.args.{key}") if isinstance(value, str) else (None, None)
+            files += [path] if path else []
         model = entry["model"]
     if model is not None:
         _, path = _user_file(config["models"][model]["function"], f"models.{model}.function")
         files += [path] if path else []
     return files
+
+
+# Every file reference checked now, as the workflow is read: an input function's error is not
+# reported when the job's outputs exist (Snakemake then keeps them and runs nothing).
+for _name in FITS:
+    code_files(fit=_name)
+for _name in MODELS:
+    code_files(model=_name)
 
 
 def reference_method(model):
@@ -173,12 +277,12 @@ def dataset_spec(dataset):
     entry = dict(config["datasets"][dataset])
     if "file" in entry:
         entry["file"] = data_file_inputs(dataset)[0]
-    return entry
+    return _sorted(entry)
 
 
 def check_settings():
     """The checks' config slice; strict only gates the end, so toggling it reruns no check."""
-    return {k: v for k, v in config.get("checks", {}).items() if k != "strict"}
+    return _sorted({k: v for k, v in config.get("checks", {}).items() if k != "strict"})
 
 
 def plot_inputs(wildcards):

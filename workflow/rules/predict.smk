@@ -4,11 +4,12 @@ rule predict:
     input:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
         fit="results/fits/{fit}.h5",
+        library=library("predictive.py", *MODEL_CODE),
     output:
         predictive="results/predictive/{fit}.h5",
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
-        predictive=config.get("predictive", {}),
+        predictive=_sorted(config.get("predictive", {})),
     log:
         "results/logs/predict/{fit}.log",
     benchmark:

@@ -2,6 +2,7 @@ rule simulate:
     """The observed data of one dataset, from its generator or its file."""
     input:
         lambda wildcards: data_file_inputs(wildcards.dataset),
+        library=library("data.py"),
     output:
         data="results/data/{dataset}.h5",
     params:
@@ -24,11 +25,12 @@ rule reference:
     """The reference posterior of one model on one dataset, computed once for all its fits."""
     input:
         unpack(lambda wildcards: reference_inputs(wildcards.reference)),
+        library=library("references.py", *MODEL_CODE),
     output:
         reference="results/references/{reference}.h5",
     params:
         model=lambda wildcards: model_spec(wildcards.reference.split("--", 1)[0]),
-        reference=lambda wildcards: config["models"][wildcards.reference.split("--", 1)[0]]["reference"],
+        reference=lambda wildcards: _sorted(config["models"][wildcards.reference.split("--", 1)[0]]["reference"]),
     log:
         "results/logs/reference/{reference}.log",
     benchmark:

@@ -6,6 +6,7 @@ rule to_arviz:
             "check": f"results/checks/{wildcards.fit}.h5",
             **({"data": fit_inputs(wildcards.fit)["data"]} if "data" in fit_inputs(wildcards.fit) else {}),
         }),
+        library=library("summary.py"),
     output:
         netcdf="results/arviz/{fit}.nc",
     params:
@@ -28,6 +29,7 @@ rule summarize:
     input:
         netcdf=expand("results/arviz/{fit}.nc", fit=FITS),
         checks=expand("results/checks/{fit}.h5", fit=FITS),
+        library=library("summary.py"),
     output:
         csv=report("results/summary.csv", caption="../report/summary.rst", category="summary"),
         markdown="results/summary.md",

@@ -1,0 +1,61 @@
+"""Helpers shared by the benchmark scripts: a copy of the workflow in a scratch directory, a
+clean environment for the jobs, and timed subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "sviflow", "tests/configs",
+                  "environment.yml", "pyproject.toml")
+
+
+def copy_workflow(destination: Path) -> Path:
+    """The workflow's files (not results/, not .jax_cache/) copied to ``destination``."""
+    destination = Path(destination)
+    for part in WORKFLOW_PARTS:
+        source = REPO / part
+        target = destination / part
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def clean_env(workdir: Path | None = None, **extra: str) -> dict:
+    """The caller's environment without JAX or sviflow settings (a cold start is cold), with
+    the copy's sviflow first on the path."""
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("JAX_") or k.startswith("SVIFLOW_") or k == "XLA_FLAGS"
+                   or k == "PYTHONHASHSEED")}
+    if workdir is not None:
+        env["PYTHONPATH"] = str(workdir)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def timed(command: list[str], cwd: Path, env: dict, log: Path | None = None,
+          timeout: float = 7200) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``command``; -> (wall seconds, result). Fails loudly, with the output's tail."""
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    seconds = time.perf_counter() - start
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {' '.join(map(str, command))}\n# cwd {cwd}\n# {seconds:.2f} s, "
+                       f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n"
+                       f"{result.stderr}")
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({result.returncode}) in {cwd}:"
+                           f"\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return seconds, result

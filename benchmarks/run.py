@@ -1,0 +1,420 @@
+"""Every benchmark of the workflow, side by side with its baseline, in one run on one machine.
+
+    python benchmarks/run.py                 # full size (about 10 minutes on 2 quiet cores)
+    python benchmarks/run.py --quick         # smoke version: a tenth of the steps, 20 fits
+    python benchmarks/run.py --out DIR --only cold,noop,changed
+
+Prints one Markdown table (row, measured, baseline, ratio, goal, met?) with a note under each
+row on what exactly was timed, and writes DIR/results.md and DIR/results.json. DIR (default: a
+new temporary directory) keeps the workflow copies, every command's output and the job logs.
+What each row means: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _workflow import PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow, timed  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROWS = ("cold", "noop", "changed", "throughput", "seeds", "fits200", "audit")
+
+
+# --- configs ---------------------------------------------------------------------------------
+
+def quick_config(config: dict) -> dict:
+    """The default config at a tenth of its steps and samples (smoke runs only)."""
+    config = json.loads(json.dumps(config))
+    for entry in config["fits"].values():
+        entry["steps"] = max(100, int(entry["steps"]) // 10)
+    config["predictive"] = {**config.get("predictive", {}), "num_samples": 1000, "num_mock": 100}
+    for model in config["models"].values():
+        reference = model.get("reference") or {}
+        if reference.get("method") == "grid":
+            reference["points"] = 100
+        if reference:
+            reference["num_draws"] = 2000
+    config["checks"] = {**config.get("checks", {}),
+                        "quality": {"elbo_particles": 1000, "khat_particles": 1000, "energy_draws": 500}}
+    return config
+
+
+def many_fits_config(n: int, steps: int) -> dict:
+    """``n`` fits of the coin model with the Beta guide, ``steps`` steps each."""
+    return {
+        "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact", "num_draws": 500}}},
+        "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
+        "fits": {f"fit_{i:03d}": {"model": "coin", "data": "coin_12_8",
+                                  "guide": {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}},
+                                  "optimizer": {"name": "Adam", "step_size": 5.0e-3},
+                                  "elbo": {"name": "Trace_ELBO", "num_particles": 1},
+                                  "steps": steps, "seed": i} for i in range(n)},
+        "predictive": {"num_samples": 200, "num_mock": 50, "seed": 0},
+        "checks": {"quality": {"elbo_particles": 200, "khat_particles": 200, "energy_draws": 100}},
+        "engine": {"trajectory_points": 50},
+    }
+
+
+def fit_spec(config: dict, fit: str, seeds: list[int]) -> dict:
+    """The fit step's params, as workflow/rules/common.smk builds them."""
+    entry = config["fits"][fit]
+    model = config["models"][entry["model"]]
+    return {"spec": {
+        "name": fit,
+        "model": {"name": entry["model"], "function": model["function"], "args": model.get("args", {})},
+        "data": entry.get("data"), "guide": dict(entry["guide"]),
+        "optimizer": entry.get("optimizer", {"name": "Adam", "step_size": 5.0e-4}),
+        "elbo": entry.get("elbo", {"name": "Trace_ELBO", "num_particles": 1}),
+        "steps": entry["steps"], "seeds": seeds,
+        "stable_update": entry.get("stable_update", False),
+        "engine": {"trajectory_points": (config.get("engine") or {}).get("trajectory_points", 1000)},
+    }}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def job_count(snakemake_output: str) -> int | None:
+    """The total of Snakemake's "Job stats" table."""
+    match = re.search(r"^total\s+(\d+)", snakemake_output, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def h5_timings(path: Path) -> dict:
+    import h5py
+
+    with h5py.File(path) as handle:
+        value = handle.attrs["timings"]
+    return json.loads(value) if isinstance(value, (str, bytes)) else dict(value)
+
+
+def job_seconds_by_step(work: Path) -> dict:
+    """Snakemake's benchmark seconds of every job, summed by step, largest first."""
+    totals: dict[str, float] = {}
+    for tsv in (work / "results" / "benchmarks").rglob("*.tsv"):
+        step = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
+        with open(tsv) as handle:
+            totals[step] = totals.get(step, 0.0) + float(next(csv.DictReader(handle, delimiter="\t"))["s"])
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def row(name, measured, baseline=None, ratio=None, goal="", met=None, note="", unit="s"):
+    def show(value):
+        if value is None:
+            return "-"
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int):
+            return f"{value} {unit}".rstrip()
+        return f"{value:,.0f} {unit}" if unit == "steps/s" else f"{value:.2f} {unit}".rstrip()
+    return {"row": name, "measured": show(measured), "baseline": show(baseline),
+            "ratio": "-" if ratio is None else f"{ratio:.3f}", "goal": goal,
+            "met": "-" if met is None else ("yes" if met else "**no**"), "note": note,
+            "values": {"measured": measured, "baseline": baseline, "ratio": ratio}}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| row | measured | baseline | ratio | goal | met? |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['row']} | {r['measured']} | {r['baseline']} | {r['ratio']} | {r['goal']} | "
+              f"{r['met']} |" for r in rows]
+    notes = [f"- **{r['row']}**: {r['note']}" for r in rows if r["note"]]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+# --- the rows --------------------------------------------------------------------------------
+
+def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> None:
+    """cold / noop / changed: the default config against the post's script."""
+    work = out / "default" / "workflow"
+    copy_workflow(work)
+    config_path = work / "config" / "config.yaml"
+    if args.quick:
+        config_path.write_text(yaml.safe_dump(quick_config(config), sort_keys=False))
+    state["work"] = work
+    state["config"] = yaml.safe_load(config_path.read_text())
+    snakemake = [SNAKEMAKE, "--cores", str(args.cores)]
+    env = clean_env(work)
+
+    post = [PYTHON, str(HERE / "post_script.py"), str(out / "post_figures")]
+    if args.quick:
+        post += ["--scale", "10"]
+    post_seconds, _ = timed(post, REPO, clean_env(), out / "logs" / "post_script.txt")
+    cold_seconds, cold = timed(snakemake, work, env, out / "logs" / "snakemake_cold.txt")
+    state["cold_seconds"] = cold_seconds
+    jobs = job_count(cold.stdout + cold.stderr)
+    figures = len(list((work / "results" / "figures").rglob("*.png")))
+    by_step = job_seconds_by_step(work)
+    ratio = cold_seconds / post_seconds
+    rows.append(row("cold `snakemake --cores %d`, default config, vs the post as one script" % args.cores,
+                    cold_seconds, post_seconds, ratio, "ratio <= 1.0", ratio <= 1.0,
+                    f"{jobs} jobs, {figures} figures, empty JAX cache (fresh copy of the workflow); "
+                    f"baseline: `python benchmarks/post_script.py` (its five fits with "
+                    f"svi.run(progress_bar=False), {len(list((out / 'post_figures').glob('*.png')))} "
+                    f"figures), run just before in the same environment; Snakemake's job "
+                    f"seconds summed by step (jobs run {args.cores} at a time): "
+                    + ", ".join(f"{k} {v:.0f} s" for k, v in by_step.items())))
+
+    if "noop" in args.only:
+        walls = []
+        for _ in range(3):
+            seconds, result = timed(snakemake, work, env, out / "logs" / "snakemake_noop.txt")
+            walls.append(seconds)
+            if "Nothing to be done" not in result.stdout + result.stderr:
+                raise RuntimeError("the rerun with nothing changed ran jobs: see logs/snakemake_noop.txt")
+        noop = statistics.median(walls)
+        rows.append(row("rerun, nothing changed", noop, cold_seconds, noop / cold_seconds,
+                        "<= 2 s", noop <= 2.0,
+                        f"median of 3 runs ({', '.join(f'{w:.2f}' for w in walls)} s); "
+                        f"Snakemake reports nothing to be done; baseline: the cold run"))
+
+    if "changed" in args.only:
+        edited = yaml.safe_load(config_path.read_text())
+        fit = "beta" if "beta" in edited["fits"] else next(iter(edited["fits"]))
+        before = int(edited["fits"][fit]["steps"])
+        edited["fits"][fit]["steps"] = before + max(1, before // 5)
+        config_path.write_text(yaml.safe_dump(edited, sort_keys=False))
+        seconds, result = timed(snakemake, work, env, out / "logs" / "snakemake_changed.txt")
+        reran = job_count(result.stdout + result.stderr)
+        ratio = seconds / cold_seconds
+        rows.append(row(f"rerun after changing `fits.{fit}.steps`", seconds, cold_seconds, ratio,
+                        "ratio <= 0.25", ratio <= 0.25,
+                        f"steps {before} -> {edited['fits'][fit]['steps']}; {reran} jobs rerun "
+                        f"(the fit and what depends on it), JAX cache warm from the cold run"))
+        edited["fits"][fit]["steps"] = before
+        config_path.write_text(yaml.safe_dump(edited, sort_keys=False))
+
+
+def bench_throughput(out: Path, args, rows: list, state: dict) -> None:
+    work = state.get("work") or copy_workflow(out / "default" / "workflow")
+    if "config" not in state and args.quick:
+        (work / "config" / "config.yaml").write_text(
+            yaml.safe_dump(quick_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())),
+                           sort_keys=False))
+    progress_steps = "1000,2000" if args.quick else "5000,10000"
+    command = [PYTHON, str(HERE / "throughput.py"), "--config", str(work / "config" / "config.yaml"),
+               "--out", str(out / "throughput"), "--repeats", str(2 if args.quick else 3),
+               "--progress-steps", progress_steps]
+    timed(command, work, clean_env(work, PYTHONHASHSEED=0), out / "logs" / "throughput.txt")
+    report = json.loads((out / "throughput" / "throughput.json").read_text())
+    for fit, entry in report["fits"].items():
+        engine, scan = entry["engine"]["steps_per_second"], entry["scan"]["steps_per_second"]
+        ratio = engine / scan
+        rows.append(row(f"steps/s, `{fit}` ({entry['steps']:,} steps), engine with progress vs one lax.scan",
+                        engine, scan, ratio, "ratio >= 0.95", ratio >= 0.95,
+                        f"engine: sviflow.engine.fit_svi, {report['chunks']} chunks, progress to a "
+                        f"log file, run_seconds (no compile) {entry['engine']['run_seconds']:.3f} s; "
+                        f"scan: jit(lax.scan(svi.{'stable_update' if entry['stable_update'] else 'update'}))"
+                        f", compiled first, {entry['scan']['run_seconds']:.3f} s; best of "
+                        f"{report['repeats']} each, interleaved (all: engine "
+                        f"{[round(v) for v in entry['engine_all']]}, scan "
+                        f"{[round(v) for v in entry['scan_all']]})", unit="steps/s"))
+    for steps, entry in report["numpyro_progress"].items():
+        engine = entry["engine"]["steps_per_second"]
+        numpyro = entry["numpyro"]["steps_per_second"]
+        ratio = engine / numpyro if numpyro else None
+        rows.append(row(f"steps/s, `{entry['fit']}` at {int(steps):,} steps, engine with progress vs "
+                        f"numpyro svi.run(progress_bar=True)", engine, numpyro, ratio,
+                        "ratio >= 1 (info)", None if ratio is None else ratio >= 1.0,
+                        f"measured on {int(steps):,} steps, not the fit's own: numpyro's progress "
+                        f"path grows faster than linearly (the post's 50,000-step fits take ~436 s "
+                        f"each); numpyro: (N-1) / (wall(N) - wall(1 step)), wall(N) "
+                        f"{entry['numpyro']['wall_seconds']:.2f} s including one compile "
+                        f"({entry['numpyro']['one_step_seconds']:.2f} s for 1 step); engine: "
+                        f"run_seconds, no compile", unit="steps/s"))
+
+
+def bench_seeds(out: Path, args, rows: list, state: dict) -> None:
+    """16 seeds of one fit in one job against one seed: the fit step from the command line."""
+    work = state.get("work")
+    config = state.get("config")
+    if work is None:
+        work = copy_workflow(out / "default" / "workflow")
+        config = yaml.safe_load((work / "config" / "config.yaml").read_text())
+        if args.quick:
+            config = quick_config(config)
+    scratch = out / "seeds"
+    scratch.mkdir(parents=True, exist_ok=True)
+    data = scratch / "coin_12_8.h5"
+    timed([PYTHON, "scripts/simulate.py", "--output", f"data={data}", "--params",
+           json.dumps({"name": "coin_12_8", "spec": config["datasets"]["coin_12_8"]})],
+          work, clean_env(work), scratch / "simulate.txt")
+    repeats = 1 if args.quick else 2
+    for fit in args.seeds_fits.split(","):
+        walls, runs = {1: [], 16: []}, {1: [], 16: []}
+        base = config["fits"][fit].get("seed", 0)
+        base = base[0] if isinstance(base, list) else int(base)
+        for attempt in range(repeats):
+            for n in (1, 16):
+                tag = f"{fit}_{n}_{attempt}"
+                params = scratch / f"{tag}.json"
+                params.write_text(json.dumps(fit_spec(config, fit, list(range(base, base + n)))))
+                inputs = ["--input", f"data={data}"] if config["fits"][fit].get("data") else []
+                env = clean_env(work, PYTHONHASHSEED=0, SVIFLOW_FIT_CHUNKS=20,
+                                SVIFLOW_JAX_CACHE=scratch / f"cache_{tag}")  # cold: a new cache
+                seconds, _ = timed([PYTHON, "scripts/fit.py", *inputs, "--output",
+                                    f"fit={scratch / tag}.h5", "--params", f"@{params}",
+                                    "--log", str(scratch / f"{tag}.log")], work, env,
+                                   scratch / f"{tag}.txt")
+                walls[n].append(seconds)
+                runs[n].append(h5_timings(scratch / f"{tag}.h5")["run_seconds"])
+        one, many = min(walls[1]), min(walls[16])
+        ratio = many / one
+        rows.append(row(f"16 seeds of `{fit}` in one job vs one seed", many, one, ratio,
+                        "ratio <= 1.5", ratio <= 1.5,
+                        f"the fit step (`python scripts/fit.py`, as a job runs it) end to end: "
+                        f"imports, one compile (empty JAX cache), {config['fits'][fit]['steps']:,} "
+                        f"steps, HDF5 written; best of {repeats}; the steps alone (engine "
+                        f"run_seconds): {min(runs[16]):.2f} s for 16 seeds vs {min(runs[1]):.2f} s "
+                        f"for one ({min(runs[16]) / max(min(runs[1]), 1e-9):.1f}x)"))
+
+
+def bench_many_fits(out: Path, args, rows: list) -> None:
+    n = args.fits200 or (20 if args.quick else 200)
+    scratch = out / "fits200"
+    work = copy_workflow(scratch / "workflow")
+    (work / "config" / "generated.yaml").write_text(
+        yaml.safe_dump(many_fits_config(n, args.fits200_steps), sort_keys=False))
+    cfg = ("--configfile", "config/generated.yaml", "--replace-workflow-config")
+    env = clean_env(work)
+
+    # the baseline: the DAG of the default config (5 fits), in its own fresh copy
+    base_work = copy_workflow(scratch / "default_dry")
+    if args.quick:
+        (base_work / "config" / "config.yaml").write_text(
+            yaml.safe_dump(quick_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())),
+                           sort_keys=False))
+    base_dry, base_result = timed([SNAKEMAKE, "-n", "--cores", str(args.cores)], base_work,
+                                  clean_env(base_work), scratch / "dry_default.txt")
+    dry, dry_result = timed([SNAKEMAKE, "-n", "--cores", str(args.cores), *cfg], work, env,
+                            scratch / "dry_generated.txt")
+    jobs_all = job_count(dry_result.stdout + dry_result.stderr)
+    jobs_base = job_count(base_result.stdout + base_result.stderr)
+    rows.append(row(f"{n} fits: build the DAG (`snakemake -n`)", dry, base_dry, dry / base_dry,
+                    "(info)", None,
+                    f"{jobs_all} jobs planned; baseline: `snakemake -n` of the default config "
+                    f"({jobs_base} jobs); both with nothing run yet"))
+
+    until = [] if args.fits200_all else ["--until", "fit"]
+    wall, result = timed([SNAKEMAKE, "--cores", str(args.cores), *cfg, *until], work, env,
+                         scratch / "run_generated.txt")
+    jobs = job_count(result.stdout + result.stderr) or 0
+    job_seconds, engine_seconds = [], []
+    for tsv in sorted((work / "results" / "benchmarks" / "fit").glob("*.tsv")):
+        with open(tsv) as handle:
+            job_seconds.append(float(next(csv.DictReader(handle, delimiter="\t"))["s"]))
+        timings = h5_timings(work / "results" / "fits" / f"{tsv.stem}.h5")
+        engine_seconds.append(timings["compile_seconds"] + timings["run_seconds"])
+    overhead = statistics.mean(job_seconds) - statistics.mean(engine_seconds)
+    what = "every job" if args.fits200_all else "the fit jobs (`--until fit`)"
+    rows.append(row(f"{n} fits: overhead per fit job", overhead, None, None, "(info)", None,
+                    f"a real run of {what}: {jobs} jobs in {wall:.1f} s wall with --cores "
+                    f"{args.cores} on {os.cpu_count()} CPUs ({wall / max(jobs, 1):.2f} s wall per "
+                    f"job); per fit job, Snakemake's benchmark s {statistics.mean(job_seconds):.2f} "
+                    f"s minus the engine's compile + run {statistics.mean(engine_seconds):.2f} s "
+                    f"(Python start, imports, cache reads, HDF5, Snakemake's job start); "
+                    f"{args.fits200_steps} steps per fit"))
+
+
+def bench_audit(out: Path, args, rows: list) -> None:
+    import audit
+
+    result = audit.run_audit(out / "audit", cores=min(args.cores, 2))
+    (out / "audit" / "audit.md").write_text(audit.tables(result))
+    s = audit.summary(result)
+    plot_bad = {k: v for k, v in s["import_violations"].items() if not k.startswith("fit")}
+    fit_bad = {k: v for k, v in s["import_violations"].items() if k.startswith("fit")}
+    rows.append(row("plotting jobs that import numpyro or jax", len(plot_bad), None, None, "0",
+                    not plot_bad, "; ".join(f"{k}: {v}" for k, v in plot_bad.items())
+                    or "plot and compare jobs of the tiny config, sys.modules at exit", unit=""))
+    rows.append(row("fit jobs that import matplotlib or arviz", len(fit_bad), None, None, "0",
+                    not fit_bad, "; ".join(f"{k}: {v}" for k, v in fit_bad.items())
+                    or "fit jobs of the tiny config, sys.modules at exit", unit=""))
+    rows.append(row("XLA programs compiled twice in one job", len(s["compiled_twice"]), None, None,
+                    "0", not s["compiled_twice"],
+                    "every job of the tiny config, from JAX_LOG_COMPILES and "
+                    "JAX_EXPLAIN_CACHE_MISSES in its log: the same cache key missed twice; "
+                    + (json.dumps(s["compiled_twice"]) if s["compiled_twice"] else "none"),
+                    unit=""))
+    requested = s["requested_twice"]
+    rows.append(row("XLA programs requested twice in one job", s["requested_twice_count"], None,
+                    None, "(info)", None,
+                    "the same key asked of XLA again in one job (JAX's in-memory cache missed; the "
+                    "persistent cache answered): "
+                    + ("; ".join(f"{job}: {', '.join(names)}" for job, names in requested.items())
+                       or "none")
+                    + f"; the costliest took {s['max_requested_twice_compile_seconds']:.3f} s to "
+                    "compile the first time", unit=""))
+    rows.append(row("programs compiled when the fit jobs rerun, nothing changed",
+                    s["rerun_fit_compiled"], None, None, "0", s["rerun_fit_compiled"] == 0,
+                    f"`--forcerun fit --until fit` on the tiny config after a full run: "
+                    f"{s['rerun_fit_loaded']} programs loaded from the persistent cache", unit=""))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke version (minutes, not a result)")
+    parser.add_argument("--out", default=None, help="scratch and results (default: a new temp dir)")
+    parser.add_argument("--cores", type=int, default=4, help="snakemake --cores (default 4)")
+    parser.add_argument("--only", default=",".join(ROWS), help=f"rows to run: {','.join(ROWS)}")
+    parser.add_argument("--seeds-fits", default="beta", help="fits for the 16-seed row")
+    parser.add_argument("--fits200", type=int, default=None, help="fits in the generated config "
+                        "(default 200, 20 with --quick)")
+    parser.add_argument("--fits200-steps", type=int, default=100)
+    parser.add_argument("--fits200-all", action="store_true",
+                        help="run every job of the generated config, not only its fits (long)")
+    args = parser.parse_args(argv)
+    args.only = set(args.only.split(","))
+    unknown = args.only - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows {', '.join(sorted(unknown))}; valid: {', '.join(ROWS)}")
+    if args.only & {"noop", "changed"}:
+        args.only.add("cold")
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="sviflow-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    rows: list[dict] = []
+    state: dict = {}
+    start = time.perf_counter()
+    load = os.getloadavg()[0]
+
+    def save():
+        header = (f"sviflow benchmarks{' (--quick: a smoke test, not a result)' if args.quick else ''}"
+                  f" - {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
+                  f" load average {load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}")
+        text = f"{header}\n\n{table(rows)}\n"
+        (out / "results.md").write_text(text)
+        (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+        return text
+
+    steps = [("cold", lambda: bench_workflow(out, args, config, rows, state)),
+             ("throughput", lambda: bench_throughput(out, args, rows, state)),
+             ("seeds", lambda: bench_seeds(out, args, rows, state)),
+             ("fits200", lambda: bench_many_fits(out, args, rows)),
+             ("audit", lambda: bench_audit(out, args, rows))]
+    for name, function in steps:
+        if name in args.only:
+            began = time.perf_counter()
+            print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
+            function()
+            save()
+            print(f"[{time.strftime('%H:%M:%S')}] {name} done in {time.perf_counter() - began:.0f} s",
+                  file=sys.stderr, flush=True)
+    text = save()
+    print(text)
+    print(f"(all in {time.perf_counter() - start:.0f} s; outputs and logs in {out})")
+
+
+if __name__ == "__main__":
+    main()

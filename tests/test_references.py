@@ -1,0 +1,231 @@
+"""Reference posteriors (issue 3, "three kinds agree"): the coin model's exact conjugate answer,
+grid quadrature and NUTS agree within their own errors; the grid recovers the post's 2-D targets
+(covariance and evidence of the correlated Gaussian, the two equal modes of the multimodal one)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from scipy import integrate, special, stats
+
+from sviflow import models, references, steps
+from sviflow.h5io import read_artifact
+from sviflow.registry import ConfigError
+
+OBS = np.concatenate([np.ones(12), np.zeros(8)]).astype(np.float32)
+EXACT_MEAN = 13 / 22
+EXACT_SD = math.sqrt(13 * 9 / (22**2 * 23))
+LOG_Z = special.betaln(13, 9)
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return references.exact_coin({"obs": OBS}, {}, num_draws=20_000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def coin_grid():
+    return references.grid(models.coin_flips, {"obs": OBS}, points=400, num_draws=20_000)
+
+
+@pytest.fixture(scope="module")
+def coin_nuts():
+    return references.nuts(models.coin_flips, {"obs": OBS}, num_warmup=500, num_samples=1000,
+                           num_chains=2, seed=0)
+
+
+def test_exact_coin_is_beta_13_9_with_evidence_log_b(exact):
+    assert exact["method"] == "exact"
+    assert exact["exact"] == {"alpha": 13.0, "beta": 9.0, "heads": 12.0, "tails": 8.0}
+    assert exact["latent_sites"] == ["latent_fairness"]
+    assert float(exact["mean"]["latent_fairness"]) == pytest.approx(EXACT_MEAN, rel=1e-12)
+    assert float(exact["sd"]["latent_fairness"]) == pytest.approx(EXACT_SD, rel=1e-12)
+    np.testing.assert_allclose(exact["covariance"], [[EXACT_SD**2]], rtol=1e-12)
+    assert exact["log_z"] == pytest.approx(LOG_Z, rel=1e-12)
+    # the post's "truth" Beta(12, 8) is not the posterior: its mean is 0.6, not 0.591
+    assert abs(12 / 20 - exact["mean"]["latent_fairness"]) > 0.009
+    # the draws are from Beta(13, 9): mean within MC error, and a KS test that does not reject
+    draws = exact["draws"]["latent_fairness"]
+    assert draws.shape == (20_000,)
+    assert abs(draws.mean() - EXACT_MEAN) < 4 * EXACT_SD / math.sqrt(len(draws))
+    assert stats.kstest(draws, stats.beta(13, 9).cdf).pvalue > 1e-3
+    np.testing.assert_allclose(exact["density"]["pdf"], stats.beta(13, 9).pdf(exact["density"]["x"]))
+
+
+def test_exact_coin_with_a_beta_prior():
+    reference = references.exact_coin({"obs": OBS}, {"prior_alpha": 2.0, "prior_beta": 3.0},
+                                      num_draws=100)
+    assert (reference["exact"]["alpha"], reference["exact"]["beta"]) == (14.0, 11.0)
+    assert reference["log_z"] == pytest.approx(special.betaln(14, 11) - special.betaln(2, 3))
+
+
+def test_grid_agrees_with_exact_on_the_coin(coin_grid, exact):
+    assert coin_grid["method"] == "grid"
+    assert coin_grid["latent_sites"] == ["latent_fairness"]
+    # quadrature error, not Monte Carlo: tight
+    assert coin_grid["log_z"] == pytest.approx(exact["log_z"], abs=1e-4)
+    assert float(coin_grid["mean"]["latent_fairness"]) == pytest.approx(EXACT_MEAN, abs=1e-5)
+    assert float(coin_grid["sd"]["latent_fairness"]) == pytest.approx(EXACT_SD, abs=1e-5)
+    # the grid's draws: within Monte Carlo error of the exact moments
+    draws = coin_grid["draws"]["latent_fairness"]
+    assert abs(draws.mean() - EXACT_MEAN) < 4 * EXACT_SD / math.sqrt(len(draws))
+    assert abs(draws.std() - EXACT_SD) < 4 * EXACT_SD / math.sqrt(2 * len(draws))
+    assert stats.kstest(draws, stats.beta(13, 9).cdf).pvalue > 1e-3
+    pdf = coin_grid["density"]["pdf"]
+    np.testing.assert_allclose(pdf, stats.beta(13, 9).pdf(coin_grid["density"]["axis_0"]),
+                               rtol=1e-3, atol=1e-6)
+
+
+def test_grid_agrees_with_exact_under_a_beta_prior():
+    """The grid takes its bounds from the prior's support (here a Beta's), and the evidence
+    includes the prior's normaliser."""
+    kwargs = {"obs": OBS, "prior_alpha": 2.0, "prior_beta": 3.0}
+    grid = references.grid(models.coin_flips, kwargs, points=400, num_draws=100)
+    assert grid["log_z"] == pytest.approx(special.betaln(14, 11) - special.betaln(2, 3), abs=1e-4)
+    assert float(grid["mean"]["latent_fairness"]) == pytest.approx(14 / 25, abs=1e-5)
+
+
+def test_nuts_agrees_with_exact_within_its_monte_carlo_error(coin_nuts, exact):
+    assert coin_nuts["method"] == "nuts"
+    assert math.isnan(coin_nuts["log_z"])
+    draws = coin_nuts["draws"]["latent_fairness"]
+    assert draws.shape == (2000,)
+    ess = float(coin_nuts["nuts"]["ess"]["latent_fairness"])
+    rhat = float(coin_nuts["nuts"]["rhat"]["latent_fairness"])
+    assert 200 < ess <= 2000 * 1.5 and rhat < 1.01
+    mean, sd = float(coin_nuts["mean"]["latent_fairness"]), float(coin_nuts["sd"]["latent_fairness"])
+    assert mean == pytest.approx(draws.mean())
+    # Monte Carlo standard errors of the mean and of the sd (near-Gaussian posterior)
+    assert abs(mean - EXACT_MEAN) < 4 * EXACT_SD / math.sqrt(ess)
+    assert abs(sd - EXACT_SD) < 4 * EXACT_SD / math.sqrt(2 * ess)
+    assert coin_nuts["covariance"][0, 0] == pytest.approx(draws.var(ddof=1))
+
+
+def test_three_kinds_agree_with_each_other(coin_nuts, coin_grid, exact):
+    ess = float(coin_nuts["nuts"]["ess"]["latent_fairness"])
+    tolerance = 4 * EXACT_SD / math.sqrt(ess)
+    site = "latent_fairness"
+    values = [float(r["mean"][site]) for r in (exact, coin_grid, coin_nuts)]
+    assert max(values) - min(values) < tolerance
+    sds = [float(r["sd"][site]) for r in (exact, coin_grid, coin_nuts)]
+    assert max(sds) - min(sds) < 4 * EXACT_SD / math.sqrt(2 * ess)
+
+
+def test_grid_of_the_correlated_gaussian_recovers_its_covariance_and_evidence():
+    reference = references.grid(models.correlated_gaussian_2d, {}, bounds=[[-15, 15], [-15, 15]],
+                                points=200, num_draws=20_000)
+    assert reference["latent_sites"] == ["x", "y"]
+    np.testing.assert_allclose(reference["covariance"], [[5.0, 4.0], [4.0, 5.0]], atol=1e-4)
+    np.testing.assert_allclose(reference["covariance"], models.correlated_gaussian_2d_covariance(),
+                               atol=1e-4)
+    for site in ("x", "y"):
+        assert abs(float(reference["mean"][site])) < 1e-6
+        assert float(reference["sd"][site]) == pytest.approx(math.sqrt(5.0), abs=1e-5)
+    # flat improper prior times exp(-z' P z / 2): Z = 2 pi sqrt(det C) = 2 pi * 1 * 3
+    assert reference["log_z"] == pytest.approx(math.log(2 * math.pi * 1.0 * 3.0), abs=1e-4)
+    draws = np.stack([reference["draws"]["x"], reference["draws"]["y"]])
+    # sample covariance of 20,000 draws: each entry within ~4 standard errors (about 0.2)
+    np.testing.assert_allclose(np.cov(draws), [[5.0, 4.0], [4.0, 5.0]], atol=0.25)
+
+
+def test_grid_of_the_correlated_gaussian_with_other_settings():
+    """sd 0.5 and 2 at -30 degrees (args bound as the config binds them): the covariance of the
+    model's own formula, and evidence 2 pi sd1 sd2."""
+    from sviflow.registry import resolve_model
+
+    args = {"sig1": 0.5, "sig2": 2.0, "theta_deg": -30.0}
+    model = resolve_model({"function": "correlated_gaussian_2d", "args": args})
+    reference = references.grid(model, {}, bounds=[[-10, 10], [-10, 10]], points=200, num_draws=100)
+    np.testing.assert_allclose(reference["covariance"], models.correlated_gaussian_2d_covariance(**args),
+                               atol=1e-4)
+    assert reference["covariance"][0, 1] < 0  # major axis at -30 degrees: negative correlation
+    assert reference["log_z"] == pytest.approx(math.log(2 * math.pi * 0.5 * 2.0), abs=1e-4)
+
+
+def multimodal_log_z(b=5.0, sig1=0.5, sig2=2.0, half_width=20.0):
+    """The multimodal target's evidence by 1-D quadrature: in u1, u2 (a rotation, Jacobian 1)
+    the box |x|, |y| <= w is |u1| + |u2| <= w sqrt2, and the u2 factor integrates in closed form."""
+    scale = sig2 * math.sqrt(2)
+    reach = half_width * math.sqrt(2)
+
+    def along_u1(u1):
+        modes = math.exp(-0.5 * ((u1 - b) / sig1) ** 2) + math.exp(-0.5 * ((u1 + b) / sig1) ** 2)
+        return modes * 2 * scale * math.atan((reach - abs(u1)) / scale)
+
+    value, _ = integrate.quad(along_u1, -reach, reach, points=[-b, 0.0, b], limit=200)
+    return math.log(value / (2 * half_width) ** 2)
+
+
+def test_grid_of_the_multimodal_target_has_two_equal_modes():
+    reference = references.grid(models.multimodal_2d, {}, points=200, num_draws=20_000,
+                                split_direction=[1.0, 1.0])
+    assert reference["latent_sites"] == ["x", "y"]
+    assert reference["split"]["mass_positive"] == pytest.approx(0.5, abs=1e-6)
+    for site in ("x", "y"):
+        assert abs(float(reference["mean"][site])) < 1e-6
+    assert reference["log_z"] == pytest.approx(multimodal_log_z(), abs=1e-4)
+    # the draws: each mode holds half of them, and they sit at u1 = +-5
+    u1 = (reference["draws"]["x"] + reference["draws"]["y"]) / math.sqrt(2)
+    positive = np.mean(u1 > 0)
+    assert abs(positive - 0.5) < 4 * 0.5 / math.sqrt(len(u1))
+    assert np.median(u1[u1 > 0]) == pytest.approx(5.0, abs=0.1)
+    assert np.median(u1[u1 < 0]) == pytest.approx(-5.0, abs=0.1)
+
+
+def test_an_asymmetric_split_is_measured():
+    """The split is measured, not assumed even: split at its mean, the skewed Beta(13, 9) has
+    P(f > mean) = 0.5106. The grid counts whole cells, so it is exact to one cell's mass
+    (pdf <= 4 times the cell width 1/2000)."""
+    grid = references.grid(models.coin_flips, {"obs": OBS}, points=2000, num_draws=10,
+                           split_direction=[1.0])
+    expected = stats.beta(13, 9).sf(EXACT_MEAN)
+    assert expected > 0.51
+    assert grid["split"]["mass_positive"] == pytest.approx(expected, abs=4 / 2000)
+
+
+def three_sites():
+    for name in ("a", "b", "c"):
+        numpyro.sample(name, dist.Uniform(0.0, 1.0))
+
+
+def unbounded():
+    numpyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+def test_grid_refuses_what_it_cannot_integrate():
+    with pytest.raises(ConfigError, match="one or two scalar latent sites.*a, b, c.*nuts"):
+        references.grid(three_sites, {})
+    with pytest.raises(ConfigError, match="site 'z' is unbounded.*bounds"):
+        references.grid(unbounded, {})
+    # with bounds it integrates: a standard normal on [-8, 8] has evidence 1
+    reference = references.grid(unbounded, {}, bounds=[[-8.0, 8.0]], points=400, num_draws=10)
+    assert reference["log_z"] == pytest.approx(0.0, abs=1e-5)
+    assert float(reference["sd"]["z"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_reference_step_writes_what_the_check_reads(tmp_path):
+    """steps.simulate and steps.reference with plain paths: the artifact holds the moments,
+    draws and evidence of each method, with its method and sites as attributes."""
+    data = tmp_path / "data.h5"
+    steps.simulate({}, {"data": data}, {"name": "coin_12_8", "spec": {
+        "generator": "coin_flips", "args": {"heads": 12, "tails": 8}}})
+    coin = {"name": "coin", "function": "coin_flips", "args": {}}
+    for method, extra in (("exact", {}), ("grid", {"points": 200})):
+        out = tmp_path / f"{method}.h5"
+        steps.reference({"data": data}, {"reference": out},
+                        {"model": coin, "reference": {"method": method, "num_draws": 500, **extra}})
+        artifact = read_artifact(out, "reference")
+        assert artifact.attrs["method"] == method
+        assert artifact.attrs["latent_sites"] == ["latent_fairness"]
+        assert float(artifact["log_z"]) == pytest.approx(LOG_Z, abs=1e-4)
+        assert float(artifact["moments"]["mean"]["latent_fairness"]) == pytest.approx(EXACT_MEAN, abs=1e-5)
+        assert artifact["draws"]["latent_fairness"].shape == (500,)
+    correlated = {"name": "correlated", "function": "correlated_gaussian_2d", "args": {}}
+    with pytest.raises(ConfigError, match="exact is known only for coin_flips"):
+        steps.reference({}, {"reference": tmp_path / "bad.h5"},
+                        {"model": correlated, "reference": {"method": "exact"}})
+    assert not (tmp_path / "bad.h5").exists()
