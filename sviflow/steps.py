@@ -221,7 +221,7 @@ def check(inputs, outputs, params, progress_file=None):
         kwargs = model_kwargs(_dataset(inputs))
         model, guide = _model_and_guide(spec, kwargs)
         q = settings["quality"]
-        khat_values, elbo, elbo_se = [], [], []
+        khat_values, elbo, elbo_se, outside = [], [], [], []
         # one set of draws serves the ELBO (its first elbo_particles) and k-hat (its first
         # khat_particles): log w = log p(x, z) - log q(z) is the integrand of both
         draws = max(int(q["elbo_particles"]), int(q["khat_particles"]))
@@ -232,6 +232,7 @@ def check(inputs, outputs, params, progress_file=None):
             elbo.append(for_elbo.mean())
             elbo_se.append(for_elbo.std() / np.sqrt(len(for_elbo)))
             khat_values.append(dg.khat_from_log_weights(weights[: int(q["khat_particles"])]))
+            outside.append(int(np.sum(~np.isfinite(weights))))
         quality = {"khat": np.array(khat_values), "elbo": np.array(elbo), "elbo_se": np.array(elbo_se)}
         posterior = predictive["posterior"]
         pooled = {k: v.reshape(-1, *v.shape[2:]) for k, v in posterior.items()}
@@ -257,6 +258,11 @@ def check(inputs, outputs, params, progress_file=None):
                         seeds_rhat_values=agreement,
                         settings=settings, khat_values=khat_values, khat_limit=khat_limit,
                         kl=kl, seeds=seeds, skipped_steps=fitted["skipped_steps"])
+    if khat_values is not None and any(outside):
+        # log p = -inf there: KL(q || p) is infinite, and the ELBO -inf, in truth, not by accident
+        result.reasons.append(f"the guide puts mass where the posterior has none: {max(outside)} "
+                              f"of {max(int(q['elbo_particles']), int(q['khat_particles']))} draws "
+                              f"fall outside the model's support, so KL(q || p) is infinite")
     log.info("check %s: %s (%s)", spec["name"], result.verdict, result.sentence)
     for row in truth:
         log.info("truth %s: target %.4g, fit %.4g, error %+.3g %s", row["quantity"], row["target"],
