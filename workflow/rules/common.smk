@@ -93,7 +93,6 @@ os.environ.update(SVIFLOW_FIT_CHUNKS=str(ENGINE.get("chunks", 20)))
 # hashing: without a fixed hash seed each job traces a differently ordered program, misses the
 # persistent compilation cache, and differs from the last run in the last bits of the loss.
 os.environ.setdefault("PYTHONHASHSEED", "0")
-BUILTIN_GUIDES = ("beta", "normal", "mixture_2d")
 
 
 def _fail(message):
