@@ -15,8 +15,8 @@ Runs the tiny config (tests/configs/tiny.yaml) in a copy of the workflow with
 Then it forces the fit jobs to run again (nothing else changed) and counts their cache misses:
 a rerun must compile nothing. Prints Markdown tables; writes DIR/audit.json.
 
-Rules: plotting jobs (plot, compare) import neither numpyro nor jax; fit jobs import neither
-matplotlib nor arviz.
+Rules: plotting, check and summary jobs (plot, compare, check, summarize) import neither
+numpyro nor jax; fit jobs import neither matplotlib nor arviz.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from _workflow import REPO, SNAKEMAKE, clean_env, copy_workflow, timed
 HEAVY = ("jax", "jaxlib", "numpyro", "optax", "matplotlib", "arviz", "scipy", "pandas", "xarray",
          "h5netcdf", "h5py", "numpy", "tqdm", "yaml")
 FORBIDDEN = {"plot": ("numpyro", "jax", "jaxlib"), "compare": ("numpyro", "jax", "jaxlib"),
+             "check": ("numpyro", "jax", "jaxlib"), "summarize": ("numpyro", "jax", "jaxlib"),
              "fit": ("matplotlib", "arviz")}
 WATCHED = ("numpyro", "jax", "matplotlib", "arviz")
 TINY = ("--configfile", "tests/configs/tiny.yaml", "--replace-workflow-config")

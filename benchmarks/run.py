@@ -335,7 +335,7 @@ def bench_audit(out: Path, args, rows: list) -> None:
     s = audit.summary(result)
     plot_bad = {k: v for k, v in s["import_violations"].items() if not k.startswith("fit")}
     fit_bad = {k: v for k, v in s["import_violations"].items() if k.startswith("fit")}
-    rows.append(row("plotting jobs that import numpyro or jax", len(plot_bad), None, None, "0",
+    rows.append(row("plot, check and summary jobs that import numpyro or jax", len(plot_bad), None, None, "0",
                     not plot_bad, "; ".join(f"{k}: {v}" for k, v in plot_bad.items())
                     or "plot and compare jobs of the tiny config, sys.modules at exit", unit=""))
     rows.append(row("fit jobs that import matplotlib or arviz", len(fit_bad), None, None, "0",

@@ -19,8 +19,10 @@ Convergence, from a fit's stored loss trace and parameter trajectory:
 
 Quality, from the guide and the model:
 
-- PSIS k-hat (Yao, Vehtari, Simpson, Gelman 2018) via ``numpyro.infer.psis_diagnostic``:
-  < 0.5 good, up to min(1 - 1/log10 S, 0.7) usable, above unreliable.
+- PSIS k-hat (Yao, Vehtari, Simpson, Gelman 2018): ArviZ's ``psislw`` of the log weights
+  log p(x, z) - log q(z) that the predict step draws (``sviflow.predictive.log_weights``, the
+  draws ``numpyro.infer.psis_diagnostic`` makes for the same seed): < 0.5 good, up to
+  min(1 - 1/log10 S, 0.7) usable, above unreliable. This module needs no JAX.
 - A low-variance ELBO from many particles, with its Monte Carlo standard error; with a
   reference's exact log evidence, KL(q || p) = log Z - ELBO.
 - Against a reference's draws: mean and sd errors in units of the reference sd, 1-D Wasserstein
@@ -56,6 +58,14 @@ def merged(settings: dict | None) -> dict:
         else:
             result[key] = value
     return result
+
+
+def importance_settings(checks: dict | None) -> dict:
+    """What the predict step draws for the check's ELBO and k-hat: {"particles", "seed"}."""
+    settings = merged(checks)
+    quality = settings["quality"]
+    return {"particles": max(int(quality["elbo_particles"]), int(quality["khat_particles"])),
+            "seed": int(settings["seed"])}
 
 
 # --- convergence -----------------------------------------------------------------------------
@@ -201,36 +211,6 @@ def seed_spread(params: dict) -> dict[str, float]:
 
 
 # --- quality ---------------------------------------------------------------------------------
-
-def log_weights(model, guide, params: dict, model_kwargs: dict, num_particles: int, seed: int):
-    """log p(x, z) - log q(z) for ``num_particles`` draws z ~ q: the ELBO's integrand."""
-    import jax
-    from numpyro import handlers
-    from numpyro.infer.util import log_density
-
-    def one(key):
-        # each particle's key split as numpyro.infer.psis_diagnostic splits it: the same draws
-        model_key, guide_key = jax.random.split(key)
-        guide_log, guide_trace = log_density(handlers.seed(guide, guide_key), (), model_kwargs, params)
-        model_log, _ = log_density(handlers.replay(handlers.seed(model, model_key), guide_trace), (),
-                                   model_kwargs, params)
-        return model_log - guide_log
-
-    keys = jax.random.split(jax.random.PRNGKey(seed), num_particles)
-    return np.asarray(jax.jit(jax.vmap(one))(keys), dtype=np.float64)
-
-
-def khat(model, guide, params: dict, model_kwargs: dict, num_particles: int, seed: int) -> float:
-    """PSIS k-hat exactly as ``numpyro.infer.psis_diagnostic`` computes it (same draws for the
-    same seed). The workflow uses :func:`khat_from_log_weights` instead: numpyro evaluates the
-    weights op by op (about 90 XLA compilations, 3 s a job), and the check has already drawn
-    the same weights, jitted, for its ELBO."""
-    import jax
-    from numpyro.infer import psis_diagnostic
-
-    return float(psis_diagnostic(jax.random.PRNGKey(seed), params, model, guide,
-                                 num_particles=num_particles, **model_kwargs))
-
 
 def khat_from_log_weights(log_w: np.ndarray) -> float:
     """Pareto k-hat of the importance ratios (Vehtari et al.'s PSIS, through ArviZ)."""

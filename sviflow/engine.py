@@ -96,14 +96,15 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     start = time.perf_counter()
+    if getattr(svi.guide, "prototype_trace", False) is None:
+        # an autoguide sets itself up on its first call: eagerly, or it keeps jit's tracers
+        # (sviflow.registry.prepare_guide has done this already in the workflow's steps)
+        svi.init(keys[0], **model_kwargs)
+    # svi.init jitted: one compile, not one per eager op (an XLA compile each, 1-2 s a job)
     if len(seeds) == 1:
-        state = svi.init(keys[0], **model_kwargs)
+        state = jax.jit(lambda key: svi.init(key, **model_kwargs))(keys[0])
         run_chunk = jax.jit(chunk)
     else:
-        if getattr(svi.guide, "prototype_trace", False) is None:
-            # an autoguide sets itself up on its first call: eagerly, or it keeps vmap's tracers
-            svi.init(keys[0], **model_kwargs)
-        # jitted: one compile, not one per batched eager op (1-2 s of a cold 16-seed job)
         state = jax.jit(jax.vmap(lambda key: svi.init(key, **model_kwargs)))(keys)
         run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None)))
     compiled = run_chunk.lower(state, jnp.int32(0)).compile()

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: predictive files carry the log weights (the check needs no JAX)
 
 # kind -> (required paths, one line on each). A path ending in "/" is a group of arrays
 # named after the model's sample sites or the guide's params.
@@ -46,6 +46,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "posterior/": "(seed, draw, ...) samples of every guide site (model latents and auxiliaries)",
         "mock_from_guide/": "(seed, draw, ...) observed sites simulated by model + guide",
         "mock_from_samples/": "(seed, draw, ...) observed sites simulated by model + posterior samples",
+        "log_weights": "(seed, particle) log p(x, z) - log q(z) for draws z ~ q, seed i drawn with "
+                       "checks.seed + i: the check's ELBO and PSIS k-hat ((seed, 0) when the fit "
+                       "diverged)",
     },
     "reference": {
         "moments/mean/": "posterior mean of every latent site",

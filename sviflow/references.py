@@ -7,6 +7,8 @@
   or two scalar latent sites: log evidence, mean, covariance, mass on each side of a split.
 - ``nuts``: NumPyro's NUTS, for any model: moments and draws, no evidence.
 
+JAX is imported by ``grid`` and ``nuts`` only: the exact reference is numpy and scipy.
+
 Each returns a dict with the same core: ``latent_sites``, ``mean``/``sd`` per site, ``covariance``
 over the flattened sites, ``draws`` per site, and ``log_z`` (NaN where unknown).
 """
@@ -15,8 +17,6 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import special, stats
 
@@ -80,6 +80,8 @@ def _site_bounds(model, model_kwargs, sites, bounds):
 def grid(model, model_kwargs: dict, *, bounds=None, points: int = 400, num_draws: int = 10_000,
          seed: int = 0, split_direction=None) -> dict:
     """Quadrature of the log joint on ``points`` cells per dimension (1 or 2 scalar sites)."""
+    import jax
+    import jax.numpy as jnp
     from numpyro.infer.util import log_density
 
     from sviflow.predictive import site_names
@@ -127,6 +129,7 @@ def nuts(model, model_kwargs: dict, *, num_warmup: int = 1000, num_samples: int 
          num_chains: int = 2, seed: int = 0) -> dict:
     """NUTS draws of every latent site; the chains' R-hat and ESS are kept to judge them."""
     import arviz as az
+    import jax
     from numpyro.infer import MCMC, NUTS
 
     from sviflow.predictive import site_names

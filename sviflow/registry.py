@@ -295,12 +295,20 @@ def prepare_guide(model, guide, model_kwargs: dict, where: str, sources: dict | 
     config key (``where``) and the user's file and line. ``sources``: {config key: the model's
     or guide's name as the config gives it}.
     """
+    import jax
     from numpyro import handlers
 
-    try:
+    def run_both():
         with handlers.block():
             guide_trace = handlers.trace(handlers.seed(guide, 0)).get_trace(**model_kwargs)
             handlers.trace(handlers.replay(handlers.seed(model, 1), guide_trace)).get_trace(**model_kwargs)
+
+    try:
+        if getattr(guide, "prototype_trace", False) is None:
+            run_both()  # an autoguide that has not set itself up: eagerly, as said above
+        else:
+            # traced on abstract values: the same errors, and no XLA compile per eager op
+            jax.make_jaxpr(run_both)()
     except ConfigError:
         raise
     except Exception as error:  # the user's model or guide: name it, its file and its line

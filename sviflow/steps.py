@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from sviflow.h5io import read_artifact, write_artifact
+from sviflow.h5io import ArtifactError, read_artifact, write_artifact
 
 log = logging.getLogger("sviflow")
 
@@ -105,28 +105,40 @@ def fit(inputs, outputs, params, progress_file=None):
 
 
 def predict(inputs, outputs, params, progress_file=None):
-    """The post's three predictive paths -> ``sviflow.predictive``."""
+    """The post's three predictive paths, and the log weights of draws from the guide that the
+    check needs (so that the check runs without JAX) -> ``sviflow.predictive``."""
     from sviflow.engine import enable_compilation_cache
 
     enable_compilation_cache(_cache_dir(params))
     from sviflow.data import model_kwargs
-    from sviflow.predictive import predictive_paths, site_names
+    from sviflow.diagnostics import importance_settings
+    from sviflow.predictive import log_weights, predictive_paths, site_names
 
     spec, settings = params["spec"], params["predictive"]
+    # by hand without "importance": what the check needs with its default settings
+    importance = params.get("importance") or importance_settings(None)
     fitted = read_artifact(inputs["fit"], "fit")
     dataset = _dataset(inputs)
     fit_kwargs, predict_kwargs = model_kwargs(dataset), model_kwargs(dataset, predict=True)
     model, guide = _model_and_guide(spec, fit_kwargs)
     latent, observed = site_names(model, fit_kwargs)
+    n_seeds = len(fitted.attrs.get("seeds") or [0])
     if fitted.attrs.get("diverged"):
         log.warning("fit %s diverged: no predictive draws are made from it", spec["name"])
-        tree = {"posterior": {}, "mock_from_guide": {}, "mock_from_samples": {}}
+        tree = {"posterior": {}, "mock_from_guide": {}, "mock_from_samples": {},
+                "log_weights": np.zeros((n_seeds, 0))}
     else:
         tree = predictive_paths(model, guide, fitted["params"], fit_kwargs, predict_kwargs,
                                 observed, latent, num_samples=int(settings["num_samples"]),
                                 num_mock=int(settings["num_mock"]), seed=int(settings["seed"]))
         for path, sites in tree.items():
             log.info("%s: %s", path, {k: v.shape for k, v in sites.items()})
+        particles = int(importance["particles"])
+        tree["log_weights"] = (log_weights(model, guide, fitted["params"], fit_kwargs, particles,
+                                           int(importance["seed"]))
+                               if particles else np.zeros((n_seeds, 0)))
+        log.info("log_weights: %d draws per seed, mean %s", particles,
+                 np.round(np.mean(tree["log_weights"], axis=-1), 4).tolist() if particles else [])
     write_artifact(outputs["predictive"], "predictive", tree, config=params,
                    seeds=fitted.attrs.get("seeds"),
                    attrs={"latent_sites": latent, "observed_sites": observed,
@@ -135,19 +147,22 @@ def predict(inputs, outputs, params, progress_file=None):
 
 def reference(inputs, outputs, params, progress_file=None):
     """A reference posterior of one model on one dataset -> ``sviflow.reference``."""
-    from sviflow.engine import enable_compilation_cache
-
-    enable_compilation_cache(_cache_dir(params))
     from sviflow import references
-    from sviflow.data import model_kwargs
-    from sviflow.registry import ConfigError, resolve_model
+    from sviflow.registry import ConfigError
 
     model_spec, settings = params["model"], dict(params["reference"])
     method = settings.pop("method")
     where = f"models.{model_spec['name']}.reference"
     dataset = _dataset(inputs)
-    kwargs = model_kwargs(dataset)
-    model = resolve_model(model_spec, where=f"models.{model_spec['name']}")
+    if method != "exact":  # the exact answer is numpy and scipy: no JAX to import
+        from sviflow.engine import enable_compilation_cache
+
+        enable_compilation_cache(_cache_dir(params))
+        from sviflow.data import model_kwargs
+        from sviflow.registry import resolve_model
+
+        kwargs = model_kwargs(dataset)
+        model = resolve_model(model_spec, where=f"models.{model_spec['name']}")
     if method == "exact":
         if model_spec["function"] != "coin_flips":
             raise ConfigError(f"{where}.method: exact is known only for coin_flips; use grid or nuts")
@@ -213,26 +228,23 @@ def check(inputs, outputs, params, progress_file=None):
     diverged = bool((nonfinite >= 0).any())
     truth = []
     if not diverged:
-        from sviflow.engine import enable_compilation_cache
-
-        enable_compilation_cache(_cache_dir(params))
-        from sviflow.data import model_kwargs
-
-        kwargs = model_kwargs(_dataset(inputs))
-        model, guide = _model_and_guide(spec, kwargs)
         q = settings["quality"]
         khat_values, elbo, elbo_se, outside = [], [], [], []
-        # one set of draws serves the ELBO (its first elbo_particles) and k-hat (its first
-        # khat_particles): log w = log p(x, z) - log q(z) is the integrand of both
-        draws = max(int(q["elbo_particles"]), int(q["khat_particles"]))
-        for index, seed in enumerate(seeds):
-            p = {k: v[index] for k, v in fitted["params"].items()}
-            weights = dg.log_weights(model, guide, p, kwargs, draws, int(settings["seed"]) + index)
+        # drawn by the predict step: one set of draws serves the ELBO (its first elbo_particles)
+        # and k-hat (its first khat_particles); log w = log p(x, z) - log q(z) is the
+        # integrand of both
+        weights_all = np.asarray(predictive["log_weights"], dtype=np.float64)
+        needed = max(int(q["elbo_particles"]), int(q["khat_particles"]))
+        if weights_all.shape[-1] < needed:
+            raise ArtifactError(f"{predictive.path}: has {weights_all.shape[-1]} log weights per "
+                                f"seed, the check needs {needed}; run snakemake --forcerun "
+                                f"{predictive.path} to draw them")
+        for weights in weights_all:
             for_elbo = weights[: int(q["elbo_particles"])]
             elbo.append(for_elbo.mean())
             elbo_se.append(for_elbo.std() / np.sqrt(len(for_elbo)))
             khat_values.append(dg.khat_from_log_weights(weights[: int(q["khat_particles"])]))
-            outside.append(int(np.sum(~np.isfinite(weights))))
+            outside.append(int(np.sum(~np.isfinite(weights[:needed]))))
         quality = {"khat": np.array(khat_values), "elbo": np.array(elbo), "elbo_se": np.array(elbo_se)}
         posterior = predictive["posterior"]
         pooled = {k: v.reshape(-1, *v.shape[2:]) for k, v in posterior.items()}
@@ -289,23 +301,25 @@ def compare(inputs, outputs, params, progress_file=None):
                                outputs["figure"], params.get("title", ""))
 
 
-def to_arviz(inputs, outputs, params, progress_file=None):
-    """One ArviZ InferenceData per fit, netCDF through h5netcdf."""
-    from sviflow.summary import inference_data
-
-    idata = inference_data(inputs, params["spec"])
-    idata.to_netcdf(outputs["netcdf"], engine="h5netcdf")
-    log.info("arviz %s: groups %s", params["spec"]["name"], list(idata.groups()))
-
-
 def summarize(inputs, outputs, params, progress_file=None):
-    """``az.summary`` of every fit with its verdict, as CSV and Markdown."""
-    from sviflow.summary import summary_table, write_markdown
+    """Every fit as ArviZ InferenceData (netCDF), and ``az.summary`` of every fit with its
+    verdict, as CSV and Markdown. One job for all fits: ArviZ is imported once."""
+    from sviflow.summary import inference_data, summary_table, write_markdown, write_netcdf, write_text
 
-    table = summary_table(list(params["fits"]), list(inputs["netcdf"]), list(inputs["checks"]))
-    table.to_csv(outputs["csv"], index=False)
-    write_markdown(table, list(inputs["checks"]), list(params["fits"]), outputs["markdown"])
-    for fit, check_path in zip(params["fits"], inputs["checks"]):
+    fits = list(params["fits"])
+    predictive, checks, netcdf = list(inputs["predictive"]), list(inputs["checks"]), list(outputs["netcdf"])
+    datasets = params.get("data") or {}
+    idatas = []
+    for fit, predictive_path, check_path, netcdf_path in zip(fits, predictive, checks, netcdf):
+        idata = inference_data({"predictive": predictive_path, "check": check_path,
+                                "data": datasets.get(fit)}, params["specs"][fit])
+        write_netcdf(idata, netcdf_path)
+        log.info("arviz %s: groups %s -> %s", fit, list(idata.groups()), netcdf_path)
+        idatas.append(idata)
+    table = summary_table(fits, idatas, checks)
+    write_text(table.to_csv(index=False), outputs["csv"])
+    write_markdown(table, checks, fits, outputs["markdown"])
+    for fit, check_path in zip(fits, checks):
         attrs = read_artifact(check_path, "check").attrs
         if attrs["verdict"] != "converged":
             log.warning("fit %s: %s (%s)", fit, attrs["verdict"], attrs["sentence"])

@@ -18,7 +18,8 @@ import arviz as az  # noqa: E402  (after the filter: its import warns once per p
 
 def inference_data(inputs: dict, spec: dict):
     """posterior (chain = seed, draw), posterior_predictive and observed_data where the model
-    has data; the fit's verdict in the attributes."""
+    has data; the fit's verdict in the attributes. ``inputs``: the fit's predictive, check and
+    (optional) data files; ``spec``: {"name", "model", "guide"} (names)."""
     predictive = read_artifact(inputs["predictive"], "predictive")
     check = read_artifact(inputs["check"], "check")
     latent = predictive.attrs.get("latent_sites") or []
@@ -35,9 +36,42 @@ def inference_data(inputs: dict, spec: dict):
     # the mock observations have the model's default size, not the data's: their own dims
     dims = {name: [f"{name}_mock_dim_0"] for name in predictive["mock_from_samples"]}
     attrs = {"fit": spec["name"], "verdict": check.attrs["verdict"],
-             "reasons": check.attrs["sentence"], "model": spec["model"]["name"],
-             "guide": spec["guide"]["name"], "inference_library": "numpyro (SVI)"}
+             "reasons": check.attrs["sentence"], "model": spec["model"],
+             "guide": spec["guide"], "inference_library": "numpyro (SVI)"}
     return az.from_dict(**{k: v for k, v in groups.items() if v is not None}, dims=dims, attrs=attrs)
+
+
+def write_netcdf(idata, path) -> None:
+    """``idata`` to ``path`` through a temporary name in the same folder: a run cut off
+    mid-write leaves no file that a later run could take for a whole one."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(descriptor)
+    try:
+        idata.to_netcdf(temporary, engine="h5netcdf")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text(text: str, path) -> None:
+    """``text`` to ``path`` atomically (a temporary name, then a rename)."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def read_netcdf(path):
@@ -60,16 +94,17 @@ def _quality_columns(check) -> dict:
             "kl": worst("kl", np.nanmax), "energy_distance": worst("energy_distance")}
 
 
-def summary_table(fits: list[str], netcdf_paths: list[str], check_paths: list[str]):
-    """``az.summary`` rows of every fit, with fit, verdict, reasons and the quality numbers."""
+def summary_table(fits: list[str], netcdfs: list, check_paths: list[str]):
+    """``az.summary`` rows of every fit, with fit, verdict, reasons and the quality numbers.
+    ``netcdfs``: InferenceData objects, or paths of netCDF files."""
     import pandas as pd
 
     frames = []
-    for fit, netcdf, check_path in zip(fits, netcdf_paths, check_paths):
+    for fit, netcdf, check_path in zip(fits, netcdfs, check_paths):
         check = read_artifact(check_path, "check")
         extra = {"fit": fit, "verdict": check.attrs["verdict"], **_quality_columns(check),
                  "reasons": check.attrs["sentence"]}
-        idata = read_netcdf(netcdf)
+        idata = read_netcdf(netcdf) if isinstance(netcdf, (str, bytes)) or hasattr(netcdf, "__fspath__") else netcdf
         if "posterior" in idata.groups() and not check.attrs.get("diverged"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # one chain: ArviZ warns that R-hat needs two
@@ -117,4 +152,4 @@ def write_markdown(table, check_paths: list[str], fits: list[str], path) -> None
     text += [s + "\n" for s in truth_sections] or ["(no fit has a known exact answer)", ""]
     text += ["## Posterior summaries (az.summary; chains are seeds)", "",
              _markdown_table(columns, table[columns].values.tolist()), ""]
-    Path(path).write_text("\n".join(text))
+    write_text("\n".join(text), path)

@@ -56,3 +56,11 @@ def tiny_run(tmp_path_factory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny") / "workflow")
     run_snakemake(workdir, "--cores", "2", *TINY)
     return workdir
+
+
+def plot_rule(config: dict, fit: str) -> str:
+    """The rule that draws ``fit``'s figures: one per set of figures (workflow/rules/plot.smk)."""
+    entry = config["fits"][fit]
+    extra = (["mock"] if entry.get("data") else []) + (
+        ["covariance"] if entry["guide"]["name"] == "AutoMultivariateNormal" else [])
+    return "plot_with_" + "_and_".join(extra) if extra else "plot"

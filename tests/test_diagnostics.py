@@ -254,14 +254,15 @@ def test_log_weights_are_log_evidence_for_the_exact_posterior():
 
     from sviflow.guides import beta_guide
     from sviflow.models import coin_flips
+    from sviflow.predictive import log_weights
 
     obs = np.concatenate([np.ones(12), np.zeros(8)]).astype(np.float32)
-    weights = dg.log_weights(coin_flips, beta_guide(), {"alpha_q": 13.0, "beta_q": 9.0},
-                             {"obs": obs}, 500, seed=0)
-    assert weights.shape == (500,)
+    weights = log_weights(coin_flips, beta_guide(), {"alpha_q": np.array([13.0]), "beta_q": np.array([9.0])},
+                          {"obs": obs}, 500, seed=0)
+    assert weights.shape == (1, 500)
     np.testing.assert_allclose(weights, special.betaln(13, 9), atol=2e-4)
-    off = dg.log_weights(coin_flips, beta_guide(), {"alpha_q": 30.0, "beta_q": 5.0},
-                         {"obs": obs}, 500, seed=0)
+    off = log_weights(coin_flips, beta_guide(), {"alpha_q": np.array([30.0]), "beta_q": np.array([5.0])},
+                      {"obs": obs}, 500, seed=0)
     assert off.mean() < special.betaln(13, 9) - 0.5 and off.std() > 0.1
 
 
@@ -335,8 +336,8 @@ def test_merged_settings_keep_the_literature_defaults():
 
 
 def test_khat_from_the_checks_weights_is_numpyros_psis_diagnostic():
-    """The check draws its log weights once (jitted) for ELBO and k-hat; they are the draws
-    numpyro.infer.psis_diagnostic makes for the same seed, so k-hat is numpyro's k-hat."""
+    """The predict step draws the log weights once (jitted) for the check's ELBO and k-hat; they
+    are the draws numpyro.infer.psis_diagnostic makes for the same seed, so k-hat is numpyro's."""
     import jax.numpy as jnp
     from numpyro import handlers
     from numpyro.infer.autoguide import AutoNormal
@@ -348,7 +349,13 @@ def test_khat_from_the_checks_weights_is_numpyros_psis_diagnostic():
         guide()  # an autoguide sets itself up on its first call
     params = {"x_auto_loc": jnp.float32(0.1), "y_auto_loc": jnp.float32(-0.1),
               "x_auto_scale": jnp.float32(1.3), "y_auto_scale": jnp.float32(1.3)}
+    from sviflow.predictive import log_weights, psis_khat
+
+    # two seeds of one fit in one call: seed i draws with PRNGKey(seed + i)
+    stacked = {k: jnp.stack([v, v]) for k, v in params.items()}
+    weights = log_weights(correlated_gaussian_2d, guide, stacked, {}, 1000, seed=0)
+    assert weights.shape == (2, 1000)
     for seed in (0, 1):
-        ours = dg.khat_from_log_weights(dg.log_weights(correlated_gaussian_2d, guide, params, {}, 1000, seed))
-        theirs = dg.khat(correlated_gaussian_2d, guide, params, {}, 1000, seed)
+        ours = dg.khat_from_log_weights(weights[seed])
+        theirs = psis_khat(correlated_gaussian_2d, guide, params, {}, 1000, seed)
         assert ours == pytest.approx(theirs, abs=1e-4)

@@ -361,11 +361,27 @@ CORRUPT = {
     # the file broken, what it is, the target that reads it, the step that does, its log
     "fit file": ("results/fits/beta.h5", "HDF5", "results/predictive/beta.h5", "predict",
                  "results/logs/predict/beta.log"),
-    "check file": ("results/checks/diverged.h5", "HDF5", "results/arviz/diverged.nc", "to_arviz",
-                   "results/logs/to_arviz/diverged.log"),
-    "arviz file": ("results/arviz/beta.nc", "netCDF", "results/summary.csv", "summarize",
+    "check file": ("results/checks/diverged.h5", "HDF5", "results/arviz/diverged.nc", "summarize",
                    "results/logs/summarize.log"),
 }
+
+
+def test_netcdf_is_written_whole_or_not_at_all(base_run, tmp_path):
+    """No step reads the netCDF files; summarize writes them through a temporary name, so a
+    write that fails leaves neither a partial file nor its temporary behind."""
+    import arviz as az
+
+    from sviflow.summary import write_netcdf
+
+    idata = az.from_netcdf(base_run / "results" / "arviz" / "beta.nc")
+    target = tmp_path / "beta.nc"
+    target.mkdir()  # the rename onto a directory fails after the whole file was written
+    with pytest.raises(OSError):
+        write_netcdf(idata, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beta.nc"] and target.is_dir()
+    target.rmdir()
+    write_netcdf(idata, target)
+    assert az.from_netcdf(target).posterior.equals(idata.posterior)
 
 
 @pytest.mark.parametrize("case", sorted(CORRUPT))
@@ -397,17 +413,17 @@ def test_input_of_another_schema_version_is_named(base_run, tmp_path):
     workdir = _clone(base_run, tmp_path / "workflow")
     path = workdir / "results" / "fits" / "beta.h5"
     with h5py.File(path, "r+") as handle:
-        handle.attrs["schema_version"] = 2
+        handle.attrs["schema_version"] = 99
     target = "results/predictive/beta.h5"
     result = run_snakemake(workdir, "--cores", "1", *BASE, target, check=False)
     assert result.returncode != 0
-    assert ("sviflow predict: results/fits/beta.h5: written with schema version 2, this sviflow "
-            "reads version 1") in _output(result)
+    assert ("sviflow predict: results/fits/beta.h5: written with schema version 99, this sviflow "
+            "reads version 2") in _output(result)
     assert "snakemake --forcerun results/fits/beta.h5" in _output(result)
     # the advice works
     run_snakemake(workdir, "--cores", "2", *BASE, "--forcerun", "results/fits/beta.h5", target)
     with h5py.File(path) as handle:
-        assert handle.attrs["schema_version"] == 1
+        assert handle.attrs["schema_version"] == 2
     assert _equal(_h5_contents(path), _h5_contents(base_run / "results" / "fits" / "beta.h5"))
 
 
@@ -463,6 +479,7 @@ def test_killed_fit_leaves_no_result_and_is_recomputed(base_run, tmp_path):
     assert "results/fits/long.h5" in _output(result)
     after = _snapshot(workdir / "results")
     remade = {"summary.csv", "summary.md", "logs/summarize.log", "benchmarks/summarize.tsv"}
+    remade |= {path for path in untouched if path.startswith("arviz/")}  # all written by summarize
     changed = [path for path, stamp in untouched.items()
                if path not in remade and after.get(path) != stamp]
     assert changed == []

@@ -34,10 +34,9 @@ pytestmark = pytest.mark.workflow
 
 CONFIG = Path("tests/configs/tiny.yaml")
 COIN_FITS = ("beta", "beta_4_particles", "normal")  # the fits of the coin model on coin_12_8
-FIGURE_RULES = {"beta": ("plot", "plot_mock_observations"),
-                "beta_4_particles": ("plot", "plot_mock_observations"),
-                "normal": ("plot", "plot_mock_observations"),
-                "multimodal": ("plot",), "autoguide": ("plot", "plot_covariance")}
+FIGURE_RULES = {"beta": ("plot_with_mock",), "beta_4_particles": ("plot_with_mock",),
+                "normal": ("plot_with_mock",), "multimodal": ("plot",),
+                "autoguide": ("plot_with_covariance",)}
 HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
 
 
@@ -80,7 +79,7 @@ def planned_jobs(workdir: Path) -> dict[tuple[str, str], str]:
 
 def fit_jobs(fit: str, figure_rules: tuple[str, ...] | None = None) -> set[tuple[str, str]]:
     """The jobs of one fit: its fit job and everything downstream that is its own."""
-    rules = ("fit", "predict", "check", "to_arviz", *(figure_rules or FIGURE_RULES[fit]))
+    rules = ("fit", "predict", "check", *(figure_rules or FIGURE_RULES[fit]))
     return {(rule, f"fit={fit}") for rule in rules}
 
 
@@ -188,7 +187,7 @@ def test_a_new_fit_runs_its_own_jobs_and_the_summary(run_copy):
     jobs = planned_jobs(run_copy)
     # its model's reference (correlated--none) exists already: it is not recomputed
     assert set(jobs) == fit_jobs("extra", ("plot",)) | SUMMARY
-    assert "Set of input files has changed" in jobs[("summarize", "")]
+    assert "results/predictive/extra.h5" in jobs[("summarize", "")]  # it is summarized too
 
 
 def test_a_new_fit_in_a_comparison_also_redraws_that_comparison(run_copy):
@@ -198,7 +197,7 @@ def test_a_new_fit_in_a_comparison_also_redraws_that_comparison(run_copy):
         config["comparisons"]["particles"]["fits"].append("beta_2")
     edit_config(run_copy, add)
     jobs = planned_jobs(run_copy)
-    expected = fit_jobs("beta_2", ("plot", "plot_mock_observations"))
+    expected = fit_jobs("beta_2", ("plot_with_mock",))
     assert set(jobs) == expected | COMPARISON | SUMMARY
     assert "Set of input files has changed" in jobs[("compare", "comparison=particles")]
 
@@ -217,4 +216,27 @@ def test_changed_predictive_settings_rerun_no_fit(run_copy):
     for fit in FIGURE_RULES:
         expected |= fit_jobs(fit) - {("fit", f"fit={fit}")}
     assert set(jobs) == expected | SUMMARY  # the fits, the data, the references and compare stay
+    assert all(jobs[("predict", f"fit={fit}")].startswith("Params have changed") for fit in FIGURE_RULES)
+
+
+def test_changed_check_thresholds_rerun_the_checks_only(run_copy):
+    """A threshold is read by the check alone: no fit and no predictive draws are remade."""
+    edit_config(run_copy, lambda config: config["checks"].setdefault("plateau", {}).update(window=50))
+    jobs = planned_jobs(run_copy)
+    expected = set()
+    for fit, rules in FIGURE_RULES.items():
+        expected |= {("check", f"fit={fit}")} | {(rule, f"fit={fit}") for rule in rules}
+    assert set(jobs) == expected | SUMMARY
+    assert all(jobs[("check", f"fit={fit}")].startswith("Params have changed") for fit in FIGURE_RULES)
+
+
+def test_changed_importance_draws_rerun_predict_and_check_not_the_fits(run_copy):
+    """The check's ELBO and k-hat draws are made by the predict step (JAX is loaded there, so
+    that the check needs none): their number reruns predict and everything after it."""
+    edit_config(run_copy, lambda config: config["checks"].setdefault("quality", {}).update(khat_particles=3000))
+    jobs = planned_jobs(run_copy)
+    expected = set()
+    for fit in FIGURE_RULES:
+        expected |= fit_jobs(fit) - {("fit", f"fit={fit}")}
+    assert set(jobs) == expected | SUMMARY
     assert all(jobs[("predict", f"fit={fit}")].startswith("Params have changed") for fit in FIGURE_RULES)

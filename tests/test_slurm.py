@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TINY, copy_workflow, run_snakemake
+from conftest import REPO, TINY, copy_workflow, plot_rule, run_snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -81,7 +81,8 @@ def _expected_comments() -> set[str]:
     comments |= {f"rule_compare_wildcards_{name}" for name in config["comparisons"]}
     for fit, entry in config["fits"].items():
         comments |= {f"rule_{rule}_wildcards_{fit}"
-                     for rule in ("fit", "predict", "check", "plot", "to_arviz")}
+                     for rule in ("fit", "predict", "check")}
+        comments.add(f"rule_{plot_rule(config, fit)}_wildcards_{fit}")
         comments.add(f"rule_reference_wildcards_{entry['model']}--{entry.get('data', 'none')}")
     return comments
 

@@ -19,7 +19,7 @@ import pytest
 from scipy import special
 
 from sviflow import steps
-from sviflow.diagnostics import CONVERGED, NOT_CONVERGED, POOR
+from sviflow.diagnostics import CONVERGED, NOT_CONVERGED, POOR, importance_settings
 from sviflow.h5io import read_artifact
 
 COIN = {"name": "coin", "function": "coin_flips", "args": {}}
@@ -64,7 +64,8 @@ def run_fit(root, spec, reference, checks=None, data=True):
     paths = {kind: root / f"{name}.{kind}.h5" for kind in ("fit", "predictive", "check")}
     steps.fit(dict(data_input), {"fit": paths["fit"]}, {"spec": spec})
     steps.predict({**data_input, "fit": paths["fit"]}, {"predictive": paths["predictive"]},
-                  {"spec": spec, "predictive": PREDICTIVE})
+                  {"spec": spec, "predictive": PREDICTIVE,
+                   "importance": importance_settings(checks)})
     steps.check({**data_input, "fit": paths["fit"], "predictive": paths["predictive"],
                  "reference": root / reference},
                 {"check": paths["check"]}, {"spec": spec, "checks": checks or {}})

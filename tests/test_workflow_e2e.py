@@ -33,7 +33,7 @@ def test_every_artifact_is_written(tiny_run):
 def test_fit_files_hold_the_full_trace(tiny_run):
     with h5py.File(tiny_run / "results" / "fits" / "beta_4_particles.h5") as fit:
         assert fit.attrs["schema"] == "sviflow.fit"
-        assert fit.attrs["schema_version"] == 1
+        assert fit.attrs["schema_version"] == 2
         assert fit["losses"].shape == (2, 400)  # two seeds, every step
         assert fit["params/alpha_q"].shape == (2,)
         assert fit["trajectory/params/alpha_q"].shape[0] == 2

@@ -254,6 +254,23 @@ def with_reference(fit_name, **inputs):
     return inputs
 
 
+def fit_data(fit):
+    """The data file of a fit, or None for a model without data."""
+    data = config["fits"][fit].get("data")
+    return f"results/data/{data}.h5" if data else None
+
+
+PLOT_FIGURES = ("loss", "trajectories", "posterior")
+# the figures some fits have, by the short name of their plot rule (plot_with_<key>...)
+OPTIONAL_FIGURES = {"mock": "mock_observations", "covariance": "covariance"}
+
+
+def figure_output(name):
+    """A figure of a fit as a report item; its caption is workflow/report/<name>.rst."""
+    return report(f"results/figures/{{fit}}/{name}.png", caption=f"../report/{name}.rst",
+                  category="{fit}", labels={"figure": name.replace("_", " "), "fit": "{fit}"})
+
+
 def figures(fit):
     """The figures of one fit: which apply depends on its model and guide."""
     names = ["loss", "trajectories", "posterior"]
@@ -282,6 +299,14 @@ def dataset_spec(dataset):
 def check_settings():
     """The checks' config slice; strict only gates the end, so toggling it reruns no check."""
     return _sorted({k: v for k, v in config.get("checks", {}).items() if k != "strict"})
+
+
+def importance_settings():
+    """The draws behind the check's ELBO and k-hat, made by the predict step (which has JAX
+    loaded already): changing their number or seed reruns predict and check."""
+    from sviflow.diagnostics import importance_settings as settings
+
+    return settings(check_settings())
 
 
 def plot_inputs(wildcards):

@@ -1,77 +1,38 @@
-rule plot:
-    """The loss with its plateau windows, the parameter trajectories, and the posterior."""
-    input:
-        unpack(plot_inputs),
-        library=library("plots.py"),
-    output:
-        loss=report("results/figures/{fit}/loss.png", caption="../report/loss.rst",
-                    category="{fit}", labels={"figure": "loss", "fit": "{fit}"}),
-        trajectories=report("results/figures/{fit}/trajectories.png",
-                            caption="../report/trajectories.rst", category="{fit}",
-                            labels={"figure": "trajectories", "fit": "{fit}"}),
-        posterior=report("results/figures/{fit}/posterior.png", caption="../report/posterior.rst",
-                         category="{fit}", labels={"figure": "posterior", "fit": "{fit}"}),
-    params:
-        spec=lambda wildcards: {"name": wildcards.fit},
-    log:
-        "results/logs/plot/{fit}.log",
-    benchmark:
-        "results/benchmarks/plot/{fit}.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/plot.py"
+# One job draws all the figures of a fit: matplotlib is imported once, not once per figure.
+# Which figures a fit has depends on it (mock observations: a model with data; the covariance:
+# AutoMultivariateNormal), and a rule's outputs are fixed: so one rule per set of figures,
+# each constrained to the fits that have that set (only the sets some fit has are defined).
+for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
+    _names = PLOT_FIGURES + tuple(OPTIONAL_FIGURES[key] for key in _extra)
+    _fits = [fit for fit in FITS if tuple(figures(fit)) == _names]
+    if not _fits:
+        continue
 
-
-rule plot_mock_observations:
-    """The post's two mock-observation histograms (fits of models with data)."""
-    input:
-        unpack(plot_inputs),
-        library=library("plots.py"),
-    output:
-        mock_observations=report("results/figures/{fit}/mock_observations.png",
-                                 caption="../report/mock_observations.rst", category="{fit}",
-                                 labels={"figure": "mock observations", "fit": "{fit}"}),
-    params:
-        spec=lambda wildcards: {"name": wildcards.fit},
-    log:
-        "results/logs/plot/{fit}.mock_observations.log",
-    benchmark:
-        "results/benchmarks/plot/{fit}.mock_observations.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/plot.py"
-
-
-rule plot_covariance:
-    """The covariance recovered from auto_scale_tril (AutoMultivariateNormal fits)."""
-    input:
-        unpack(plot_inputs),
-        library=library("plots.py"),
-    output:
-        covariance=report("results/figures/{fit}/covariance.png",
-                          caption="../report/covariance.rst", category="{fit}",
-                          labels={"figure": "covariance", "fit": "{fit}"}),
-    params:
-        spec=lambda wildcards: {"name": wildcards.fit},
-    log:
-        "results/logs/plot/{fit}.covariance.log",
-    benchmark:
-        "results/benchmarks/plot/{fit}.covariance.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/plot.py"
+    rule:
+        """A fit's figures: loss with plateau windows, parameter trajectories, the posterior; mock
+        observations and the recovered covariance where they apply."""
+        name:
+            "plot_with_" + "_and_".join(_extra) if _extra else "plot"
+        input:
+            unpack(plot_inputs),
+            library=library("plots.py"),
+        output:
+            **{name: figure_output(name) for name in _names},
+        params:
+            spec=lambda wildcards: {"name": wildcards.fit},
+        wildcard_constraints:
+            fit="|".join(map(re.escape, _fits)),
+        log:
+            "results/logs/plot/{fit}.log",
+        benchmark:
+            "results/benchmarks/plot/{fit}.tsv"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        conda:
+            "../../environment.yml"
+        script:
+            "../../scripts/plot.py"
 
 
 rule compare:

@@ -1,6 +1,6 @@
 rule predict:
     """The post's three predictive paths: guide samples, mock data from model + guide and from
-    model + samples."""
+    model + samples; and the log weights of guide draws that the check's ELBO and k-hat use."""
     input:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
         fit="results/fits/{fit}.h5",
@@ -10,6 +10,7 @@ rule predict:
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
         predictive=_sorted(config.get("predictive", {})),
+        importance=importance_settings(),
     log:
         "results/logs/predict/{fit}.log",
     benchmark:
