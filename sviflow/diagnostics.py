@@ -20,9 +20,9 @@ Convergence, from a fit's stored loss trace and parameter trajectory:
 Quality, from the guide and the model:
 
 - PSIS k-hat (Yao, Vehtari, Simpson, Gelman 2018): ArviZ's ``psislw`` of the log weights
-  log p(x, z) - log q(z) that the predict step draws (``sviflow.predictive.log_weights``, the
-  draws ``numpyro.infer.psis_diagnostic`` makes for the same seed): < 0.5 good, up to
-  min(1 - 1/log10 S, 0.7) usable, above unreliable. This module needs no JAX.
+  log p(x, z) - log q(z) of the guide's draws, which the predict step computes with its
+  posterior samples (``sviflow.predictive``): < 0.5 good, up to min(1 - 1/log10 S, 0.7)
+  usable, above unreliable. This module needs no JAX.
 - A low-variance ELBO from many particles, with its Monte Carlo standard error; with a
   reference's exact log evidence, KL(q || p) = log Z - ELBO.
 - Against a reference's draws: mean and sd errors in units of the reference sd, 1-D Wasserstein
@@ -60,12 +60,12 @@ def merged(settings: dict | None) -> dict:
     return result
 
 
-def importance_settings(checks: dict | None) -> dict:
-    """What the predict step draws for the check's ELBO and k-hat: {"particles", "seed"}."""
-    settings = merged(checks)
-    quality = settings["quality"]
-    return {"particles": max(int(quality["elbo_particles"]), int(quality["khat_particles"])),
-            "seed": int(settings["seed"])}
+def weighted_draws(checks: dict | None, predictive: dict | None) -> int:
+    """How many guide draws the predict step weighs: the posterior samples, or more where the
+    check's ELBO or k-hat asks for more."""
+    quality = merged(checks)["quality"]
+    return max(int((predictive or {}).get("num_samples", 10000)), int(quality["elbo_particles"]),
+               int(quality["khat_particles"]))
 
 
 # --- convergence -----------------------------------------------------------------------------

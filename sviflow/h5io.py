@@ -46,9 +46,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "posterior/": "(seed, draw, ...) samples of every guide site (model latents and auxiliaries)",
         "mock_from_guide/": "(seed, draw, ...) observed sites simulated by model + guide",
         "mock_from_samples/": "(seed, draw, ...) observed sites simulated by model + posterior samples",
-        "log_weights": "(seed, particle) log p(x, z) - log q(z) for draws z ~ q, seed i drawn with "
-                       "checks.seed + i: the check's ELBO and PSIS k-hat ((seed, 0) when the fit "
-                       "diverged)",
+        "log_weights": "(seed, draw) log p(x, z) - log q(z) at the guide's draws z: the posterior "
+                       "samples, continued where the checks ask for more; the check's ELBO and PSIS "
+                       "k-hat ((seed, 0) when the fit diverged)",
     },
     "reference": {
         "moments/mean/": "posterior mean of every latent site",

@@ -13,6 +13,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
+from sviflow.truth import correlated_gaussian_2d_covariance  # noqa: F401  (numpy: the check uses it)
+
 
 def coin_flips(obs=None, num_flips: int = 10, prior_alpha: float = 1.0, prior_beta: float = 1.0):
     """Coin flips with unknown fairness ``latent_fairness``.
@@ -59,16 +61,6 @@ def correlated_gaussian_2d(sig1: float = 1.0, sig2: float = 3.0, theta_deg: floa
     x = numpyro.sample("x", dist.ImproperUniform(constraints.real, (), ()))
     y = numpyro.sample("y", dist.ImproperUniform(constraints.real, (), ()))
     numpyro.factor("logfac", correlated_log_density(x, y, sig1, sig2, theta_deg))
-
-
-def correlated_gaussian_2d_covariance(sig1: float = 1.0, sig2: float = 3.0, theta_deg: float = 45.0):
-    """Exact covariance of :func:`correlated_gaussian_2d`'s target (numpy, 2x2)."""
-    import numpy as np
-
-    theta = math.radians(theta_deg)
-    c, s = math.cos(theta), math.sin(theta)
-    axes = np.array([[c, s], [-s, c]])  # columns: the sig1 axis (c, -s), the sig2 axis (s, c)
-    return axes @ np.diag([sig1**2, sig2**2]) @ axes.T
 
 
 BUILTIN_MODELS = {

@@ -150,10 +150,11 @@ def posterior_figure(predictive, check, reference, fit: str, path) -> None:
             ax.plot(x, reference["density"]["pdf"], color="k", lw=1.5,
                     label=f"reference posterior ({reference.attrs['method']})")
             if "exact" in reference:
-                from scipy import stats
-
                 heads, tails = reference["exact"]["heads"], reference["exact"]["tails"]
-                ax.plot(x, stats.beta(heads, tails).pdf(x), color="grey", ls="--", lw=1,
+                # the Beta density in closed form: scipy.stats alone costs this job 0.5 s to import
+                log_norm = math.lgamma(heads + tails) - math.lgamma(heads) - math.lgamma(tails)
+                pdf = np.exp(log_norm + (heads - 1) * np.log(x) + (tails - 1) * np.log1p(-x))
+                ax.plot(x, pdf, color="grey", ls="--", lw=1,
                         label=f"the post's 'truth' Beta({heads:g}, {tails:g}) (normalised likelihood)")
         ax.set_xlabel(site)
         ax.set_ylabel("density")

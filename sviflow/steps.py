@@ -105,18 +105,18 @@ def fit(inputs, outputs, params, progress_file=None):
 
 
 def predict(inputs, outputs, params, progress_file=None):
-    """The post's three predictive paths, and the log weights of draws from the guide that the
+    """The post's three predictive paths, and the log weights of the guide's draws that the
     check needs (so that the check runs without JAX) -> ``sviflow.predictive``."""
     from sviflow.engine import enable_compilation_cache
 
     enable_compilation_cache(_cache_dir(params))
     from sviflow.data import model_kwargs
-    from sviflow.diagnostics import importance_settings
-    from sviflow.predictive import log_weights, predictive_paths, site_names
+    from sviflow.diagnostics import weighted_draws
+    from sviflow.predictive import predictive_paths, site_names
 
     spec, settings = params["spec"], params["predictive"]
-    # by hand without "importance": what the check needs with its default settings
-    importance = params.get("importance") or importance_settings(None)
+    # by hand without "weighted": as many as the check needs with its default settings
+    weighted = int(params.get("weighted") or weighted_draws(None, settings))
     fitted = read_artifact(inputs["fit"], "fit")
     dataset = _dataset(inputs)
     fit_kwargs, predict_kwargs = model_kwargs(dataset), model_kwargs(dataset, predict=True)
@@ -130,15 +130,12 @@ def predict(inputs, outputs, params, progress_file=None):
     else:
         tree = predictive_paths(model, guide, fitted["params"], fit_kwargs, predict_kwargs,
                                 observed, latent, num_samples=int(settings["num_samples"]),
-                                num_mock=int(settings["num_mock"]), seed=int(settings["seed"]))
-        for path, sites in tree.items():
-            log.info("%s: %s", path, {k: v.shape for k, v in sites.items()})
-        particles = int(importance["particles"])
-        tree["log_weights"] = (log_weights(model, guide, fitted["params"], fit_kwargs, particles,
-                                           int(importance["seed"]))
-                               if particles else np.zeros((n_seeds, 0)))
-        log.info("log_weights: %d draws per seed, mean %s", particles,
-                 np.round(np.mean(tree["log_weights"], axis=-1), 4).tolist() if particles else [])
+                                num_mock=int(settings["num_mock"]), seed=int(settings["seed"]),
+                                num_weighted=weighted)
+        for path in ("posterior", "mock_from_guide", "mock_from_samples"):
+            log.info("%s: %s", path, {k: v.shape for k, v in tree[path].items()})
+        log.info("log_weights: %d draws per seed, mean %s", tree["log_weights"].shape[-1],
+                 np.round(np.mean(tree["log_weights"], axis=-1), 4).tolist())
     write_artifact(outputs["predictive"], "predictive", tree, config=params,
                    seeds=fitted.attrs.get("seeds"),
                    attrs={"latent_sites": latent, "observed_sites": observed,

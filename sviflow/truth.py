@@ -15,6 +15,14 @@ import math
 import numpy as np
 
 
+def correlated_gaussian_2d_covariance(sig1: float = 1.0, sig2: float = 3.0, theta_deg: float = 45.0):
+    """Exact covariance of :func:`sviflow.models.correlated_gaussian_2d`'s target (numpy, 2x2)."""
+    theta = math.radians(theta_deg)
+    c, s = math.cos(theta), math.sin(theta)
+    axes = np.array([[c, s], [-s, c]])  # columns: the sig1 axis (c, -s), the sig2 axis (s, c)
+    return axes @ np.diag([sig1**2, sig2**2]) @ axes.T
+
+
 def covariance_axes(covariance: np.ndarray) -> tuple[float, float, float]:
     """-> (minor sd, major sd, angle of the major axis in degrees, in (-90, 90])."""
     values, vectors = np.linalg.eigh(np.asarray(covariance, dtype=np.float64))
@@ -54,8 +62,6 @@ def truth_table(model_function: str, model_args: dict, guide_name: str, params: 
             rows.append(_row("sd", math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))),
                              mean_over_seeds["sd"], "exact posterior sd"))
     elif model_function == "correlated_gaussian_2d" and "auto_scale_tril" in params:
-        from sviflow.models import correlated_gaussian_2d_covariance
-
         args = {"sig1": 1.0, "sig2": 3.0, "theta_deg": 45.0, **(model_args or {})}
         target = correlated_gaussian_2d_covariance(**args)
         tril = np.asarray(params["auto_scale_tril"], dtype=np.float64)

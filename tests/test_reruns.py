@@ -219,9 +219,14 @@ def test_changed_predictive_settings_rerun_no_fit(run_copy):
     assert all(jobs[("predict", f"fit={fit}")].startswith("Params have changed") for fit in FIGURE_RULES)
 
 
-def test_changed_check_thresholds_rerun_the_checks_only(run_copy):
-    """A threshold is read by the check alone: no fit and no predictive draws are remade."""
-    edit_config(run_copy, lambda config: config["checks"].setdefault("plateau", {}).update(window=50))
+@pytest.mark.parametrize("change", [
+    lambda config: config["checks"].setdefault("plateau", {}).update(window=50),
+    lambda config: config["checks"].setdefault("quality", {}).update(khat_particles=300),
+], ids=["a plateau threshold", "fewer k-hat draws than the posterior samples"])
+def test_changed_check_settings_rerun_the_checks_only(run_copy, change):
+    """A threshold, or how many of the weighted posterior draws the check uses, is read by the
+    check alone: no fit and no predictive draws are remade."""
+    edit_config(run_copy, change)
     jobs = planned_jobs(run_copy)
     expected = set()
     for fit, rules in FIGURE_RULES.items():
@@ -230,9 +235,9 @@ def test_changed_check_thresholds_rerun_the_checks_only(run_copy):
     assert all(jobs[("check", f"fit={fit}")].startswith("Params have changed") for fit in FIGURE_RULES)
 
 
-def test_changed_importance_draws_rerun_predict_and_check_not_the_fits(run_copy):
-    """The check's ELBO and k-hat draws are made by the predict step (JAX is loaded there, so
-    that the check needs none): their number reruns predict and everything after it."""
+def test_more_khat_draws_than_posterior_samples_rerun_predict_not_the_fits(run_copy):
+    """The check weighs the guide's posterior draws; asking for more than there are makes the
+    predict step draw more: it reruns, with everything after it, and no fit does."""
     edit_config(run_copy, lambda config: config["checks"].setdefault("quality", {}).update(khat_particles=3000))
     jobs = planned_jobs(run_copy)
     expected = set()

@@ -19,7 +19,7 @@ import pytest
 from scipy import special
 
 from sviflow import steps
-from sviflow.diagnostics import CONVERGED, NOT_CONVERGED, POOR, importance_settings
+from sviflow.diagnostics import CONVERGED, NOT_CONVERGED, POOR, weighted_draws
 from sviflow.h5io import read_artifact
 
 COIN = {"name": "coin", "function": "coin_flips", "args": {}}
@@ -65,7 +65,7 @@ def run_fit(root, spec, reference, checks=None, data=True):
     steps.fit(dict(data_input), {"fit": paths["fit"]}, {"spec": spec})
     steps.predict({**data_input, "fit": paths["fit"]}, {"predictive": paths["predictive"]},
                   {"spec": spec, "predictive": PREDICTIVE,
-                   "importance": importance_settings(checks)})
+                   "weighted": weighted_draws(checks, PREDICTIVE)})
     steps.check({**data_input, "fit": paths["fit"], "predictive": paths["predictive"],
                  "reference": root / reference},
                 {"check": paths["check"]}, {"spec": spec, "checks": checks or {}})

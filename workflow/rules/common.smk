@@ -151,6 +151,13 @@ def library(*modules):
 
 MODEL_CODE = ("models.py", "guides.py", "registry.py")
 
+# A JAX job (fit, predict, reference) runs XLA's thread pools, for compiling and for the
+# compiled steps; two such jobs on one core spin against each other. Claiming two of
+# Snakemake's cores each keeps `--cores 4` on a 2-core machine at two JAX jobs at a time
+# (cold default run measured: 40.4 s -> 34.2 s wall, 76 -> 63 CPU-s). Per rule on the command
+# line: --set-threads fit=1 predict=1 reference=1.
+JAX_THREADS = 2
+
 
 def _sorted(value):
     """Params compare by their printed form: sorted keys, so reordering a config reruns nothing."""
@@ -301,12 +308,12 @@ def check_settings():
     return _sorted({k: v for k, v in config.get("checks", {}).items() if k != "strict"})
 
 
-def importance_settings():
-    """The draws behind the check's ELBO and k-hat, made by the predict step (which has JAX
-    loaded already): changing their number or seed reruns predict and check."""
-    from sviflow.diagnostics import importance_settings as settings
+def weighted_draws():
+    """How many guide draws predict weighs for the check's ELBO and k-hat: the posterior
+    samples, or more if the checks ask for more. Only a change of this number reruns predict."""
+    from sviflow.diagnostics import weighted_draws as draws
 
-    return settings(check_settings())
+    return draws(check_settings(), config.get("predictive", {}))
 
 
 def plot_inputs(wildcards):

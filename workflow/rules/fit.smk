@@ -11,6 +11,7 @@ rule fit:
         "results/logs/fit/{fit}.log",
     benchmark:
         "results/benchmarks/fit/{fit}.tsv"
+    threads: JAX_THREADS
     resources:
         mem_mb=2000,
         runtime=60,

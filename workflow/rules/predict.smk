@@ -1,6 +1,6 @@
 rule predict:
     """The post's three predictive paths: guide samples, mock data from model + guide and from
-    model + samples; and the log weights of guide draws that the check's ELBO and k-hat use."""
+    model + samples; and the log weights of the guide's draws, for the check's ELBO and k-hat."""
     input:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
         fit="results/fits/{fit}.h5",
@@ -10,11 +10,12 @@ rule predict:
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
         predictive=_sorted(config.get("predictive", {})),
-        importance=importance_settings(),
+        weighted=weighted_draws(),
     log:
         "results/logs/predict/{fit}.log",
     benchmark:
         "results/benchmarks/predict/{fit}.tsv"
+    threads: JAX_THREADS
     resources:
         mem_mb=4000,
         runtime=30,

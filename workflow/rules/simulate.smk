@@ -35,6 +35,7 @@ rule reference:
         "results/logs/reference/{reference}.log",
     benchmark:
         "results/benchmarks/reference/{reference}.tsv"
+    threads: JAX_THREADS
     resources:
         mem_mb=4000,
         runtime=60,
