@@ -163,7 +163,7 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
                     f"baseline: `python benchmarks/post_script.py` (its five fits with "
                     f"svi.run(progress_bar=False), {len(list((out / 'post_figures').glob('*.png')))} "
                     f"figures), run just before in the same environment; Snakemake's job "
-                    f"seconds summed by step (jobs run {args.cores} at a time): "
+                    f"seconds summed by step (--cores {args.cores}; fit, predict and reference claim 2 each): "
                     + ", ".join(f"{k} {v:.0f} s" for k, v in by_step.items())))
 
     if "noop" in args.only:
@@ -337,7 +337,7 @@ def bench_audit(out: Path, args, rows: list) -> None:
     fit_bad = {k: v for k, v in s["import_violations"].items() if k.startswith("fit")}
     rows.append(row("plot, check and summary jobs that import numpyro or jax", len(plot_bad), None, None, "0",
                     not plot_bad, "; ".join(f"{k}: {v}" for k, v in plot_bad.items())
-                    or "plot and compare jobs of the tiny config, sys.modules at exit", unit=""))
+                    or "plot, compare, check and summarize jobs of the tiny config, sys.modules at exit", unit=""))
     rows.append(row("fit jobs that import matplotlib or arviz", len(fit_bad), None, None, "0",
                     not fit_bad, "; ".join(f"{k}: {v}" for k, v in fit_bad.items())
                     or "fit jobs of the tiny config, sys.modules at exit", unit=""))
