@@ -14,6 +14,7 @@ docs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -129,11 +130,11 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
-                   seeds=None, attrs: dict | None = None) -> Path:
-    """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically."""
-    if kind not in SCHEMAS:
-        raise ValueError(f"unknown artifact kind {kind!r}")
+@contextlib.contextmanager
+def written_atomically(path):
+    """Yield a temporary path in ``path``'s folder to write; renamed to ``path`` when the block
+    ends without error, removed otherwise: a run cut off mid-write leaves no file that a later
+    run could take for a whole one."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,25 +145,33 @@ def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
                             f"exists and is writable") from error
     os.close(descriptor)
     try:
+        yield temporary
         # mkstemp makes the file private (0600): a result gets the usual mode, 0666 less the umask
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
-        with h5py.File(temporary, "w") as handle:
-            handle.attrs["schema"] = f"sviflow.{kind}"
-            handle.attrs["schema_version"] = SCHEMA_VERSION
-            handle.attrs["config"] = _attr(config or {})
-            handle.attrs["seeds"] = _attr(list(seeds) if seeds is not None else [])
-            handle.attrs["versions"] = _attr(package_versions())
-            handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            for key, value in (attrs or {}).items():
-                handle.attrs[key] = _attr(value)
-            _write_tree(handle, tree)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
+                   seeds=None, attrs: dict | None = None) -> Path:
+    """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically."""
+    if kind not in SCHEMAS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    with written_atomically(path) as temporary, h5py.File(temporary, "w") as handle:
+        handle.attrs["schema"] = f"sviflow.{kind}"
+        handle.attrs["schema_version"] = SCHEMA_VERSION
+        handle.attrs["config"] = _attr(config or {})
+        handle.attrs["seeds"] = _attr(list(seeds) if seeds is not None else [])
+        handle.attrs["versions"] = _attr(package_versions())
+        handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for key, value in (attrs or {}).items():
+            handle.attrs[key] = _attr(value)
+        _write_tree(handle, tree)
+    return Path(path)
 
 
 def _read_tree(group: h5py.Group) -> dict:

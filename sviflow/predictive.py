@@ -94,14 +94,3 @@ def log_weights(model, guide, params: dict, model_kwargs: dict, draws: dict) -> 
     ``draws``: {site: (seed, draw, ...)}, e.g. a predictive file's posterior. -> (seed, draw)."""
     per_seed = jax.vmap(lambda d, p: jax.vmap(lambda x: _log_weight(model, guide, p, model_kwargs, x))(d))
     return np.asarray(jax.jit(per_seed)(draws, params), dtype=np.float64)
-
-
-def psis_khat(model, guide, params: dict, model_kwargs: dict, num_particles: int, seed: int) -> float:
-    """PSIS k-hat as ``numpyro.infer.psis_diagnostic`` computes it, for one seed's ``params``.
-    The workflow does not call it: numpyro evaluates the weights op by op (about 90 XLA
-    compilations, 3 s a job) where :func:`log_weights` compiles once; the tests use it to show
-    that both give the same k-hat."""
-    from numpyro.infer import psis_diagnostic
-
-    return float(psis_diagnostic(jax.random.PRNGKey(seed), params, model, guide,
-                                 num_particles=num_particles, **model_kwargs))

@@ -304,22 +304,22 @@ def summarize(inputs, outputs, params, progress_file=None):
     from sviflow.summary import inference_data, summary_table, write_markdown, write_netcdf, write_text
 
     fits = list(params["fits"])
-    predictive, checks, netcdf = list(inputs["predictive"]), list(inputs["checks"]), list(outputs["netcdf"])
     datasets = params.get("data") or {}
+    checks = [read_artifact(path, "check") for path in inputs["checks"]]
     idatas = []
-    for fit, predictive_path, check_path, netcdf_path in zip(fits, predictive, checks, netcdf):
-        idata = inference_data({"predictive": predictive_path, "check": check_path,
-                                "data": datasets.get(fit)}, params["specs"][fit])
+    for fit, predictive_path, check, netcdf_path in zip(fits, inputs["predictive"], checks,
+                                                         outputs["netcdf"]):
+        idata = inference_data({"predictive": predictive_path, "data": datasets.get(fit)}, check,
+                               params["specs"][fit])
         write_netcdf(idata, netcdf_path)
         log.info("arviz %s: groups %s -> %s", fit, list(idata.groups()), netcdf_path)
         idatas.append(idata)
     table = summary_table(fits, idatas, checks)
     write_text(table.to_csv(index=False), outputs["csv"])
     write_markdown(table, checks, fits, outputs["markdown"])
-    for fit, check_path in zip(fits, checks):
-        attrs = read_artifact(check_path, "check").attrs
-        if attrs["verdict"] != "converged":
-            log.warning("fit %s: %s (%s)", fit, attrs["verdict"], attrs["sentence"])
+    for fit, check in zip(fits, checks):
+        if check.attrs["verdict"] != "converged":
+            log.warning("fit %s: %s (%s)", fit, check.attrs["verdict"], check.attrs["sentence"])
 
 
 def strict(inputs, outputs, params, progress_file=None):

@@ -10,18 +10,17 @@ import warnings
 
 import numpy as np
 
-from sviflow.h5io import ArtifactError, read_artifact
+from sviflow.h5io import read_artifact, written_atomically
 
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
 import arviz as az  # noqa: E402  (after the filter: its import warns once per process)
 
 
-def inference_data(inputs: dict, spec: dict):
+def inference_data(inputs: dict, check, spec: dict):
     """posterior (chain = seed, draw), posterior_predictive and observed_data where the model
-    has data; the fit's verdict in the attributes. ``inputs``: the fit's predictive, check and
-    (optional) data files; ``spec``: {"name", "model", "guide"} (names)."""
+    has data; the fit's verdict in the attributes. ``inputs``: the fit's predictive and
+    (optional) data files; ``check``: its check artifact; ``spec``: {"name", "model", "guide"}."""
     predictive = read_artifact(inputs["predictive"], "predictive")
-    check = read_artifact(inputs["check"], "check")
     latent = predictive.attrs.get("latent_sites") or []
     posterior = {k: v for k, v in predictive["posterior"].items() if k in latent}
     groups = {"posterior": posterior or None}
@@ -42,45 +41,17 @@ def inference_data(inputs: dict, spec: dict):
 
 
 def write_netcdf(idata, path) -> None:
-    """``idata`` to ``path`` through a temporary name in the same folder: a run cut off
-    mid-write leaves no file that a later run could take for a whole one."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(descriptor)
-    try:
+    """``idata`` to ``path`` as netCDF (h5netcdf), atomically."""
+    with written_atomically(path) as temporary:
         idata.to_netcdf(temporary, engine="h5netcdf")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_text(text: str, path) -> None:
-    """``text`` to ``path`` atomically (a temporary name, then a rename)."""
-    import os
+    """``text`` to ``path``, atomically."""
     from pathlib import Path
 
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def read_netcdf(path):
-    """An InferenceData file, or an error that names it and says how to remake it."""
-    try:
-        return az.from_netcdf(path, engine="h5netcdf")
-    except (OSError, ValueError) as error:
-        raise ArtifactError(f"{path}: not a readable netCDF file ({error}); it is corrupt or "
-                            f"truncated: delete it and run snakemake again to remake it") from error
+    with written_atomically(path) as temporary:
+        Path(temporary).write_text(text)
 
 
 def _quality_columns(check) -> dict:
@@ -94,17 +65,15 @@ def _quality_columns(check) -> dict:
             "kl": worst("kl", np.nanmax), "energy_distance": worst("energy_distance")}
 
 
-def summary_table(fits: list[str], netcdfs: list, check_paths: list[str]):
+def summary_table(fits: list[str], idatas: list, checks: list):
     """``az.summary`` rows of every fit, with fit, verdict, reasons and the quality numbers.
-    ``netcdfs``: InferenceData objects, or paths of netCDF files."""
+    ``idatas``: each fit's InferenceData; ``checks``: its check artifact."""
     import pandas as pd
 
     frames = []
-    for fit, netcdf, check_path in zip(fits, netcdfs, check_paths):
-        check = read_artifact(check_path, "check")
+    for fit, idata, check in zip(fits, idatas, checks):
         extra = {"fit": fit, "verdict": check.attrs["verdict"], **_quality_columns(check),
                  "reasons": check.attrs["sentence"]}
-        idata = read_netcdf(netcdf) if isinstance(netcdf, (str, bytes)) or hasattr(netcdf, "__fspath__") else netcdf
         if "posterior" in idata.groups() and not check.attrs.get("diverged"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # one chain: ArviZ warns that R-hat needs two
@@ -129,13 +98,11 @@ def _markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(table, check_paths: list[str], fits: list[str], path) -> None:
-    """The summary as Markdown: the verdicts, each fit's truth table, then ``az.summary``."""
-    from pathlib import Path
-
+def write_markdown(table, checks: list, fits: list[str], path) -> None:
+    """The summary as Markdown: the verdicts, each fit's truth table, then ``az.summary``.
+    ``checks``: each fit's check artifact."""
     verdict_rows, truth_sections = [], []
-    for fit, check_path in zip(fits, check_paths):
-        check = read_artifact(check_path, "check")
+    for fit, check in zip(fits, checks):
         q = _quality_columns(check)
         verdict_rows.append([fit, check.attrs["verdict"], q["khat"], q["kl"], q["elbo"],
                              check.attrs["sentence"]])
