@@ -67,7 +67,8 @@ def engine_steps_per_second(svi, kwargs, steps, seed, stable, chunks, log_path) 
                          stable_update=stable, progress=True, progress_file=log)
     return {"steps_per_second": steps / result.timings["run_seconds"],
             "run_seconds": result.timings["run_seconds"],
-            "compile_seconds": result.timings["compile_seconds"]}
+            "compile_seconds": result.timings["compile_seconds"],
+            "chunks": result.timings["chunks"]}
 
 
 def compiled_scan(svi, kwargs, steps, seed, stable):

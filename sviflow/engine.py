@@ -50,14 +50,28 @@ def enable_compilation_cache(directory) -> None:
 
 def plan_chunks(steps: int, chunks: int, trajectory_points: int) -> tuple[int, int, int]:
     """-> (thin, blocks per chunk, number of chunks): a block is ``thin`` steps followed by a
-    trajectory point; a chunk is a whole number of blocks, so one compiled function serves."""
+    trajectory point; a chunk is a whole number of blocks, so one compiled function serves.
+
+    The compiled chunk depends on ``thin``, the blocks per chunk and whether the last chunk
+    runs past ``steps`` (it is padded), never on ``steps`` itself: a changed step count reruns
+    the fit from the compilation cache as long as these stay. So ``thin`` is rounded down to
+    1, 2 or 5 times a power of ten (between trajectory_points and 2.5 x trajectory_points
+    points are stored), and a chunk is trajectory_points / chunks blocks (between ``chunks``
+    and 2.5 x ``chunks`` progress lines; fewer when steps < trajectory_points). Round step
+    counts then fill whole chunks: 10,000 and 12,000 steps run the same program, unpadded.
+    """
     if steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
-    thin = max(1, steps // max(1, trajectory_points))
-    blocks = math.ceil(steps / thin)
-    chunks = max(1, min(chunks, blocks))
-    per_chunk = math.ceil(blocks / chunks)
-    return thin, per_chunk, math.ceil(blocks / per_chunk)
+    points = max(1, trajectory_points)
+    thin = _round_down_125(max(1, steps // points))
+    per_chunk = max(1, points // max(1, chunks))
+    return thin, per_chunk, math.ceil(math.ceil(steps / thin) / per_chunk)
+
+
+def _round_down_125(value: int) -> int:
+    """The largest of 1, 2, 5, 10, 20, 50, ... that is <= value (value >= 1)."""
+    scale = 10 ** (len(str(int(value))) - 1)
+    return max(m * scale for m in (1, 2, 5) if m * scale <= value)
 
 
 def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks: int = 20,
@@ -74,25 +88,31 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
     padded = thin * per_chunk * n_chunks > steps
     update = svi.stable_update if stable_update else svi.update
 
-    def one_step(state, step_index):
+    # ``steps`` is an argument of the compiled chunk (``total``), not a constant in it: the
+    # same program serves every step count with the same plan (see plan_chunks)
+    def one_step(carry, step_index):
+        state, total = carry
+
         def advance(s):
             return update(s, **model_kwargs)
 
         if padded:
-            # steps past the end leave the state as it was (its rng key too): same numbers
-            new_state, loss = lax.cond(step_index < steps, advance,
+            # steps past the end leave the state as it was (its rng key too): same numbers.
+            # Only where needed: the masked step is up to 15 % slower (32 particles)
+            new_state, loss = lax.cond(step_index < total, advance,
                                        lambda s: (s, jnp.nan * jnp.zeros(())), state)
         else:
             new_state, loss = advance(state)
-        return new_state, loss
+        return (new_state, total), loss
 
-    def block(state, first_step):
-        state, losses = lax.scan(one_step, state, first_step + jnp.arange(thin))
-        return state, (losses, svi.get_params(state))
+    def block(carry, first_step):
+        carry, losses = lax.scan(one_step, carry, first_step + jnp.arange(thin))
+        return carry, (losses, svi.get_params(carry[0]))
 
-    def chunk(state, first_step):
+    def chunk(state, first_step, total):
         starts = first_step + thin * jnp.arange(per_chunk)
-        return lax.scan(block, state, starts)
+        (state, _), out = lax.scan(block, (state, total), starts)
+        return state, out
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     start = time.perf_counter()
@@ -106,15 +126,16 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
         run_chunk = jax.jit(chunk)
     else:
         state = jax.jit(jax.vmap(lambda key: svi.init(key, **model_kwargs)))(keys)
-        run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None)))
-    compiled = run_chunk.lower(state, jnp.int32(0)).compile()
+        run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
+    compiled = run_chunk.lower(state, jnp.int32(0), jnp.int32(0)).compile()
     compile_seconds = time.perf_counter() - start
 
     loss_chunks, param_chunks = [], []
     bar = _progress_bar(steps, progress, progress_file)
     start = time.perf_counter()
     for index in range(n_chunks):
-        state, (losses, params) = compiled(state, jnp.int32(index * per_chunk * thin))
+        state, (losses, params) = compiled(state, jnp.int32(index * per_chunk * thin),
+                                           jnp.int32(steps))
         losses = np.asarray(losses)  # waits for the chunk: the bar shows real progress
         loss_chunks.append(losses)
         param_chunks.append(jax.device_get(params))

@@ -56,13 +56,13 @@ def assert_same_as_svi_run(result, index, reference, ulps_params=4, ulps_losses=
 
 
 @pytest.mark.parametrize("steps, chunks, points", [
-    (240, 4, 40),   # 40 blocks of 6 steps, 10 per chunk: the chunks cover the steps exactly
-    (301, 4, 50),   # 51 blocks of 6 steps in 4 chunks: the last 11 steps are padding
-    (257, 7, 50),   # 52 blocks of 5 steps in 7 chunks: padding again, other shapes
+    (300, 4, 40),   # 60 blocks of 5 steps, 10 per chunk: the chunks cover the steps exactly
+    (301, 4, 50),   # 61 blocks of 5 steps, 12 per chunk: the last 59 steps are padding
+    (257, 7, 50),   # 52 blocks of 5 steps, 7 per chunk: padding again, other shapes
 ])
 def test_one_seed_equals_svi_run(steps, chunks, points):
     thin, per_chunk, n_chunks = plan_chunks(steps, chunks, points)
-    assert (thin * per_chunk * n_chunks == steps) == (steps == 240)  # the cases are what they say
+    assert (thin * per_chunk * n_chunks == steps) == (steps == 300)  # the cases are what they say
     svi = coin_svi()
     reference = svi.run(random.PRNGKey(1), steps, progress_bar=False, **COIN)
     result = fit_svi(svi, steps, [1], COIN, chunks=chunks, trajectory_points=points, progress=False)
@@ -76,6 +76,21 @@ def test_one_seed_equals_svi_run(steps, chunks, points):
     assert result.trajectory["alpha_q"].shape == (1, len(result.trajectory_step))
     np.testing.assert_array_equal(result.trajectory["alpha_q"][0, -1], result.params["alpha_q"][0])
     assert result.timings["chunks"] == n_chunks
+
+
+def test_the_plan_does_not_depend_on_round_step_counts():
+    """What is compiled depends on the plan (thin, blocks per chunk, padded or not), not on
+    the step count: round counts within a factor of two or so share one unpadded program."""
+    plans = {steps: plan_chunks(steps, 20, 1000) for steps in (10_000, 12_000, 15_000, 19_000)}
+    assert {plan[:2] for plan in plans.values()} == {(10, 50)}
+    assert all(thin * per_chunk * n == steps for steps, (thin, per_chunk, n) in plans.items())
+    for steps in (1_000, 1_234, 9_999, 50_000, 77_777, 4_000_000):
+        thin, per_chunk, n_chunks = plan_chunks(steps, 20, 1000)
+        assert str(thin).strip("0") in ("1", "2", "5")
+        assert 1000 <= -(-steps // thin) < 2500  # stored trajectory points
+        assert 20 <= n_chunks <= 50
+    # fewer steps than trajectory points: every step is a point, fewer chunks
+    assert plan_chunks(300, 20, 1000) == (1, 50, 6)
 
 
 def test_stable_update_equals_svi_run():
@@ -149,7 +164,7 @@ def test_the_chunk_function_is_compiled_once():
                          progress=False)
     finally:
         monitoring.unregister_event_duration_listener(listener)
-    assert result.timings["chunks"] == 8
+    assert result.timings["chunks"] == plan_chunks(400, 8, 100)[2] > 1  # called again and again
     assert sum("chunk" in name for name in compiled) == 1, compiled
 
 
@@ -172,7 +187,7 @@ fits:
     guide: {name: mixture_2d, args: {b_init: 4.0}}
     optimizer: {name: Adam, step_size: 1.0e-2}
     elbo: {name: Trace_ELBO, num_particles: 4}
-    steps: 200
+    steps: 300
     seed: 1
 engine: {chunks: 4, trajectory_points: 50}
 """)
@@ -202,3 +217,18 @@ engine: {chunks: 4, trajectory_points: 50}
         np.testing.assert_array_equal(after["losses"][()], before["losses"][()])
         for name in before["params"]:
             np.testing.assert_array_equal(after["params"][name][()], before["params"][name][()])
+
+    # more steps with the same plan (see plan_chunks): the fit reruns from the cache too, and
+    # its first 300 steps are the same bits as before
+    assert plan_chunks(300, 4, 50)[:2] == plan_chunks(360, 4, 50)[:2]
+    config.write_text(config.read_text().replace("steps: 300", "steps: 360"))
+    log.unlink()
+    run_snakemake(workflow_copy, *args, env=env)
+    third_log = log.read_text()
+    assert "fit of 360 steps" in third_log
+    assert "Persistent compilation cache hit for 'jit_chunk'" in third_log
+    assert "PERSISTENT COMPILATION CACHE MISS" not in third_log
+    assert sorted(p.name for p in cache.iterdir()) == first_files
+    with h5py.File(workflow_copy / "first.h5") as before, h5py.File(fit) as after:
+        assert after["losses"].shape == (1, 360)
+        np.testing.assert_array_equal(after["losses"][:, :300], before["losses"][()])

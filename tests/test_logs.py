@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from sviflow.engine import plan_chunks
+
 pytestmark = pytest.mark.workflow
 
 FITS = ("beta", "beta_4_particles", "normal", "multimodal", "autoguide")
@@ -48,7 +50,8 @@ def test_fit_log_shows_progress_final_params_and_timings(tiny_run, fit):
     entry = _config(tiny_run)["fits"][fit]
     steps = entry["steps"]
     seeds = entry["seed"] if isinstance(entry["seed"], list) else [entry["seed"]]
-    chunks = _config(tiny_run)["engine"]["chunks"]
+    engine = _config(tiny_run)["engine"]
+    chunks = plan_chunks(steps, engine["chunks"], engine["trajectory_points"])[2]
     lines = _log(tiny_run, "fit", f"{fit}.log").splitlines()
     assert not any("\r" in line for line in lines)  # one line per progress update, not one line
     bars = [PROGRESS.match(line) for line in lines if PROGRESS.match(line)]
