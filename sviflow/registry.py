@@ -286,7 +286,8 @@ def resolve_guide(spec: dict, model, where: str = "guide"):
 
 
 def prepare_guide(model, guide, model_kwargs: dict, where: str, sources: dict | None = None) -> None:
-    """Run the guide, and the model on the guide's draws, once, eagerly, before any jit or vmap.
+    """Set an autoguide up eagerly, then trace the guide and the model on the guide's draws,
+    before any jit or vmap.
 
     Two reasons. An autoguide fixes the order of its flattened latent vector (``auto_loc``) on
     its first call, and NumPyro gives the model's order when that call is eager but the sorted
@@ -294,9 +295,17 @@ def prepare_guide(model, guide, model_kwargs: dict, where: str, sources: dict | 
     ``auto_loc`` in different orders. And a model or guide that fails shows it here, with the
     config key (``where``) and the user's file and line. ``sources``: {config key: the model's
     or guide's name as the config gives it}.
+
+    Only the set-up (``_setup_prototype``, what the guide's first call does first, with the key
+    that call would use) runs eagerly: every eager op is an XLA compile of its own, and the rest
+    of the call is traced on abstract values, which raises the same errors. Only for the
+    autoguides whose call sets nothing more up: AutoGuideList and AutoSemiDAIS set up the guides
+    they hold inside their call (traced, those would keep jit's tracers), so their whole first
+    call is eager, as is any other guide's.
     """
     import jax
     from numpyro import handlers
+    from numpyro.infer.autoguide import AutoContinuous, AutoDelta, AutoNormal
 
     def run_both():
         with handlers.block():
@@ -304,11 +313,14 @@ def prepare_guide(model, guide, model_kwargs: dict, where: str, sources: dict | 
             handlers.trace(handlers.replay(handlers.seed(model, 1), guide_trace)).get_trace(**model_kwargs)
 
     try:
-        if getattr(guide, "prototype_trace", False) is None:
-            run_both()  # an autoguide that has not set itself up: eagerly, as said above
-        else:
-            # traced on abstract values: the same errors, and no XLA compile per eager op
+        if getattr(guide, "prototype_trace", False) is not None:
+            jax.make_jaxpr(run_both)()  # set up already, or not an autoguide
+        elif isinstance(guide, (AutoContinuous, AutoNormal, AutoDelta)):
+            with handlers.block():
+                handlers.seed(guide._setup_prototype, 0)(**model_kwargs)
             jax.make_jaxpr(run_both)()
+        else:
+            run_both()
     except ConfigError:
         raise
     except Exception as error:  # the user's model or guide: name it, its file and its line

@@ -700,6 +700,29 @@ def test_an_autoguide_reads_its_latent_vector_in_one_order_in_every_step():
     assert orders[0] == orders[1] == ["intercept", "slope", "sigma"]
 
 
+@pytest.mark.parametrize("name", ["AutoNormal", "AutoDelta", "AutoMultivariateNormal"])
+def test_prepare_guide_sets_an_autoguide_up_as_its_own_first_call_would(name):
+    """prepare_guide runs only the set-up eagerly; the guide's initial values and its latent
+    order are those of a first call of the whole guide, eager, with the same seed."""
+    from numpyro import handlers
+
+    model, kwargs = example_model(), regression_data()
+    prepared = registry.resolve_guide({"name": name}, model)
+    registry.prepare_guide(model, prepared, kwargs, where="fits.f")
+    called = registry.resolve_guide({"name": name}, model)
+    with handlers.block():
+        handlers.seed(called, 0)(**kwargs)
+    assert list(prepared._init_locs) == list(called._init_locs) == ["intercept", "slope", "sigma"]
+    for site, value in called._init_locs.items():
+        np.testing.assert_array_equal(prepared._init_locs[site], value)
+    # and the same parameters when an SVI starts from them
+    init = [SVI(model, guide, registry.make_optimizer({"name": "Adam"}), registry.make_elbo({}))
+            .init(jax.random.PRNGKey(3), **kwargs) for guide in (prepared, called)]
+    first, second = (jax.tree_util.tree_leaves(state.optim_state) for state in init)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- errors from the user's files, at the job ------------------------------------------------
 
 def test_prepare_guide_names_the_key_the_file_and_the_line(tmp_path):
