@@ -156,11 +156,12 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
     n_points = math.ceil(steps / thin)
     trajectory = {name: value[:, :n_points] if block_axis else value[:n_points]
                   for name, value in trajectory.items()}
-    final = jax.device_get(svi.get_params(state))
     if len(seeds) == 1:
         losses = losses[None]
         trajectory = {name: value[None] for name, value in trajectory.items()}
-        final = {name: np.asarray(value)[None] for name, value in final.items()}
+    # the last point is the block with the last step, and padding steps leave the state as it
+    # is: svi.get_params(state), computed in the program (eagerly, an XLA compile per op)
+    final = {name: value[:, -1] for name, value in trajectory.items()}
     trajectory_step = np.minimum(thin * np.arange(1, n_points + 1), steps)
     timings = {
         "compile_seconds": compile_seconds,
