@@ -37,19 +37,6 @@ rule all:
         all_outputs(),
 
 
-def cancel_rate_limiter_timers():
-    """Snakemake 9's job rate limiter (--max-jobs-per-timespan, 100/1s by default) arms a
-    threading.Timer, not a daemon thread, each time it waits for a job, and Python waits for
-    the last one at exit: up to 1 s after every run that ran jobs. At the end of a run nothing
-    is left to schedule, so the timers are cancelled (measured: 1.4 s -> 0.4 s from the last
-    job's end to the exit of `snakemake`)."""
-    import threading
-
-    for thread in threading.enumerate():
-        if isinstance(thread, threading.Timer):
-            thread.cancel()
-
-
 onsuccess:
     cancel_rate_limiter_timers()
 
