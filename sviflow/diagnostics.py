@@ -24,7 +24,9 @@ Quality, from the guide and the model:
   posterior samples (``sviflow.predictive``): < 0.5 good, up to min(1 - 1/log10 S, 0.7)
   usable, above unreliable. This module needs no JAX.
 - A low-variance ELBO from many particles, with its Monte Carlo standard error; with a
-  reference's exact log evidence, KL(q || p) = log Z - ELBO.
+  reference's exact log evidence, KL(q || p) = log Z - ELBO. Where the guide's support is wider
+  than the model's (``sviflow.predictive.support_excess``, from the guide's cdf), KL(q || p) is
+  infinite whatever the draws say, and the check says so.
 - Against a reference's draws: mean and sd errors in units of the reference sd, 1-D Wasserstein
   distance per site, and the energy distance of the joint (standardised) draws.
 """

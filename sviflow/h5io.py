@@ -70,7 +70,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
                        "only): do the seeds' guides agree?",
         "seed_spread/": "sd across seeds of each final parameter component",
         "quality/": "khat, elbo, elbo_se (seed,); log_z, kl (seed,), energy_distance and "
-                    "sites/<site>/{mean_error_sd, sd_ratio, wasserstein, ...} where a reference exists",
+                    "sites/<site>/{mean_error_sd, sd_ratio, wasserstein, ...} where a reference "
+                    "exists; mass_outside/<site> (seed,): the guide's mass outside the model's "
+                    "support, where its support is wider (KL is then infinite)",
     },
 }
 
@@ -80,7 +82,10 @@ ATTRIBUTES: dict[str, dict[str, str]] = {
             "diverged": "true when any seed diverged"},
     "predictive": {"latent_sites": "the model's latent sample sites",
                    "observed_sites": "the model's observed sample sites",
-                   "diverged": "true when the fit diverged: then no draws are made"},
+                   "diverged": "true when the fit diverged: then no draws are made",
+                   "support_excess": "latent sites whose guide distribution has a wider support "
+                                     "than the model's: {site: {guide_support, model_support, "
+                                     "mass_outside (per seed, from the guide's cdf)}} (JSON)"},
     "reference": {"method": "exact, grid or nuts", "latent_sites": "site order of moments/covariance"},
     "check": {"verdict": "converged | not converged | converged, poor approximation",
               "reasons": "the reasons, one sentence each (JSON list)", "sentence": "the reasons joined",

@@ -94,3 +94,100 @@ def log_weights(model, guide, params: dict, model_kwargs: dict, draws: dict) -> 
     ``draws``: {site: (seed, draw, ...)}, e.g. a predictive file's posterior. -> (seed, draw)."""
     per_seed = jax.vmap(lambda d, p: jax.vmap(lambda x: _log_weight(model, guide, p, model_kwargs, x))(d))
     return np.asarray(jax.jit(per_seed)(draws, params), dtype=np.float64)
+
+
+def _interval_bounds(constraint) -> tuple[float, float] | None:
+    """(lower, upper) of a scalar real constraint (real, interval, greater_than, less_than and
+    their kin: positive, unit_interval, ...), or None where that is not known here."""
+    from numpyro.distributions import constraints
+
+    if getattr(constraint, "is_discrete", False) or getattr(constraint, "event_dim", None) != 0:
+        return None
+    try:
+        if isinstance(constraint, type(constraints.real)):
+            return -np.inf, np.inf
+        if isinstance(constraint, constraints.interval):
+            bounds = constraint.lower_bound, constraint.upper_bound
+        elif isinstance(constraint, constraints.greater_than):
+            bounds = constraint.lower_bound, np.inf
+        elif isinstance(constraint, constraints.less_than):
+            bounds = -np.inf, constraint.upper_bound
+        else:
+            return None
+        if any(np.ndim(b) for b in bounds):
+            return None
+        return float(bounds[0]), float(bounds[1])
+    except (TypeError, jax.errors.ConcretizationTypeError):  # bounds that depend on the params
+        return None
+
+
+def _describe(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    if np.isinf(low) and np.isinf(high):
+        return "the real line"
+    return f"({low:g}, {high:g})"
+
+
+def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites) -> dict:
+    """Latent sites where the guide's distribution has a wider support than the model's prior,
+    and the probability mass the guide puts outside the model's support, per seed.
+
+    Wherever that mass is not zero, KL(q || p) is infinite and the ELBO is -inf, whatever a
+    finite number of draws says (the Normal guide of the coin's fairness, on the real line, for a
+    posterior on (0, 1)). Only scalar sites that the guide samples from a distribution with a
+    real or interval support are compared: a Delta site (an autoguide's, or a transformed
+    auxiliary's) declares the real line whatever its values, so it says nothing here.
+
+    ``params``: (seed, ...) arrays, as a fit stores them. -> {site: {"guide_support",
+    "model_support", "mass_outside": (seed,) array, NaN where the guide has no cdf}}.
+    """
+    import numpyro.distributions as dist
+
+    found = {}
+    first = {name: value[0] for name, value in params.items()}
+
+    def structure(p):
+        guide_trace = handlers.trace(handlers.substitute(handlers.seed(guide, 0), data=p)).get_trace(**model_kwargs)
+        model_trace = handlers.trace(handlers.replay(handlers.seed(model, 1), guide_trace)).get_trace(**model_kwargs)
+        for site in latent_sites:
+            g, m = guide_trace.get(site), model_trace.get(site)
+            if not g or not m or g["type"] != "sample" or isinstance(g["fn"], dist.Delta):
+                continue
+            guide_bounds, model_bounds = _interval_bounds(g["fn"].support), _interval_bounds(m["fn"].support)
+            if guide_bounds is None or model_bounds is None:
+                continue
+            if guide_bounds[0] < model_bounds[0] or guide_bounds[1] > model_bounds[1]:
+                try:
+                    g["fn"].cdf(jax.numpy.zeros(()))
+                    has_cdf = True
+                except NotImplementedError:
+                    has_cdf = False
+                found[site] = {"guide_support": _describe(guide_bounds),
+                               "model_support": _describe(model_bounds),
+                               "bounds": model_bounds, "has_cdf": has_cdf}
+
+    jax.make_jaxpr(structure)(first)  # traced on abstract values: supports only
+    if not found:
+        return {}
+
+    def mass(p):
+        trace = handlers.trace(handlers.substitute(handlers.seed(guide, 0), data=p)).get_trace(**model_kwargs)
+        out = {}
+        for site, info in found.items():
+            if not info["has_cdf"]:
+                continue
+            fn, (low, high) = trace[site]["fn"], info["bounds"]
+            outside = 0.0
+            if np.isfinite(low):
+                outside = outside + fn.cdf(low)
+            if np.isfinite(high):
+                outside = outside + (1.0 - fn.cdf(high))
+            out[site] = outside
+        return out
+
+    masses = jax.jit(jax.vmap(mass))(params) if any(i["has_cdf"] for i in found.values()) else {}
+    n_seeds = len(next(iter(params.values())))
+    return {site: {"guide_support": info["guide_support"], "model_support": info["model_support"],
+                   "mass_outside": (np.asarray(masses[site], dtype=np.float64).reshape(n_seeds)
+                                    if site in masses else np.full(n_seeds, np.nan))}
+            for site, info in found.items()}

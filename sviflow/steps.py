@@ -112,7 +112,7 @@ def predict(inputs, outputs, params, progress_file=None):
     enable_compilation_cache(_cache_dir(params))
     from sviflow.data import model_kwargs
     from sviflow.diagnostics import weighted_draws
-    from sviflow.predictive import predictive_paths, site_names
+    from sviflow.predictive import predictive_paths, site_names, support_excess
 
     spec, settings = params["spec"], params["predictive"]
     # by hand without "weighted": as many as the check needs with its default settings
@@ -123,11 +123,17 @@ def predict(inputs, outputs, params, progress_file=None):
     model, guide = _model_and_guide(spec, fit_kwargs)
     latent, observed = site_names(model, fit_kwargs)
     n_seeds = len(fitted.attrs.get("seeds") or [0])
+    excess = {}
     if fitted.attrs.get("diverged"):
         log.warning("fit %s diverged: no predictive draws are made from it", spec["name"])
         tree = {"posterior": {}, "mock_from_guide": {}, "mock_from_samples": {},
                 "log_weights": np.zeros((n_seeds, 0))}
     else:
+        excess = support_excess(model, guide, fitted["params"], fit_kwargs, latent)
+        for site, info in excess.items():
+            log.info("%s: the guide's support is %s, the model's %s; mass outside per seed %s",
+                     site, info["guide_support"], info["model_support"],
+                     info["mass_outside"].tolist())
         tree = predictive_paths(model, guide, fitted["params"], fit_kwargs, predict_kwargs,
                                 observed, latent, num_samples=int(settings["num_samples"]),
                                 num_mock=int(settings["num_mock"]), seed=int(settings["seed"]),
@@ -139,7 +145,9 @@ def predict(inputs, outputs, params, progress_file=None):
     write_artifact(outputs["predictive"], "predictive", tree, config=params,
                    seeds=fitted.attrs.get("seeds"),
                    attrs={"latent_sites": latent, "observed_sites": observed,
-                          "diverged": bool(fitted.attrs.get("diverged"))})
+                          "diverged": bool(fitted.attrs.get("diverged")),
+                          "support_excess": {site: {**info, "mass_outside": info["mass_outside"].tolist()}
+                                             for site, info in excess.items()}})
 
 
 def reference(inputs, outputs, params, progress_file=None):
@@ -272,6 +280,23 @@ def check(inputs, outputs, params, progress_file=None):
         result.reasons.append(f"the guide puts mass where the posterior has none: {max(outside)} "
                               f"of {max(int(q['elbo_particles']), int(q['khat_particles']))} draws "
                               f"fall outside the model's support, so KL(q || p) is infinite")
+    elif khat_values is not None:
+        # no draw fell outside, but the guide's support is wider: the same truth, from the cdf
+        excess = predictive.attrs.get("support_excess") or {}
+        quality["mass_outside"] = {site: np.asarray(info["mass_outside"], dtype=np.float64)
+                                   for site, info in excess.items()}
+        for site, info in excess.items():
+            mass = np.asarray(info["mass_outside"], dtype=np.float64)
+            if np.all(mass == 0):
+                continue  # below float32's resolution: nothing to say from here
+            amount = (f"{np.nanmax(mass):.2g} of its mass" if np.isfinite(mass).any()
+                      else "some of its mass (it has no cdf to say how much)")
+            estimate = (f"; the KL estimate {float(np.max(kl)):.3g} is over draws that all fell "
+                        f"inside" if kl is not None else "")
+            result.reasons.append(
+                f"{site}: the guide's support, {info['guide_support']}, is wider than the "
+                f"model's, {info['model_support']}; it puts {amount} outside, so KL(q || p) is "
+                f"infinite and the ELBO -inf in truth{estimate}")
     log.info("check %s: %s (%s)", spec["name"], result.verdict, result.sentence)
     for row in truth:
         log.info("truth %s: target %.4g, fit %.4g, error %+.3g %s", row["quantity"], row["target"],

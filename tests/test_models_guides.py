@@ -483,3 +483,70 @@ def test_renyi_alpha_zero_bound_is_tighter_than_the_elbo():
     assert elbos.mean() < log_z - 0.1
     assert renyi_bounds.mean() > elbos.mean() + 0.1
     assert abs(renyi_bounds.mean() - log_z) < 0.01 + 4 * se
+
+
+# --- a guide's support against the model's ---------------------------------------------------
+
+def _half_normal_model(obs=None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    scale = numpyro.sample("scale", dist.HalfNormal(1.0))
+    numpyro.sample("obs", dist.Normal(0.0, scale), obs=obs)
+
+
+def _normal_guide_on(site):
+    import numpyro
+    import numpyro.distributions as dist
+
+    def guide(obs=None):
+        loc = numpyro.param("loc", 0.3)
+        numpyro.sample(site, dist.Normal(loc, 0.2))
+
+    return guide
+
+
+@pytest.mark.parametrize("case", ["normal_on_coin", "normal_on_half_normal", "beta_on_coin",
+                                  "autonormal_on_coin", "mixture_on_multimodal"])
+def test_support_excess_finds_guides_wider_than_the_model(case):
+    """Only where the guide samples a distribution whose support is wider than the model's
+    prior: the post's Normal guide on (0, 1), a Normal on a HalfNormal's (0, inf). Not a Beta
+    guide, not an autoguide or the mixture guide (Delta sites, whose values the transform keeps
+    where it must, or says nothing of)."""
+    from sviflow.predictive import site_names, support_excess
+
+    coin = registry.resolve_model({"function": "coin_flips"})
+    kwargs = {"obs": COIN_DATA}
+    if case == "normal_on_coin":
+        model, guide = coin, guides.normal_guide(mean_init=0.3, sd_init=0.2)
+        params = {"mean": np.array([0.3, 0.9], np.float32), "sd": np.array([0.2, 0.2], np.float32)}
+        expected = {"latent_fairness": special.ndtr(-params["mean"] / 0.2)
+                    + special.ndtr((params["mean"] - 1) / 0.2)}
+    elif case == "normal_on_half_normal":
+        model, guide, kwargs = _half_normal_model, _normal_guide_on("scale"), {"obs": np.ones(3, np.float32)}
+        params = {"loc": np.array([0.3], np.float32)}
+        expected = {"scale": special.ndtr(np.array([-0.3 / 0.2]))}
+    elif case == "beta_on_coin":
+        model, guide, expected = coin, guides.beta_guide(), {}
+        params = {"alpha_q": np.array([13.0], np.float32), "beta_q": np.array([9.0], np.float32)}
+    elif case == "autonormal_on_coin":
+        model, expected = coin, {}
+        guide = registry.resolve_guide({"name": "AutoNormal"}, coin)
+        registry.prepare_guide(coin, guide, kwargs, where="fits.f")
+        params = {"latent_fairness_auto_loc": np.array([0.3], np.float32),
+                  "latent_fairness_auto_scale": np.array([0.2], np.float32)}
+    else:
+        model = registry.resolve_model({"function": "multimodal_2d", "args": {"b": 5.0}})
+        guide, kwargs, expected = guides.mixture_2d_guide(), {}, {}
+        params = {name: np.array([value], np.float32) for name, value in
+                  (("sig1_q", 0.5), ("sig2_q", 2.0), ("b", 5.0), ("theta", 0.7))}
+    latent, _ = site_names(model, kwargs)
+    found = support_excess(model, guide, params, kwargs, latent)
+    assert set(found) == set(expected)
+    for site, mass in expected.items():
+        np.testing.assert_allclose(found[site]["mass_outside"], mass, rtol=1e-4)
+        assert found[site]["guide_support"] == "the real line"
+    if case == "normal_on_coin":
+        assert found["latent_fairness"]["model_support"] == "(0, 1)"
+    if case == "normal_on_half_normal":
+        assert found["scale"]["model_support"] == "(0, inf)"

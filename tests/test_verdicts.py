@@ -173,3 +173,30 @@ def test_the_full_covariance_guide_on_the_same_target_is_converged(workdir):
     assert truth(check, "angle of major axis (deg)")["fit"] == pytest.approx(45.0, abs=5.0)
     for site in ("x", "y"):
         assert float(quality["sites"][site]["sd_ratio"]) == pytest.approx(1.0, abs=0.15)
+
+
+def test_a_guide_wider_than_the_posteriors_support_has_infinite_kl(workdir):
+    """The post's Normal guide on the coin's fairness: its support is the real line, the
+    posterior's (0, 1). Its few thousand draws all fall inside, so log Z - ELBO over them is
+    finite and small, but KL(q || p) is infinite: the check says so, with the guide's mass
+    outside from its cdf."""
+    guide = {"name": "normal", "args": {"mean_init": 0.5, "sd_init": 0.1}}
+    spec = fit_spec("normal", COIN, guide, 5e-4, 2000, data="coin_12_8")
+    spec["stable_update"] = True
+    fit, check = run_fit(workdir, spec, "coin.h5")
+    mean, sd = float(fit["params"]["mean"][0]), float(fit["params"]["sd"][0])
+    expected = special.ndtr(-mean / sd) + special.ndtr((mean - 1.0) / sd)
+    mass = check["quality"]["mass_outside"]["latent_fairness"]
+    assert mass.shape == (1,)
+    assert mass[0] == pytest.approx(expected, rel=1e-3)
+    assert 1e-7 < mass[0] < 1e-3  # tiny: no draw of a few thousand falls outside
+    assert np.isfinite(check["quality"]["kl"]).all()
+    wider = [r for r in check.attrs["reasons"] if r.startswith("latent_fairness: the guide's support")]
+    assert len(wider) == 1
+    assert "the real line" in wider[0] and "(0, 1)" in wider[0]
+    assert "KL(q || p) is infinite" in wider[0] and f"{mass[0]:.2g}" in wider[0]
+    # the Beta guide's support is the posterior's: nothing of the kind
+    spec = fit_spec("beta_short", COIN, BETA_GUIDE, 5e-4, 200, data="coin_12_8")
+    _, check = run_fit(workdir, spec, "coin.h5")
+    assert dict(check["quality"].get("mass_outside", {})) == {}
+    assert not any("support" in r for r in check.attrs["reasons"])
