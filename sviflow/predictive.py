@@ -143,51 +143,41 @@ def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites)
     """
     import numpyro.distributions as dist
 
-    found = {}
-    first = {name: value[0] for name, value in params.items()}
+    def guide_trace(p):
+        return handlers.trace(handlers.substitute(handlers.seed(guide, 0), data=p)).get_trace(**model_kwargs)
+
+    wider = {}  # site -> (guide bounds, model bounds)
 
     def structure(p):
-        guide_trace = handlers.trace(handlers.substitute(handlers.seed(guide, 0), data=p)).get_trace(**model_kwargs)
-        model_trace = handlers.trace(handlers.replay(handlers.seed(model, 1), guide_trace)).get_trace(**model_kwargs)
+        trace = guide_trace(p)
+        model_trace = handlers.trace(handlers.replay(handlers.seed(model, 1), trace)).get_trace(**model_kwargs)
         for site in latent_sites:
-            g, m = guide_trace.get(site), model_trace.get(site)
+            g, m = trace.get(site), model_trace.get(site)
             if not g or not m or g["type"] != "sample" or isinstance(g["fn"], dist.Delta):
                 continue
-            guide_bounds, model_bounds = _interval_bounds(g["fn"].support), _interval_bounds(m["fn"].support)
-            if guide_bounds is None or model_bounds is None:
-                continue
-            if guide_bounds[0] < model_bounds[0] or guide_bounds[1] > model_bounds[1]:
-                try:
-                    g["fn"].cdf(jax.numpy.zeros(()))
-                    has_cdf = True
-                except NotImplementedError:
-                    has_cdf = False
-                found[site] = {"guide_support": _describe(guide_bounds),
-                               "model_support": _describe(model_bounds),
-                               "bounds": model_bounds, "has_cdf": has_cdf}
+            bounds = _interval_bounds(g["fn"].support), _interval_bounds(m["fn"].support)
+            if None not in bounds and (bounds[0][0] < bounds[1][0] or bounds[0][1] > bounds[1][1]):
+                wider[site] = bounds
 
-    jax.make_jaxpr(structure)(first)  # traced on abstract values: supports only
-    if not found:
+    # traced on abstract values: the supports only
+    jax.make_jaxpr(structure)({name: value[0] for name, value in params.items()})
+    if not wider:
         return {}
 
     def mass(p):
-        trace = handlers.trace(handlers.substitute(handlers.seed(guide, 0), data=p)).get_trace(**model_kwargs)
-        out = {}
-        for site, info in found.items():
-            if not info["has_cdf"]:
-                continue
-            fn, (low, high) = trace[site]["fn"], info["bounds"]
-            outside = 0.0
-            if np.isfinite(low):
-                outside = outside + fn.cdf(low)
-            if np.isfinite(high):
-                outside = outside + (1.0 - fn.cdf(high))
-            out[site] = outside
+        trace, out = guide_trace(p), {}
+        for site, (_, (low, high)) in wider.items():
+            fn = trace[site]["fn"]
+            try:
+                out[site] = ((fn.cdf(low) if np.isfinite(low) else 0.0)
+                             + (1.0 - fn.cdf(high) if np.isfinite(high) else 0.0))
+            except NotImplementedError:  # no cdf: the mass is left unknown (NaN)
+                pass
         return out
 
-    masses = jax.jit(jax.vmap(mass))(params) if any(i["has_cdf"] for i in found.values()) else {}
+    masses = jax.jit(jax.vmap(mass))(params)
     n_seeds = len(next(iter(params.values())))
-    return {site: {"guide_support": info["guide_support"], "model_support": info["model_support"],
+    return {site: {"guide_support": _describe(guide_bounds), "model_support": _describe(model_bounds),
                    "mass_outside": (np.asarray(masses[site], dtype=np.float64).reshape(n_seeds)
                                     if site in masses else np.full(n_seeds, np.nan))}
-            for site, info in found.items()}
+            for site, (guide_bounds, model_bounds) in wider.items()}

@@ -275,28 +275,27 @@ def check(inputs, outputs, params, progress_file=None):
                         seeds_rhat_values=agreement,
                         settings=settings, khat_values=khat_values, khat_limit=khat_limit,
                         kl=kl, seeds=seeds, skipped_steps=fitted["skipped_steps"])
-    if khat_values is not None and any(outside):
-        # log p = -inf there: KL(q || p) is infinite, and the ELBO -inf, in truth, not by accident
-        result.reasons.append(f"the guide puts mass where the posterior has none: {max(outside)} "
-                              f"of {max(int(q['elbo_particles']), int(q['khat_particles']))} draws "
-                              f"fall outside the model's support, so KL(q || p) is infinite")
-    elif khat_values is not None:
-        # no draw fell outside, but the guide's support is wider: the same truth, from the cdf
+    if khat_values is not None:
         excess = predictive.attrs.get("support_excess") or {}
         quality["mass_outside"] = {site: np.asarray(info["mass_outside"], dtype=np.float64)
                                    for site, info in excess.items()}
-        for site, info in excess.items():
-            mass = np.asarray(info["mass_outside"], dtype=np.float64)
-            if np.all(mass == 0):
-                continue  # below float32's resolution: nothing to say from here
-            amount = (f"{np.nanmax(mass):.2g} of its mass" if np.isfinite(mass).any()
-                      else "some of its mass (it has no cdf to say how much)")
-            estimate = (f"; the KL estimate {float(np.max(kl)):.3g} is over draws that all fell "
-                        f"inside" if kl is not None else "")
-            result.reasons.append(
-                f"{site}: the guide's support, {info['guide_support']}, is wider than the "
-                f"model's, {info['model_support']}; it puts {amount} outside, so KL(q || p) is "
-                f"infinite and the ELBO -inf in truth{estimate}")
+        if any(outside):
+            # log p = -inf there: KL(q || p) is infinite, and the ELBO -inf, in truth, not by accident
+            result.reasons.append(f"the guide puts mass where the posterior has none: {max(outside)} "
+                                  f"of {max(int(q['elbo_particles']), int(q['khat_particles']))} draws "
+                                  f"fall outside the model's support, so KL(q || p) is infinite")
+        else:  # no draw fell outside, but the guide's support is wider: the same truth, from the cdf
+            for site, mass in quality["mass_outside"].items():
+                if np.all(mass == 0):
+                    continue  # below float32's resolution: nothing to say from here
+                amount = (f"{np.nanmax(mass):.2g} of its mass" if np.isfinite(mass).any()
+                          else "some of its mass (it has no cdf to say how much)")
+                estimate = (f"; the KL estimate {float(np.max(kl)):.3g} is over draws that all "
+                            f"fell inside" if kl is not None else "")
+                result.reasons.append(
+                    f"{site}: the guide's support, {excess[site]['guide_support']}, is wider than "
+                    f"the model's, {excess[site]['model_support']}; it puts {amount} outside, so "
+                    f"KL(q || p) is infinite and the ELBO -inf in truth{estimate}")
     log.info("check %s: %s (%s)", spec["name"], result.verdict, result.sentence)
     for row in truth:
         log.info("truth %s: target %.4g, fit %.4g, error %+.3g %s", row["quantity"], row["target"],
