@@ -43,6 +43,26 @@ def clean_env(workdir: Path | None = None, **extra: str) -> dict:
     return env
 
 
+def slurm_start_stall() -> str | None:
+    """Why every Snakemake start would wait about 9 s, or None. snakemake-executor-plugin-slurm
+    (2.8) runs ``scontrol show config`` when Snakemake loads it, at every start, local runs too;
+    with SLURM's commands installed and its controller down, that call waits for its 10 s
+    timeout (9.0 s measured here), which would swamp every row."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`scontrol ping` did not answer in 30 s"
+    if ping.returncode == 0 and "DOWN" not in ping.stdout:
+        return None
+    answer = (ping.stdout.strip() or ping.stderr.strip()).splitlines()
+    return (f"`scontrol ping` says: {answer[0] if answer else f'exit {ping.returncode}'}. SLURM's "
+            "commands are installed but its controller is down, so snakemake-executor-plugin-slurm's "
+            "`scontrol show config` makes every Snakemake start wait about 9 s. Start the cluster "
+            "(bash tests/cluster/start-slurm.sh) and rerun")
+
+
 def timed(command: list[str], cwd: Path, env: dict, log: Path | None = None,
           timeout: float = 7200) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``command``; -> (wall seconds, result). Fails loudly, with the output's tail."""

@@ -27,7 +27,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _workflow import PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow, timed  # noqa: E402
+from _workflow import (PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow,  # noqa: E402
+                       slurm_start_stall, timed)
 
 HERE = Path(__file__).resolve().parent
 ROWS = ("cold", "noop", "changed", "throughput", "seeds", "fits200", "audit")
@@ -397,6 +398,8 @@ def main(argv=None) -> None:
     parser.add_argument("--fits200-steps", type=int, default=100)
     parser.add_argument("--fits200-all", action="store_true",
                         help="run every job of the generated config, not only its fits (long)")
+    parser.add_argument("--allow-slurm-down", action="store_true",
+                        help="measure even though a down SLURM controller stalls every Snakemake start")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
     unknown = args.only - set(ROWS)
@@ -404,6 +407,10 @@ def main(argv=None) -> None:
         parser.error(f"unknown rows {', '.join(sorted(unknown))}; valid: {', '.join(ROWS)}")
     if args.only & {"noop", "changed"}:
         args.only.add("cold")
+    stall = slurm_start_stall()
+    if stall and not args.allow_slurm_down:
+        parser.exit(2, f"benchmarks/run.py: not measuring: {stall}; or pass --allow-slurm-down to "
+                       "measure anyway (the header then says so).\n")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="sviflow-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -416,6 +423,8 @@ def main(argv=None) -> None:
         header = (f"sviflow benchmarks{' (--quick: a smoke test, not a result)' if args.quick else ''}"
                   f" - {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
                   f" load average {load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}")
+        if stall:
+            header += f"\n\nWarning, measured with --allow-slurm-down: {stall}."
         text = f"{header}\n\n{table(rows)}\n"
         (out / "results.md").write_text(text)
         (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
