@@ -82,9 +82,13 @@ def loss_figure(fitted, check, fit: str, path) -> None:
     rel = check["rel_change"]
     if rel.size:
         centres = window * (np.arange(1, rel.shape[1] + 1) + 0.5)
-        for seed_rel in rel:
-            bottom.semilogy(centres, np.maximum(seed_rel, 1e-12), lw=0.8)
         tolerance = _setting(check, "plateau", "tolerance", 0.01)
+        bottom.set_yscale("log")
+        if not np.isfinite(rel).any():  # no finite change (a non-finite loss): an empty panel
+            bottom.set_ylim(tolerance / 100, tolerance * 100)
+        for seed_rel in rel:
+            if np.isfinite(seed_rel).any():
+                bottom.plot(centres, np.maximum(seed_rel, 1e-12), lw=0.8)
         bottom.axhline(tolerance, color="tab:red", ls="--", lw=1, label=f"tolerance {tolerance}")
         bottom.legend(fontsize=8)
     bottom.set_ylabel("relative ELBO change")
@@ -233,7 +237,8 @@ def mock_observation_figure(predictive, data, check, fit: str, path) -> None:
         ax.set_title(label, fontsize=10)
         ax.set_ylabel("frequency")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # nothing drawn when the fit made no draws
+            ax.legend(fontsize=8)
     _title(fig, fit, check)
     _save(fig, path)
 
