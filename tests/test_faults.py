@@ -323,6 +323,7 @@ def test_nothing_downstream_presents_a_diverged_fit_as_a_result(base_run):
     assert "### diverged" not in markdown  # no truth table for it
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. matplotlib's singular limits, empty legends
 def test_every_figure_of_a_diverged_fit_is_labelled(base_run, tmp_path, monkeypatch):
     """The plot jobs succeeded; drawn again here from the run's files, every figure's title
     says DIVERGED and why (a PNG's title cannot be read back, so the figure is caught just
