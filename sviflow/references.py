@@ -59,7 +59,8 @@ def exact_coin(observed: dict, model_args: dict, *, num_draws: int = 10_000, see
 
 def _site_bounds(model, model_kwargs, sites, bounds):
     """(low, high) of each site: the configured bounds, else its support's. The supports are
-    read in one compiled program: the model run eagerly costs one XLA compile per op (0.5 s)."""
+    read in one compiled program: run eagerly, the model costs one XLA compile per op (0.65 s
+    for the multimodal model, against 0.13 s)."""
     import jax
     from numpyro import handlers
     from numpyro.infer.initialization import init_to_uniform
