@@ -18,8 +18,11 @@ WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "sviflow", "test
 
 
 def copy_workflow(destination: Path) -> Path:
-    """The workflow's files (not results/, not .jax_cache/) copied to ``destination``."""
+    """The workflow's files (not results/, not .jax_cache/) copied to ``destination``, a
+    scratch directory: a copy left there by an earlier run or row is replaced."""
     destination = Path(destination)
+    if destination.exists():
+        shutil.rmtree(destination)
     for part in WORKFLOW_PARTS:
         source = REPO / part
         target = destination / part

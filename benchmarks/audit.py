@@ -118,8 +118,6 @@ def chain_text(chain: list[str], workdir: Path) -> str:
 def run_audit(out: Path, cores: int = 2) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     workdir = out / "workflow"
-    if workdir.exists():
-        shutil.rmtree(workdir)
     copy_workflow(workdir)
     hook = out / "hook"
     hook.mkdir(exist_ok=True)
