@@ -160,7 +160,8 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
         losses = losses[None]
         trajectory = {name: value[None] for name, value in trajectory.items()}
     # the last point is the block with the last step, and padding steps leave the state as it
-    # is: svi.get_params(state), computed in the program (eagerly, an XLA compile per op)
+    # is: it equals svi.get_params(state), already computed in the program (called eagerly
+    # here, get_params would cost an XLA compile per op)
     final = {name: value[:, -1] for name, value in trajectory.items()}
     trajectory_step = np.minimum(thin * np.arange(1, n_points + 1), steps)
     timings = {

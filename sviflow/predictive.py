@@ -62,9 +62,9 @@ def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwarg
 
     def one(keys2, p):
         drawn = Predictive(guide, params=p, num_samples=num_draws + num_mock)(keys2[0], **fit_kwargs)
-        weighted = {k: v[:num_draws] for k, v in drawn.items()}
         out = {"posterior": {k: v[:num_samples] for k, v in drawn.items()}}
         if num_weighted:
+            weighted = {k: v[:num_draws] for k, v in drawn.items()}
             out["log_weights"] = jax.vmap(lambda draw: _log_weight(model, guide, p, fit_kwargs, draw))(weighted)
         if observed_sites:
             # path 2's latents (draws num_draws.. of the guide), then path 3's (path 1's draws)
