@@ -50,11 +50,25 @@ def workflow_copy(tmp_path) -> Path:
     return copy_workflow(tmp_path / "workflow")
 
 
+def import_audit():
+    """benchmarks/audit.py: the hook that records each job's imports, and its rules."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import audit
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return audit
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The tiny config run once, end to end, for every test that only reads its results."""
+    """The tiny config run once, end to end, for every test that only reads its results.
+    Every job records the heavy packages it imported (benchmarks/audit.py's hook) in
+    ``../imports`` beside the copy."""
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny") / "workflow")
-    run_snakemake(workdir, "--cores", "2", *TINY)
+    hook = workdir.parent / "hook"
+    env = import_audit().install_hook(hook, workdir.parent / "imports")
+    run_snakemake(workdir, "--cores", "2", *TINY, env={**env, "PYTHONPATH": f"{hook}:{workdir}"})
     return workdir
 
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY, run_snakemake
+from conftest import TINY, import_audit, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -28,6 +28,18 @@ def test_every_artifact_is_written(tiny_run):
     assert (results / "figures" / "autoguide" / "covariance.png").is_file()
     assert (results / "figures" / "comparisons" / "particles.png").is_file()
     assert (results / "summary.csv").is_file() and (results / "summary.md").is_file()
+
+
+def test_each_step_imports_only_what_it_needs(tiny_run):
+    """Issue 5, point 3: no numpyro or jax in plotting, checks and the summary; no matplotlib or
+    arviz in fitting. Read from what every job of the run had in sys.modules when it ended."""
+    audit = import_audit()
+    per_step = audit.imports_by_step(tiny_run.parent / "imports", tiny_run)
+    assert per_step["fit"]["jobs"] == len(FITS) and per_step["plot"]["jobs"] == len(FITS)
+    assert {step: entry["violations"] for step, entry in per_step.items() if entry["violations"]} == {}
+    # the record is real: each step loaded what it works with
+    assert {"numpyro", "jax"} <= per_step["fit"]["loaded"]
+    assert "matplotlib" in per_step["plot"]["loaded"] and "arviz" in per_step["summarize"]["loaded"]
 
 
 def test_fit_files_hold_the_full_trace(tiny_run):
