@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import jax
@@ -45,7 +46,7 @@ def enable_compilation_cache(directory) -> None:
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no minimum (0: JAX's default)
 
 
 def plan_chunks(steps: int, chunks: int, trajectory_points: int) -> tuple[int, int, int]:
@@ -127,6 +128,11 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
     else:
         state = jax.jit(jax.vmap(lambda key: svi.init(key, **model_kwargs)))(keys)
         run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
+    if _holds_tracers(svi.constrain_fn):
+        # a constraint built from jnp values inside the guide (interval(jnp.max(x), ...)): init
+        # keeps it in svi.constrain_fn, so the jitted init left jit's tracers there. An eager
+        # init sets it again from concrete values (the state above is the same either way)
+        svi.init(keys[0], **model_kwargs)
     compiled = run_chunk.lower(state, jnp.int32(0), jnp.int32(0)).compile()
     compile_seconds = time.perf_counter() - start
 
@@ -142,7 +148,10 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
         if bar is not None:
             done = min(steps, (index + 1) * per_chunk * thin)
             recent = losses.reshape(*losses.shape[:-2], -1)[..., : done - index * per_chunk * thin]
-            bar.set_postfix_str(f"mean loss of chunk {np.nanmean(recent):.4f}", refresh=False)
+            with warnings.catch_warnings():  # an all-NaN chunk (a diverged fit) shows nan
+                warnings.simplefilter("ignore", RuntimeWarning)
+                shown = np.nanmean(recent)  # NaN where stable_update skipped a step
+            bar.set_postfix_str(f"mean loss of chunk {shown:.4f}", refresh=False)
             bar.update(done - bar.n)
     run_seconds = time.perf_counter() - start
     if bar is not None:
@@ -175,6 +184,12 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
              steps, len(seeds), compile_seconds, run_seconds, timings["steps_per_second"])
     return FitResult(seeds, np.asarray(losses), {k: np.asarray(v) for k, v in final.items()},
                      trajectory_step, {k: np.asarray(v) for k, v in trajectory.items()}, timings)
+
+
+def _holds_tracers(function) -> bool:
+    """Does a ``functools.partial`` (numpyro's ``svi.constrain_fn``) hold a JAX tracer?"""
+    bound = (getattr(function, "args", ()), getattr(function, "keywords", {}))
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(bound))
 
 
 def _progress_bar(total: int, enabled: bool, stream):
