@@ -623,3 +623,18 @@ def test_the_jax_cache_goes_where_the_config_says(workflow_copy):
     assert _outside(before, after, {"results", ".snakemake", "cache"}) == []
     assert any((workflow_copy / "cache" / "xla").iterdir())
     assert not (workflow_copy / ".jax_cache").exists()
+
+
+def test_an_empty_cache_dir_turns_the_cache_off(workflow_copy, tmp_path):
+    """Even when the shell that starts Snakemake has SVIFLOW_JAX_CACHE set."""
+    config = _base_config(workflow_copy)
+    config["engine"]["cache_dir"] = ""
+    args = _write_config(workflow_copy, "nocache.yaml", config)
+    inherited = tmp_path / "inherited_cache"
+    before = _snapshot(workflow_copy)
+    run_snakemake(workflow_copy, "--cores", "1", *args, "results/fits/diverged.h5",
+                  env={"SVIFLOW_JAX_CACHE": str(inherited)})
+    after = _snapshot(workflow_copy)
+    assert (workflow_copy / "results" / "fits" / "diverged.h5").is_file()
+    assert _outside(before, after, {"results", ".snakemake"}) == []
+    assert not inherited.exists()

@@ -88,11 +88,14 @@ CACHE_DIR = ENGINE.get("cache_dir", ".jax_cache")
 if CACHE_DIR:
     # set for the jobs, not read from the user: no envvars directive is needed
     os.environ.update(SVIFLOW_JAX_CACHE=os.path.abspath(CACHE_DIR))
+else:  # disabled: a value inherited from the shell would turn it on again in the jobs
+    os.environ.pop("SVIFLOW_JAX_CACHE", None)
 os.environ.update(SVIFLOW_FIT_CHUNKS=str(ENGINE.get("chunks", 20)))
 # numpyro's Trace_ELBO sums the sites in `set` order, which follows Python's per-process string
 # hashing: without a fixed hash seed each job traces a differently ordered program, misses the
 # persistent compilation cache, and differs from the last run in the last bits of the loss.
-os.environ.setdefault("PYTHONHASHSEED", "0")
+if os.environ.get("PYTHONHASHSEED", "random") == "random":  # a fixed value of the user's is kept
+    os.environ["PYTHONHASHSEED"] = "0"
 
 
 def _fail(message):
