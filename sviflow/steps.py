@@ -7,7 +7,9 @@ made inside the steps that need them, so that no step pays for another's.
 
 A fit's config slice ("spec") is the dict that ``workflow/rules/common.smk`` builds:
 ``{"name", "model": {"name", "function", "args"}, "data", "guide", "optimizer", "elbo",
-"steps", "seeds", "stable_update", "engine": {"chunks", "trajectory_points", "progress"}}``.
+"steps", "seeds", "stable_update", "engine": {"trajectory_points"}}``; the number of chunks,
+which changes no number, comes through the environment (``SVIFLOW_FIT_CHUNKS``) or
+``engine.chunks`` when a step is run by hand.
 """
 
 from __future__ import annotations
