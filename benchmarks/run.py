@@ -187,11 +187,11 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
 
     if "noop" in args.only:
         walls = []
-        for _ in range(3):
-            seconds, result = timed(snakemake, work, env, out / "logs" / "snakemake_noop.txt")
+        for attempt in range(3):
+            seconds, result = timed(snakemake, work, env, out / "logs" / f"snakemake_noop_{attempt}.txt")
             walls.append(seconds)
             if "Nothing to be done" not in result.stdout + result.stderr:
-                raise RuntimeError("the rerun with nothing changed ran jobs: see logs/snakemake_noop.txt")
+                raise RuntimeError(f"the rerun with nothing changed ran jobs: see logs/snakemake_noop_{attempt}.txt")
         noop = statistics.median(walls)
         rows.append(row("rerun, nothing changed", noop, cold_seconds, noop / cold_seconds,
                         "<= 2 s", noop <= 2.0,
@@ -357,9 +357,10 @@ def bench_many_fits(out: Path, args, rows: list) -> None:
     rows.append(row(f"{n} fits: overhead per fit job", overhead, None, None, "(info)", None,
                     f"a real run of {what}: {jobs} jobs in {wall:.1f} s wall with --cores "
                     f"{args.cores} on {os.cpu_count()} CPUs ({wall / max(jobs, 1):.2f} s wall per "
-                    f"job); per fit job, Snakemake's benchmark s {statistics.mean(job_seconds):.2f} "
+                    f"job, the simulate job counted); per fit job, Snakemake's benchmark s {statistics.mean(job_seconds):.2f} "
                     f"s minus the engine's compile + run {statistics.mean(engine_seconds):.2f} s "
-                    f"(Python start, imports, cache reads, HDF5, Snakemake's job start); "
+                    f"(Python start, imports, tracing and cache reads outside the engine's timers, "
+                    f"HDF5, Snakemake's job start); "
                     f"{args.fits200_steps} steps per fit"))
 
 
@@ -421,6 +422,8 @@ def main(argv=None) -> None:
     unknown = args.only - set(ROWS)
     if unknown:
         parser.error(f"unknown rows {', '.join(sorted(unknown))}; valid: {', '.join(ROWS)}")
+    if args.repeat < 1:
+        parser.error("--repeat is the number of cold pairs: at least 1")
     if args.only & {"noop", "changed"}:
         args.only.add("cold")
     stall = slurm_start_stall()
