@@ -94,8 +94,8 @@ os.environ.update(SVIFLOW_FIT_CHUNKS=str(ENGINE.get("chunks", 20)))
 # numpyro's Trace_ELBO sums the sites in `set` order, which follows Python's per-process string
 # hashing: without a fixed hash seed each job traces a differently ordered program, misses the
 # persistent compilation cache, and differs from the last run in the last bits of the loss.
-if os.environ.get("PYTHONHASHSEED", "random") == "random":  # a fixed value of the user's is kept
-    os.environ["PYTHONHASHSEED"] = "0"
+if os.environ.setdefault("PYTHONHASHSEED", "0") == "random":  # a fixed value of the user's is kept
+    os.environ.update(PYTHONHASHSEED="0")
 
 
 def _fail(message):
