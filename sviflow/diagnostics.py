@@ -1,21 +1,18 @@
 """Did the optimisation converge, and how close is the guide to the posterior?
 
-Convergence, from a fit's stored loss trace and parameter trajectory:
+Convergence, from a fit's stored loss trace and the guide's moments along its trajectory:
 
 - NaN or inf in the losses: the fit diverged at that step.
-- Loss plateau (Stan ADVI, Kucukelbir et al. 2017): the ELBO averaged over windows of
-  ``window`` steps; the relative change between consecutive windows; converged when the mean or
-  the median of the last ``max(0.1 * windows, 2)`` changes is below ``tolerance`` (0.01);
-  "may be diverging" when their median is above 0.5. Known to stop at the wrong time: a
-  minimum requirement only.
-- Parameter drift (PyMC's CheckParametersConvergence): relative change
-  (|delta| + 1e-6) / (|previous| + 1e-6) of every parameter over the last ``every`` steps;
-  settled when its max-norm is below ``tolerance`` (1e-3).
-- Iterates as a Markov chain (Dhaka et al. 2020; Welandawe et al. 2022): rank-normalised
-  split-R-hat of each parameter over the late iterates; stationary when <= 1.1. SGD keeps
-  jittering around the optimum, so a parameter counts as settled when it passes either the drift
-  test or this one. With several seeds, do their guides agree? R-hat of the guides' posterior
-  draws with seeds as chains, <= 1.1.
+- The guide still changing, in the posterior's own units (``sviflow.convergence``, the rule the
+  engine applies too): over the last share of the steps, the move of every guide mean in units
+  of its sd, the change of every guide sd, the Monte Carlo error of the window's average.
+- With several seeds, do their guides agree? R-hat of the guides' posterior draws with seeds
+  as chains, <= 1.1.
+- Loss plateau (Stan ADVI, Kucukelbir et al. 2017), reported, not deciding: the ELBO averaged
+  over windows of ``window`` steps; the relative change between consecutive windows; "on a
+  plateau" when the mean or the median of the last ``max(0.1 * windows, 2)`` changes is below
+  ``tolerance`` (0.01). Known to stop at the wrong time, and meaningless where the ELBO is near
+  zero; the loss figure draws it.
 
 Quality, from the guide and the model:
 
@@ -38,14 +35,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sviflow import convergence
+
 DEFAULTS = {
     "plateau": {"window": 100, "tolerance": 0.01, "diverging": 0.5},
-    "drift": {"every": 100, "tolerance": 1.0e-3},
-    "rhat": {"threshold": 1.1, "late_fraction": 0.5},
+    "convergence": {**convergence.DEFAULTS, "draws": 200},
     # khat from 10,000 draws: at 2,000 its spread (0.5 to 0.9 for a true 0.8) hides poor guides.
     # max_kl has no literature value; 0.1 nats is a mean off by 0.45 sd or an sd 30 % too small.
+    # max_mean_error and sd_ratio: the bar for an autoguide against posteriordb's gold draws
+    # (deepppl/evaluation-autoguide's 0.3 sd on means; the sd ratio catches the
+    # under-dispersed mean-field fits that pass on means alone), the calibration suite's GOOD
     "quality": {"elbo_particles": 5000, "khat_particles": 10000, "khat_good": 0.5,
-                "khat_max": 0.7, "max_kl": 0.1, "energy_draws": 2000},
+                "khat_max": 0.7, "max_kl": 0.1, "energy_draws": 2000,
+                "max_mean_error": 0.3, "sd_ratio": [0.8, 1.25]},
     "seed": 0,
     "strict": False,
 }
@@ -120,38 +122,6 @@ def plateau(losses: np.ndarray, window: int = 100, tolerance: float = 0.01,
             "diverging": median > diverging, "too_short": False}
 
 
-def _flat_components(trajectory: dict) -> dict[str, np.ndarray]:
-    """{param[index]: (seed, point)} for every scalar component of every parameter."""
-    components = {}
-    for name, value in trajectory.items():
-        value = np.asarray(value, dtype=np.float64)
-        flat = value.reshape(value.shape[0], value.shape[1], -1)
-        for index in range(flat.shape[2]):
-            label = name if flat.shape[2] == 1 else f"{name}[{index}]"
-            components[label] = flat[:, :, index]
-    return components
-
-
-def param_drift(trajectory_step: np.ndarray, trajectory: dict, every: int = 100,
-                tolerance: float = 1e-3) -> dict:
-    """PyMC's relative parameter change over the last ``every`` steps (or the nearest point)."""
-    steps = np.asarray(trajectory_step)
-    if len(steps) < 2:
-        return {"gap": 0, "drift": {}, "max": np.nan, "settled": {}}
-    target = steps[-1] - every
-    previous = int(np.argmin(np.abs(steps[:-1] - target)))
-    drift = {}
-    for label, series in _flat_components(trajectory).items():
-        delta = np.abs(series[:, -1] - series[:, previous])
-        # a component that did not change at all (a structural zero) has no drift; PyMC's
-        # (0 + 1e-6) / (0 + 1e-6) would call it 1
-        relative = np.where(delta == 0, 0.0, (delta + 1e-6) / (np.abs(series[:, previous]) + 1e-6))
-        drift[label] = float(np.max(relative))
-    return {"gap": int(steps[-1] - steps[previous]), "drift": drift,
-            "max": max(drift.values()) if drift else np.nan,
-            "settled": {k: v < tolerance for k, v in drift.items()}}
-
-
 def _rhat(chains: np.ndarray) -> float:
     import arviz as az
 
@@ -161,24 +131,6 @@ def _rhat(chains: np.ndarray) -> float:
     if np.ptp(chains) == 0:
         return 1.0  # a parameter that does not move at all is as settled as it gets
     return float(az.rhat(chains, method="rank"))
-
-
-def late_rhat(trajectory: dict, late_fraction: float = 0.5) -> dict:
-    """Split-R-hat of every parameter component over its late iterates: per seed (the worst
-    seed is kept) and, with several seeds, across seeds as chains."""
-    per_seed, across = {}, {}
-    for label, series in _flat_components(trajectory).items():
-        start = int(series.shape[1] * (1.0 - late_fraction))
-        late = series[:, start:]
-        if late.shape[1] < 8:
-            per_seed[label] = float("nan")
-            continue
-        half = late.shape[1] // 2  # split each seed's late iterates in two: split-R-hat
-        per_seed[label] = max(_rhat(np.stack([late[i, :half], late[i, half:2 * half]]))
-                              for i in range(late.shape[0]))
-        if late.shape[0] > 1:
-            across[label] = _rhat(late)
-    return {"per_seed": per_seed, "across_seeds": across}
 
 
 def seeds_rhat(posterior: dict, latent_sites) -> dict[str, float]:
@@ -258,8 +210,8 @@ def sample_distances(guide_draws: dict, reference: dict, energy_draws: int = 200
         r = np.asarray(reference["draws"][site], dtype=np.float64).reshape(len(reference["draws"][site]), -1)
         ref_mean = np.atleast_1d(reference["moments"]["mean"][site]).ravel()
         ref_sd = np.atleast_1d(reference["moments"]["sd"][site]).ravel()
-        for index in range(g.shape[1]):
-            label = site if g.shape[1] == 1 else f"{site}[{index}]"
+        shape = np.shape(guide_draws[site])[1:]
+        for index, label in enumerate(convergence.component_labels({site: shape})):
             scale = ref_sd[index] if ref_sd[index] > 0 else 1.0
             rows[label] = {
                 "guide_mean": float(g[:, index].mean()), "reference_mean": float(ref_mean[index]),
@@ -288,75 +240,132 @@ POOR = "converged, poor approximation"
 @dataclass
 class Verdict:
     verdict: str
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # the failing checks first, then notes
+    problems: list[str] = field(default_factory=list)  # the failing checks in a few words each
 
     @property
     def sentence(self) -> str:
         return "; ".join(self.reasons) if self.reasons else "all checks passed"
 
 
-def verdict(*, nonfinite: np.ndarray, plateau_result: dict, drift: dict, rhat: dict,
-            settings: dict, khat_values=None, khat_limit=None, kl=None,
-            seeds: list[int] | None = None, skipped_steps=None,
-            seeds_rhat_values: dict | None = None) -> Verdict:
-    """Combine the checks into one of "converged", "not converged",
-    "converged, poor approximation", with the reasons in words.
+def distance_problems(per_seed: list[dict], quality: dict, seeds: list[int]) -> list[tuple[str, str]]:
+    """(short, sentence) for every component whose guide mean or sd is off the reference's,
+    any seed (``per_seed``: one ``sample_distances(...)["sites"]`` per seed)."""
+    low, high = quality["sd_ratio"]
+    worst_mean, worst_sd = {}, {}
+    for seed, rows in zip(seeds, per_seed):
+        for label, row in rows.items():
+            error, ratio = abs(row["mean_error_sd"]), row["sd_ratio"]
+            if not error <= quality["max_mean_error"] and error > worst_mean.get(label, (0, 0))[0]:
+                worst_mean[label] = (error, seed, row["mean_error_sd"])
+            off = max(ratio / high, low / ratio) if ratio > 0 else math.inf
+            if not low <= ratio <= high and off > worst_sd.get(label, (0, 0, 0))[2]:
+                worst_sd[label] = (ratio, seed, off)
+    found = []
+    if worst_mean:
+        items = sorted(worst_mean.items(), key=lambda item: -item[1][0])
+        shown = ", ".join(f"{label} {signed:+.2f} sd (seed {seed})" for label, (_, seed, signed) in items[:5])
+        more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+        found.append((f"means off the reference ({len(items)})",
+                      f"guide means off the reference's by more than {quality['max_mean_error']:g} "
+                      f"reference sd: {shown}{more}"))
+    if worst_sd:
+        items = sorted(worst_sd.items(), key=lambda item: -item[1][2])
+        shown = ", ".join(f"{label} x{ratio:.2f} (seed {seed})" for label, (ratio, seed, _) in items[:5])
+        more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+        found.append((f"sds off the reference ({len(items)})",
+                      f"guide sds outside [{low:g}, {high:g}] x the reference's: {shown}{more}"))
+    return found
 
+
+def verdict(*, nonfinite: np.ndarray, windows: list, labels: list[str], settings: dict,
+            stop: dict | None = None, plateau_result: dict | None = None, khat_values=None,
+            khat_limit=None, kl=None, seeds: list[int] | None = None, skipped_steps=None,
+            seeds_rhat_values: dict | None = None, distances: list[dict] | None = None,
+            point_sites=(), support_problems=(), reference_warnings=(),
+            start_advice: str | None = None) -> Verdict:
+    """Combine the checks into one of "converged", "not converged",
+    "converged, poor approximation". Every failing check is a reason, most important first:
+    divergence, the guide still changing, seeds that disagree, then the approximation's
+    distance from the reference, a point estimate, support, KL and k-hat. The notes follow.
+
+    ``windows``: one ``sviflow.convergence.Window`` per seed, at the end of the fit;
+    ``distances``: per seed, ``sample_distances(...)["sites"]`` against a reference;
     ``skipped_steps`` (seed,): with stable_update, steps whose loss was not finite and which
     were skipped; they are reported, and ``nonfinite`` then holds only real divergences."""
     seeds = seeds or list(range(len(nonfinite)))
-    problems, notes = [], []
+    rule = convergence.settings(settings.get("convergence"))
+    quality = settings["quality"]
+    unconverged, poor, notes = [], [], []  # (short, sentence)
+
+    def fail(kind, short, sentence):
+        kind.append((short, sentence))
+
     if skipped_steps is not None and np.any(np.asarray(skipped_steps) > 0):
         notes.append("stable_update skipped " + ", ".join(
             f"{int(n)} step(s) of seed {s}" for s, n in zip(seeds, skipped_steps) if n)
             + " whose loss was not finite")
     diverged = [(s, int(step)) for s, step in zip(seeds, nonfinite) if step >= 0]
     if diverged:
-        problems.append("the loss became NaN or inf (" + ", ".join(
-            f"seed {s} at step {step}" for s, step in diverged) + "): the fit diverged; "
-            "lower the step size or use stable_update")
-        return Verdict(NOT_CONVERGED, problems)
-    tol = settings["plateau"]["tolerance"]
-    if plateau_result["too_short"]:
-        problems.append(f"too few steps for the plateau test (needs two windows of "
-                        f"{settings['plateau']['window']} steps)")
-    elif not np.all(plateau_result["converged"]):
-        worst = float(np.nanmax(np.minimum(plateau_result["mean"], plateau_result["median"])))
-        word = "is diverging" if np.any(plateau_result["diverging"]) else "has not reached a plateau"
-        problems.append(f"the loss {word}: relative ELBO change {worst:.3g} over the last "
-                        f"{plateau_result['buffer']} windows (needs < {tol})")
-    threshold = settings["rhat"]["threshold"]
-    moving = []
-    for label, value in drift["drift"].items():
-        r = rhat["per_seed"].get(label, float("nan"))
-        if value >= settings["drift"]["tolerance"] and not (r <= threshold):
-            moving.append(f"{label} (drift {value:.2g} over {drift['gap']} steps, "
-                          f"split-R-hat {r:.3g})")
-    if moving:
-        problems.append("parameters still moving: " + ", ".join(moving))
-    across = {k: v for k, v in (seeds_rhat_values or {}).items() if not (v <= threshold)}
-    if across:
-        problems.append(f"the seeds' guides disagree (R-hat of their posterior draws, seeds as "
-                        f"chains, > {threshold}): " + ", ".join(f"{k} {v:.3g}" for k, v in across.items()))
-    if problems:
-        return Verdict(NOT_CONVERGED, problems + notes)
-    notes.append("loss on a plateau and parameters stationary")
-    poor = []
-    if khat_values is not None:
-        worst = float(np.nanmax(khat_values))
-        if not worst <= khat_limit:
-            poor.append(f"PSIS k-hat {worst:.2f} > {khat_limit:.2f}: the guide misses mass "
-                        "of the posterior (Yao et al. 2018)")
-        elif worst > settings["quality"]["khat_good"]:
-            notes.append(f"PSIS k-hat {worst:.2f}: usable, not good")
-        else:
-            notes.append(f"PSIS k-hat {worst:.2f}: good")
-    max_kl = settings["quality"].get("max_kl")
-    if kl is not None and np.isfinite(kl).all():
-        if max_kl is not None and float(np.max(kl)) > max_kl:
-            poor.append(f"KL(q || p) {float(np.max(kl)):.3g} nats > {max_kl}")
-        else:
-            notes.append(f"KL(q || p) {float(np.max(kl)):.3g} nats")
-    if poor:
-        return Verdict(POOR, poor + notes)
-    return Verdict(CONVERGED, notes)
+        advice = start_advice or "lower the step size or use stable_update"
+        fail(unconverged, "diverged", "the loss became NaN or inf (" + ", ".join(
+            f"seed {s} at step {step}" for s, step in diverged) + f"): the fit diverged; {advice}")
+    else:
+        for seed, window in zip(seeds, windows):
+            if not window.converged(rule):
+                words = convergence.describe(window, rule, labels)
+                fail(unconverged, "guide still changing",
+                     f"seed {seed}: the guide is still changing: " + "; ".join(words))
+        if unconverged and stop and stop.get("mode") == "budget":
+            unconverged.append(("budget ran out", f"{stop['reason']}: raise steps.max"))
+        across = {k: v for k, v in (seeds_rhat_values or {}).items() if not v <= rule["rhat"]}
+        if across:
+            fail(unconverged, "seeds disagree",
+                 f"the seeds' guides disagree (R-hat of their posterior draws, seeds as chains, > "
+                 f"{rule['rhat']:g}): " + ", ".join(f"{k} {v:.3g}" for k, v in across.items()))
+    for warning in reference_warnings:
+        notes.insert(0, f"the reference is not to be trusted: {warning}")
+    if not diverged:
+        if distances:
+            for short, sentence in distance_problems(distances, quality, seeds):
+                fail(poor, short, sentence)
+        if point_sites:
+            fail(poor, "a point estimate", "the guide is a point estimate (sd 0) of "
+                 + ", ".join(point_sites) + ": it has no posterior uncertainty to report")
+        for sentence in support_problems:
+            fail(poor, "support wider than the model's", sentence)
+        max_kl = quality.get("max_kl")
+        if kl is not None and np.isfinite(kl).all():
+            if max_kl is not None and float(np.max(kl)) > max_kl:
+                fail(poor, f"KL {float(np.max(kl)):.3g} > {max_kl:g}",
+                     f"KL(q || p) {float(np.max(kl)):.3g} nats > {max_kl:g}")
+            else:
+                notes.append(f"KL(q || p) {float(np.max(kl)):.3g} nats")
+        if khat_values is not None and len(khat_values):
+            worst = float(np.nanmax(khat_values))
+            if not worst <= khat_limit:
+                fail(poor, f"k-hat {worst:.2f} > {khat_limit:.2f}",
+                     f"PSIS k-hat {worst:.2f} > {khat_limit:.2f}: the guide misses mass of the "
+                     "posterior (Yao et al. 2018)")
+            elif worst > quality["khat_good"]:
+                notes.append(f"PSIS k-hat {worst:.2f}: usable, not good")
+            else:
+                notes.append(f"PSIS k-hat {worst:.2f}: good")
+        if distances and not any(short.startswith(("means", "sds")) for short, _ in poor):
+            notes.append(f"every guide mean within {quality['max_mean_error']:g} sd and every sd "
+                         f"within [{quality['sd_ratio'][0]:g}, {quality['sd_ratio'][1]:g}] x the "
+                         "reference's")
+    if not unconverged:
+        notes.insert(0, "the guide stopped changing (every mean moved < "
+                     f"{rule['mean_shift']:g} sd, every sd < {rule['sd_change'] * 100:g} % over "
+                     "the last window)")
+    if plateau_result is not None and not plateau_result["too_short"]:
+        on = bool(np.all(plateau_result["converged"]))
+        notes.append("the loss is on a plateau (Stan ADVI's test)" if on else
+                     "the loss is not on a plateau by Stan ADVI's relative test (reported only)")
+    if stop and stop.get("mode") == "budget" and not unconverged:
+        notes.append(stop["reason"])
+    problems = unconverged + poor
+    kind = NOT_CONVERGED if unconverged else POOR if poor else CONVERGED
+    return Verdict(kind, [sentence for _, sentence in problems] + notes,
+                   [short for short, _ in problems])

@@ -35,6 +35,10 @@ class FitResult:
     trajectory_step: np.ndarray  # (point,)
     trajectory: dict[str, np.ndarray]  # (seed, point, ...)
     timings: dict[str, float] = field(default_factory=dict)
+    last_params: dict[str, np.ndarray] | None = None  # (seed, ...) the last iterate
+    stop: dict | None = None  # how the run ended, the rule's final windows, lowered step sizes
+    moments: dict | None = None  # {"mean", "sd": (seed, point, component), "labels": [...]}
+    step_size: np.ndarray | None = None  # (seed, point) where the step size can be lowered
 
 
 def enable_compilation_cache(directory) -> None:
@@ -75,19 +79,44 @@ def _round_down_125(value: int) -> int:
     return max(m * scale for m in (1, 2, 5) if m * scale <= value)
 
 
-def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks: int = 20,
+def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int = 20,
             trajectory_points: int = 1000, stable_update: bool = False,
-            progress: bool = True, progress_file=None) -> FitResult:
+            progress: bool = True, progress_file=None, latent_sites=None, rule: dict | None = None,
+            moment_draws: int = 200, moment_seed: int = 0, budget: dict | None = None,
+            decay: dict | None = None) -> FitResult:
     """Run ``svi`` (a ``numpyro.infer.SVI``) for ``steps`` steps from each seed.
 
     With one seed the updates are exactly those of ``svi.run(PRNGKey(seed), steps,
     progress_bar=False)``; with several, the same computation under ``vmap``.
+
+    With ``latent_sites`` (the model's latent sample sites), the guide's mean and sd of each of
+    their components are estimated at every trajectory point (``moment_draws`` draws, the same
+    noise at every point) and the convergence rule of :mod:`sviflow.convergence` (``rule``) is
+    applied: where a seed's window is stationary, its reported params are the average of its
+    window's iterates in unconstrained space (the last iterate is kept too). With ``budget``
+    (``{"min": m, "max": M}``, ``steps`` is then ignored) the fit stops at the first chunk after
+    ``m`` steps where every seed meets the rule, or after ``M``; with ``decay``
+    (``{"factor": 0.5, "max_decays": 10}``) a seed whose window is stationary but not yet
+    precise has its step size lowered by ``factor`` (the optimizer must keep its step size in
+    its state: ``sviflow.registry.make_optimizer(..., adaptive=True)``).
     """
+    from sviflow import convergence
+
     seeds = [int(s) for s in np.atleast_1d(seeds)]
     model_kwargs = model_kwargs or {}
-    thin, per_chunk, n_chunks = plan_chunks(steps, chunks, trajectory_points)
+    rule = convergence.settings(rule)
+    if budget is not None:
+        min_steps, steps = int(budget["min"]), int(budget["max"])
+        if not 1 <= min_steps <= steps:
+            raise ValueError(f"steps: min ({min_steps}) must be between 1 and max ({steps})")
+        thin, per_chunk, _ = plan_chunks(min_steps, chunks, trajectory_points)
+        n_chunks = math.ceil(math.ceil(steps / thin) / per_chunk)
+    else:
+        min_steps = steps = int(steps)
+        thin, per_chunk, n_chunks = plan_chunks(steps, chunks, trajectory_points)
     padded = thin * per_chunk * n_chunks > steps
     update = svi.stable_update if stable_update else svi.update
+    several = len(seeds) > 1
 
     # ``steps`` is an argument of the compiled chunk (``total``), not a constant in it: the
     # same program serves every step count with the same plan (see plan_chunks)
@@ -108,7 +137,8 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
 
     def block(carry, first_step):
         carry, losses = lax.scan(one_step, carry, first_step + jnp.arange(thin))
-        return carry, (losses, svi.get_params(carry[0]))
+        # the unconstrained params too: the iterate average is taken in that space
+        return carry, (losses, svi.get_params(carry[0]), svi.optim.get_params(carry[0].optim_state))
 
     def chunk(state, first_step, total):
         starts = first_step + thin * jnp.arange(per_chunk)
@@ -122,7 +152,7 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
         # (sviflow.registry.prepare_guide has done this already in the workflow's steps)
         svi.init(keys[0], **model_kwargs)
     # svi.init jitted: one compile, not one per eager op (an XLA compile each, 1-2 s a job)
-    if len(seeds) == 1:
+    if not several:
         state = jax.jit(lambda key: svi.init(key, **model_kwargs))(keys[0])
         run_chunk = jax.jit(chunk)
     else:
@@ -134,56 +164,212 @@ def fit_svi(svi, steps: int, seeds, model_kwargs: dict | None = None, *, chunks:
         # init sets it again from concrete values (the state above is the same either way)
         svi.init(keys[0], **model_kwargs)
     compiled = run_chunk.lower(state, jnp.int32(0), jnp.int32(0)).compile()
+    moments = labels = None
+    if latent_sites:
+        moments, labels = guide_moments(svi.guide, list(latent_sites), model_kwargs,
+                                        moment_draws, moment_seed, several)
     compile_seconds = time.perf_counter() - start
 
-    loss_chunks, param_chunks = [], []
+    seed_axis = (lambda a: a) if several else (lambda a: a[None])
+    n_seeds = len(seeds)
+    loss_chunks = []
+    kept_steps = np.zeros(0, np.int64)  # the trajectory points kept (all of them, or every
+    kept_params, kept_free, kept_mean, kept_sd, kept_rate = None, None, None, None, None
+    factor = 1  # ... factor-th point once a budget's run grows past 2 x trajectory_points)
+    since = np.zeros(n_seeds, np.int64)  # the step of each seed's last lowered step size
+    decays = []
+    rates = _step_sizes(state, n_seeds) if decay else None
+    stop_reason, last_params = None, None
     bar = _progress_bar(steps, progress, progress_file)
     start = time.perf_counter()
+    done = 0
     for index in range(n_chunks):
-        state, (losses, params) = compiled(state, jnp.int32(index * per_chunk * thin),
-                                           jnp.int32(steps))
+        state, (losses, params, free) = compiled(state, jnp.int32(index * per_chunk * thin),
+                                                 jnp.int32(steps))
         losses = np.asarray(losses)  # waits for the chunk: the bar shows real progress
-        loss_chunks.append(losses)
-        param_chunks.append(jax.device_get(params))
+        loss_chunks.append(seed_axis(losses).reshape(n_seeds, -1))
+        done = min(steps, (index + 1) * per_chunk * thin)
+        params, free = jax.device_get(params), jax.device_get(free)
+        point_steps = np.minimum(index * per_chunk * thin + thin * np.arange(1, per_chunk + 1), steps)
+        valid = point_steps > index * per_chunk * thin  # padding blocks past the end
+        valid &= np.concatenate([[True], point_steps[1:] > point_steps[:-1]])
+        chunk_arrays = {"params": {k: seed_axis(np.asarray(v))[:, valid] for k, v in params.items()},
+                        "free": {k: seed_axis(np.asarray(v))[:, valid] for k, v in free.items()}}
+        last_params = {k: v[:, -1] for k, v in chunk_arrays["params"].items()}
+        if moments is not None:
+            mean, sd = jax.device_get(moments(params))
+            chunk_arrays["mean"] = seed_axis(np.asarray(mean))[:, valid]
+            chunk_arrays["sd"] = seed_axis(np.asarray(sd))[:, valid]
+        if rates is not None:
+            chunk_arrays["rate"] = np.repeat(rates[:, None], int(valid.sum()), axis=1)
+        keep = (np.arange(index * per_chunk, (index + 1) * per_chunk)[valid] + 1) % factor == 0
+        kept_steps = np.concatenate([kept_steps, point_steps[valid][keep]])
+        kept_params = _append(kept_params, chunk_arrays["params"], keep)
+        kept_free = _append(kept_free, chunk_arrays["free"], keep)
+        if moments is not None:
+            kept_mean = _append(kept_mean, chunk_arrays["mean"], keep)
+            kept_sd = _append(kept_sd, chunk_arrays["sd"], keep)
+        if rates is not None:
+            kept_rate = _append(kept_rate, chunk_arrays["rate"], keep)
+        if budget is not None and len(kept_steps) > 2 * trajectory_points:
+            factor *= 2
+            thinned = (kept_steps // thin) % factor == 0
+            kept_steps = kept_steps[thinned]
+            kept_params, kept_free, kept_mean, kept_sd, kept_rate = (
+                _append(None, arrays, thinned) if arrays is not None else None
+                for arrays in (kept_params, kept_free, kept_mean, kept_sd, kept_rate))
         if bar is not None:
-            done = min(steps, (index + 1) * per_chunk * thin)
-            recent = losses.reshape(*losses.shape[:-2], -1)[..., : done - index * per_chunk * thin]
+            recent = loss_chunks[-1][:, : done - index * per_chunk * thin]
             with warnings.catch_warnings():  # an all-NaN chunk (a diverged fit) shows nan
                 warnings.simplefilter("ignore", RuntimeWarning)
                 shown = np.nanmean(recent)  # NaN where stable_update skipped a step
             bar.set_postfix_str(f"mean loss of chunk {shown:.4f}", refresh=False)
             bar.update(done - bar.n)
+        if budget is None or moments is None or done >= steps:
+            continue
+        if done < min_steps:
+            continue
+        current = convergence.windows(kept_steps, kept_mean, kept_sd, rule, since)
+        if all(w.converged(rule) for w in current):
+            stop_reason = f"converged: the rule held at step {done}"
+            break
+        if rates is not None:
+            lowered = [i for i, w in enumerate(current)
+                       if w.stationary(rule) and not w.converged(rule)
+                       and sum(1 for d in decays if d[1] == seeds[i]) < int(decay.get("max_decays", 10))]
+            if lowered:
+                rates = rates.copy()
+                for i in lowered:
+                    rates[i] *= float(decay.get("factor", 0.5))
+                    since[i] = done
+                    decays.append((done, seeds[i], float(rates[i])))
+                    log.info("seed %d: stationary but not precise at step %d: step size "
+                             "lowered to %.3g", seeds[i], done, rates[i])
+                state = _set_step_sizes(state, rates, several)
     run_seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
-
-    block_axis = 0 if len(seeds) == 1 else 1
-    losses = np.concatenate(loss_chunks, axis=block_axis)
-    losses = losses.reshape(*losses.shape[: block_axis], -1)[..., :steps]
-    trajectory = {name: np.concatenate([c[name] for c in param_chunks], axis=block_axis)
-                  for name in param_chunks[0]}
-    n_points = math.ceil(steps / thin)
-    trajectory = {name: value[:, :n_points] if block_axis else value[:n_points]
-                  for name, value in trajectory.items()}
-    if len(seeds) == 1:
-        losses = losses[None]
-        trajectory = {name: value[None] for name, value in trajectory.items()}
-    # the last point is the block with the last step, and padding steps leave the state as it
-    # is: it equals svi.get_params(state), already computed in the program (called eagerly
-    # here, get_params would cost an XLA compile per op)
-    final = {name: value[:, -1] for name, value in trajectory.items()}
-    trajectory_step = np.minimum(thin * np.arange(1, n_points + 1), steps)
+    if stop_reason is None:
+        stop_reason = (f"fixed number of steps ({steps})" if budget is None
+                       else f"the budget of {steps} steps ran out before the rule held")
+    losses = np.concatenate(loss_chunks, axis=1)[:, :done]
+    windows_at_end = (convergence.windows(kept_steps, kept_mean, kept_sd, rule, since)
+                      if moments is not None else None)
+    final = dict(last_params)
+    averaged = [False] * n_seeds
+    if windows_at_end is not None:
+        # once a seed's iterates are stationary, its guide is their average (Polyak-Ruppert,
+        # in unconstrained space: Dhaka et al. 2020), which the constant step's jitter leaves
+        averaged = [w.stationary(rule) for w in windows_at_end]
+        if any(averaged):
+            means = {}
+            for name, value in kept_free.items():
+                rows = []
+                for i, w in enumerate(windows_at_end):
+                    chosen = convergence.window_indices(kept_steps, rule, int(since[i]))
+                    rows.append(value[i, chosen].mean(axis=0) if averaged[i] else value[i, -1])
+                means[name] = np.stack(rows)
+            constrained = jax.device_get(jax.jit(jax.vmap(svi.constrain_fn))(means))
+            final = {name: np.where(np.reshape(averaged, (-1,) + (1,) * (np.ndim(value) - 1)),
+                                    np.asarray(constrained[name]).astype(np.asarray(value).dtype),
+                                    value)
+                     for name, value in last_params.items()}
     timings = {
         "compile_seconds": compile_seconds,
         "run_seconds": run_seconds,
-        "steps_per_second": steps * len(seeds) / run_seconds if run_seconds > 0 else float("inf"),
-        "chunks": n_chunks,
-        "thin": thin,
+        "steps_per_second": done * n_seeds / run_seconds if run_seconds > 0 else float("inf"),
+        "chunks": index + 1,
+        "thin": thin * factor,
     }
-    log.info("fit of %d steps x %d seed(s): compile %.2f s, run %.2f s, %.0f steps/s",
-             steps, len(seeds), compile_seconds, run_seconds, timings["steps_per_second"])
+    log.info("fit of %d steps x %d seed(s): compile %.2f s, run %.2f s, %.0f steps/s; %s",
+             done, n_seeds, compile_seconds, run_seconds, timings["steps_per_second"], stop_reason)
+    stop = {"mode": "budget" if budget is not None else "fixed", "steps_run": int(done),
+            "reason": stop_reason, "since_step": since.tolist(), "averaged": averaged,
+            "decays": [list(d) for d in decays],
+            "step_size": rates.tolist() if rates is not None else None,
+            "windows": [{k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                         for k, v in w.as_dict().items()} for w in windows_at_end]
+            if windows_at_end is not None else None}
     return FitResult(seeds, np.asarray(losses), {k: np.asarray(v) for k, v in final.items()},
-                     trajectory_step, {k: np.asarray(v) for k, v in trajectory.items()}, timings)
+                     kept_steps, {k: np.asarray(v) for k, v in kept_params.items()}, timings,
+                     last_params={k: np.asarray(v) for k, v in last_params.items()}, stop=stop,
+                     moments=({"mean": kept_mean, "sd": kept_sd, "labels": convergence.component_labels(labels)}
+                              if moments is not None else None),
+                     step_size=kept_rate)
+
+
+def _append(store, arrays, keep):
+    """Append the kept points (axis 1) of a chunk's arrays to ``store`` (None to start)."""
+    if isinstance(arrays, dict):
+        return {k: (v[:, keep] if store is None else np.concatenate([store[k], v[:, keep]], axis=1))
+                for k, v in arrays.items()}
+    return arrays[:, keep] if store is None else np.concatenate([store, arrays[:, keep]], axis=1)
+
+
+def _inject_states(optim_state):
+    """The optax ``inject_hyperparams`` states inside an optimizer state (depth first)."""
+    if hasattr(optim_state, "hyperparams") and "learning_rate" in optim_state.hyperparams:
+        return [optim_state]
+    if isinstance(optim_state, (tuple, list)):
+        return [s for part in optim_state for s in _inject_states(part)]
+    return []
+
+
+def _step_sizes(state, n_seeds: int):
+    found = _inject_states(state.optim_state)
+    if not found:
+        raise ValueError("the step size can only be lowered for an optimizer built with "
+                         "make_optimizer(..., adaptive=True)")
+    return np.broadcast_to(np.asarray(found[0].hyperparams["learning_rate"], np.float64),
+                           (n_seeds,)).copy()
+
+
+def _set_step_sizes(state, rates, several: bool):
+    """The SVI state with each seed's learning rate replaced (host side, between chunks)."""
+    def replace(node):
+        if hasattr(node, "hyperparams") and "learning_rate" in node.hyperparams:
+            old = node.hyperparams["learning_rate"]
+            new = jnp.asarray(rates if several else rates[0], dtype=jnp.asarray(old).dtype)
+            return node._replace(hyperparams={**node.hyperparams, "learning_rate": new})
+        if isinstance(node, tuple) and not hasattr(node, "_fields"):
+            return tuple(replace(part) for part in node)
+        if isinstance(node, list):
+            return [replace(part) for part in node]
+        return node
+
+    return state._replace(optim_state=replace(state.optim_state))
+
+
+def guide_moments(guide, latent_sites: list[str], model_kwargs: dict, num_draws: int,
+                  seed: int, several: bool):
+    """-> (function, labels): the function maps a chunk's params ((seed,) point, ...) to the
+    guide's (mean, sd) of every latent component at each point, (..., point, component),
+    from ``num_draws`` draws with the same keys at every point (common random numbers: the
+    change from point to point is the guide's, not the draws' noise)."""
+    from numpyro import handlers
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_draws)
+    shapes = {}
+
+    def draw(params, key):
+        trace = handlers.trace(handlers.substitute(handlers.seed(guide, key), data=params)).get_trace(
+            **model_kwargs)
+        values = []
+        for site in latent_sites:
+            if site not in trace:
+                raise KeyError(f"the guide has no site {site!r}, a latent site of the model")
+            value = jnp.asarray(trace[site]["value"])
+            shapes[site] = value.shape
+            values.append(value.reshape(-1))
+        return jnp.concatenate(values)
+
+    def at_point(params):
+        values = jax.vmap(lambda key: draw(params, key))(keys)
+        return values.mean(axis=0), values.std(axis=0)
+
+    per_points = jax.vmap(at_point)
+    function = jax.jit(jax.vmap(per_points) if several else per_points)
+    return function, shapes
 
 
 def _holds_tracers(function) -> bool:

@@ -29,9 +29,13 @@ def _title(fig, fit: str, check) -> None:
     if check.attrs.get("diverged"):
         verdict = "DIVERGED: not a result"
     reasons = check.attrs.get("reasons") or []
-    # wrapped to the figure's width (about 5.5 pt a character at 10 pt), at most two lines
+    # every failing check in a few words (the sentences are in the check file and the
+    # summary), or the first note; wrapped to the figure's width (about 5.5 pt a character
+    # at 10 pt), at most two lines
+    problems = check.attrs.get("problems")
+    text = "; ".join(problems) if problems else (reasons[0] if reasons else "")
     width = max(40, int(fig.get_figwidth() * 72 / 5.5))
-    first = "\n".join(textwrap.wrap(reasons[0], width=width, max_lines=2, placeholder=" ...")) if reasons else ""
+    first = "\n".join(textwrap.wrap(text, width=width, max_lines=2, placeholder=" ...")) if text else ""
     fig.suptitle(f"{fit}: {verdict}" + (f"\n{first}" if first else ""),
                  color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
                  fontsize=10 if first else 11)
@@ -99,29 +103,39 @@ def loss_figure(fitted, check, fit: str, path) -> None:
 
 
 def trajectory_figure(fitted, check, fit: str, path) -> None:
-    """Every parameter along the run, with the late window the R-hat test reads shaded."""
-    trajectory = fitted["trajectory"]["params"]
+    """The guide's mean (and +- 1 sd) of every latent component along the run, with the window
+    that the convergence rule reads shaded: the rule's own units."""
     steps = fitted["trajectory"]["step"]
-    components = []
-    for name, value in trajectory.items():
-        flat = value.reshape(value.shape[0], value.shape[1], -1)
-        for index in range(min(flat.shape[2], 6)):
-            label = name if flat.shape[2] == 1 else f"{name}[{index}]"
-            components.append((label, flat[:, :, index]))
-    n = len(components)
+    moments = fitted["trajectory"]["moments"]
+    labels = list(fitted.attrs.get("moment_labels") or [])
+    mean, sd = np.asarray(moments["mean"], float), np.asarray(moments["sd"], float)
+    shown = labels[:9]
+    n = max(1, len(shown))
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
-    late = _setting(check, "rhat", "late_fraction", 0.5)
-    for ax, (label, series) in zip(axes.ravel(), components):
-        for seed_series in series:
-            ax.plot(steps, seed_series, lw=0.8)
-        ax.axvspan(steps[-1] * (1 - late), steps[-1], color="grey", alpha=0.15, lw=0)
-        rhat = check["rhat_late"].get(label, np.nan)
-        drift = check["drift"].get(label, np.nan)
-        ax.set_title(f"{label}\nR-hat {float(rhat):.3f}, drift {float(drift):.1e}", fontsize=9)
+    window = np.asarray(check["window"]) if "window" in check else None
+    convergence = check.get("convergence", {})
+    for index, (ax, label) in enumerate(zip(axes.ravel(), shown)):
+        for seed in range(mean.shape[0]):
+            line, = ax.plot(steps, mean[seed, :, index], lw=0.8)
+            ax.fill_between(steps, mean[seed, :, index] - sd[seed, :, index],
+                            mean[seed, :, index] + sd[seed, :, index], color=line.get_color(),
+                            alpha=0.15, lw=0)
+        if window is not None and len(window):
+            ax.axvspan(window[:, 0].min(), window[:, 1].max(), color="grey", alpha=0.2, lw=0,
+                       label="window of the convergence rule")
+        if "shift" in convergence:
+            shift = float(np.max(np.asarray(convergence["shift"])[:, index]))
+            rhat = float(np.max(np.asarray(convergence["rhat"])[:, index]))
+            ax.set_title(f"{label}: guide mean +- sd\nshift {shift:.2g} sd, split-R-hat {rhat:.3g}",
+                         fontsize=9)
+        else:
+            ax.set_title(f"{label}: guide mean +- sd", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        if index == 0 and window is not None and len(window):
+            ax.legend(fontsize=7, loc="best")
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     _title(fig, fit, check)

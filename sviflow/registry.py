@@ -364,11 +364,13 @@ _OPTAX = {"Adam": ("adam", {}), "ClippedAdam": ("adam", {}), "SGD": ("sgd", {}),
           "RMSPropMomentum": ("rmsprop", {"gamma": "decay"})}
 
 
-def make_optimizer(spec: dict, where: str = "optimizer"):
+def make_optimizer(spec: dict, where: str = "optimizer", adaptive: bool = False):
     """``{"name": "Adam", "step_size": 5e-4, "args": {...}, "schedule": {...}}``.
 
     Without a schedule, NumPyro's own optimizer of that name; with one, the optax transform
     of that name with the schedule as its learning rate, wrapped by ``optax_to_numpyro``.
+    ``adaptive``: the optax transform under ``optax.inject_hyperparams``, so that its step
+    size is part of the state and the engine can lower it between chunks (no schedule).
     """
     import numpyro.optim
 
@@ -377,7 +379,7 @@ def make_optimizer(spec: dict, where: str = "optimizer"):
     args = dict(spec.get("args") or {})
     if name not in OPTIMIZERS:
         raise ConfigError(f"{where}.name: unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    if spec.get("schedule"):
+    if spec.get("schedule") or adaptive:
         import optax
 
         function_name, renames = _OPTAX[name]
@@ -385,8 +387,10 @@ def make_optimizer(spec: dict, where: str = "optimizer"):
         if name == "Momentum":
             args.setdefault("momentum", 0.9)
         clip = args.pop("clip_norm", 10.0) if name == "ClippedAdam" else None
-        schedule = _schedule(spec["schedule"], step_size, where)
+        schedule = _schedule(spec["schedule"], step_size, where) if spec.get("schedule") else step_size
         function = getattr(optax, function_name)
+        if not spec.get("schedule"):
+            function = optax.inject_hyperparams(function)
         try:
             transform = function(schedule, **args)
         except TypeError as error:

@@ -1,7 +1,7 @@
 """Convergence and quality diagnostics on synthetic inputs whose answer is known (issue 2): the
-loss plateau (Stan ADVI), parameter drift (PyMC), split-R-hat of the late iterates, divergence
-with and without stable_update, the energy distance, PSIS k-hat and its threshold, and how the
-verdict combines them."""
+loss plateau (Stan ADVI), divergence with and without stable_update, the energy distance, PSIS
+k-hat and its threshold, and how the verdict combines them (the convergence rule itself:
+tests/test_convergence.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from sviflow import convergence
 from sviflow import diagnostics as dg
 
 
@@ -69,92 +70,6 @@ def test_plateau_too_short_and_skipped_steps():
     losses[0, 250] = np.nan
     result = dg.plateau(losses, window=100)
     assert np.isfinite(result["window_mean"]).all() and result["converged"][0]
-
-
-# --- drift -----------------------------------------------------------------------------------
-
-def test_param_drift_measures_the_relative_change_over_every_steps():
-    steps = np.arange(1, 51) * 20  # a point every 20 steps up to 1000
-    moving = np.linspace(1.0, 2.0, 50)[None]  # (seed, point)
-    settled = np.full((1, 50), 3.0)
-    settled[0, -1] = 3.0 + 3e-5
-    result = dg.param_drift(steps, {"moving": moving, "settled": settled}, every=100, tolerance=1e-3)
-    assert result["gap"] == 100
-    before = moving[0, -6]
-    assert result["drift"]["moving"] == pytest.approx((moving[0, -1] - before + 1e-6) / (before + 1e-6))
-    assert result["drift"]["settled"] == pytest.approx((3e-5 + 1e-6) / (3.0 + 1e-6))
-    assert result["settled"] == {"moving": False, "settled": True}
-    assert result["max"] == result["drift"]["moving"]
-
-
-def test_param_drift_structural_zeros_do_not_count_as_drift():
-    """The upper triangle of a Cholesky factor is zero throughout: PyMC's formula gives
-    (0 + 1e-6) / (0 + 1e-6) = 1 there; here it is 0."""
-    steps = np.arange(1, 11) * 100
-    tril = np.zeros((2, 10, 2, 2))
-    tril[:, :, 0, 0], tril[:, :, 1, 1] = 1.0, 3.0
-    tril[:, :, 1, 0] = 2.0
-    tril[1, -1, 1, 0] = 2.0 + 1e-5  # the lower triangle moves a little in seed 1
-    result = dg.param_drift(steps, {"auto_scale_tril": tril}, every=100)
-    assert set(result["drift"]) == {f"auto_scale_tril[{i}]" for i in range(4)}
-    assert result["drift"]["auto_scale_tril[1]"] == 0.0  # the structural zero
-    assert result["drift"]["auto_scale_tril[2]"] == pytest.approx((1e-5 + 1e-6) / (2.0 + 1e-6))
-    assert all(result["settled"].values())
-
-
-def test_param_drift_uses_the_worst_seed_and_the_nearest_point():
-    steps = np.array([300, 600, 900, 1000])  # no point exactly 100 before the last: nearest is 900
-    trajectory = {"p": np.array([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.5]])}
-    result = dg.param_drift(steps, trajectory, every=100)
-    assert result["gap"] == 100
-    assert result["drift"]["p"] == pytest.approx(0.5, rel=1e-5)
-    assert dg.param_drift(np.array([10]), {"p": np.ones((1, 1))})["drift"] == {}
-
-
-# --- late split-R-hat ------------------------------------------------------------------------
-
-def test_late_rhat_of_stationary_noise_is_about_one():
-    rng = np.random.default_rng(0)
-    trajectory = {"p": 5.0 + rng.standard_normal((1, 400)),
-                  "q": rng.standard_normal((1, 400, 2))}
-    result = dg.late_rhat(trajectory, late_fraction=0.5)
-    assert set(result["per_seed"]) == {"p", "q[0]", "q[1]"}
-    for value in result["per_seed"].values():
-        assert 0.98 < value < 1.03
-    assert result["across_seeds"] == {}
-
-
-def test_late_rhat_of_a_trend_is_large():
-    rng = np.random.default_rng(0)
-    trend = np.linspace(0.0, 5.0, 400)[None] + 0.1 * rng.standard_normal((1, 400))
-    assert dg.late_rhat({"p": trend})["per_seed"]["p"] > 1.1
-
-
-def test_late_rhat_only_looks_at_the_late_iterates():
-    """A fast start then stationary noise: R-hat over the last half is about 1."""
-    rng = np.random.default_rng(0)
-    series = np.concatenate([np.linspace(10.0, 0.0, 200), rng.standard_normal(200)])[None]
-    assert dg.late_rhat({"p": series}, late_fraction=0.5)["per_seed"]["p"] < 1.05
-    assert dg.late_rhat({"p": series}, late_fraction=0.9)["per_seed"]["p"] > 1.1
-
-
-def test_late_rhat_across_seeds_sees_seeds_that_disagree():
-    rng = np.random.default_rng(0)
-    agree = rng.standard_normal((3, 400))
-    disagree = agree + np.array([[0.0], [3.0], [6.0]])
-    result = dg.late_rhat({"agree": agree, "disagree": disagree})
-    assert result["across_seeds"]["agree"] < 1.02
-    assert result["across_seeds"]["disagree"] > 1.5
-    # each seed by itself is stationary
-    assert result["per_seed"]["disagree"] < 1.05
-
-
-def test_late_rhat_constant_short_and_nonfinite():
-    result = dg.late_rhat({"zero": np.zeros((1, 100)), "short": np.ones((1, 10)),
-                           "nan": np.concatenate([np.ones(99), [np.nan]])[None]})
-    assert result["per_seed"]["zero"] == 1.0
-    assert math.isnan(result["per_seed"]["short"])  # fewer than 8 late iterates
-    assert math.isnan(result["per_seed"]["nan"])
 
 
 def test_seed_spread():
@@ -250,41 +165,79 @@ def test_khat_from_log_weights_light_and_heavy_tails():
 # --- the verdict -----------------------------------------------------------------------------
 
 SETTINGS = dg.merged({})
+RULE = convergence.settings({})
 
 
-def inputs(plateau_ok=True, drift=0.0, rhat=1.0, across=None):
-    rng = np.random.default_rng(0)
-    losses = (10.0 + 0.01 * rng.standard_normal((1, 1000)) if plateau_ok
-              else np.linspace(100.0, 50.0, 1000)[None])
-    return dict(nonfinite=np.array([-1]), plateau_result=dg.plateau(losses),
-                drift={"gap": 100, "drift": {"alpha_q": drift}, "max": drift, "settled": {}},
-                rhat={"per_seed": {"alpha_q": rhat}, "across_seeds": across or {}},
-                settings=SETTINGS)
+def window(converged=True, **changes):
+    """A convergence window of one seed: one that passes the rule, or one still moving."""
+    values = dict(shift=np.array([0.01]), sd_change=np.array([0.001]), mcse=np.array([0.005]),
+                  rhat=np.array([1.0]), speed=np.array([0.1]))
+    if not converged:
+        values["shift"] = np.array([1.0])
+        values["rhat"] = np.array([3.0])
+        values["speed"] = np.array([1.0])
+    values.update({k: np.array([v]) for k, v in changes.items()})
+    return convergence.Window(800, 1000, 100, **values)
+
+
+def inputs(converged=True, seeds=1, **changes):
+    return dict(nonfinite=np.full(seeds, -1), windows=[window(converged, **changes)] * seeds,
+                labels=["latent_fairness"], settings=SETTINGS, seeds=list(range(1, seeds + 1)))
+
+
+def distances(mean_error=0.0, sd_ratio=1.0):
+    return [{"f": {"mean_error_sd": mean_error, "sd_ratio": sd_ratio}}]
 
 
 def test_verdict_converged_poor_and_not():
     assert dg.verdict(**inputs()).verdict == dg.CONVERGED
     result = dg.verdict(**inputs(), khat_values=[0.3], khat_limit=0.7, kl=np.array([0.01]))
     assert result.verdict == dg.CONVERGED and "k-hat 0.30: good" in result.sentence
+    assert result.problems == []
     result = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7)
     assert result.verdict == dg.POOR and "PSIS k-hat 0.90 > 0.70" in result.sentence
-    poor_kl = dg.merged({"quality": {"max_kl": 0.1}})
-    result = dg.verdict(**{**inputs(), "settings": poor_kl}, khat_values=[0.3], khat_limit=0.7,
-                        kl=np.array([0.51]))
+    result = dg.verdict(**inputs(), khat_values=[0.3], khat_limit=0.7, kl=np.array([0.51]))
     assert result.verdict == dg.POOR and "KL(q || p) 0.51 nats > 0.1" in result.sentence
-    result = dg.verdict(**inputs(plateau_ok=False))
-    assert result.verdict == dg.NOT_CONVERGED and "has not reached a plateau" in result.sentence
+    result = dg.verdict(**inputs(converged=False))
+    assert result.verdict == dg.NOT_CONVERGED and "the guide is still changing" in result.sentence
+    assert "the mean of latent_fairness moved 1 sd" in result.sentence
 
 
-def test_verdict_a_parameter_settles_by_drift_or_by_rhat():
-    assert dg.verdict(**inputs(drift=0.05, rhat=1.02)).verdict == dg.CONVERGED   # jitters, stationary
-    assert dg.verdict(**inputs(drift=1e-4, rhat=1.5)).verdict == dg.CONVERGED    # drifts too little
-    result = dg.verdict(**inputs(drift=0.05, rhat=1.5))
+def test_verdict_lists_every_failing_check_most_important_first():
+    """Not converged, and k-hat and KL fail too: all three are reasons, convergence first."""
+    result = dg.verdict(**inputs(converged=False), khat_values=[1.9], khat_limit=0.7,
+                        kl=np.array([0.5]), distances=distances(mean_error=0.5))
     assert result.verdict == dg.NOT_CONVERGED
-    assert "parameters still moving: alpha_q (drift 0.05" in result.sentence
-    # late iterates that differ across seeds do not decide (a decaying step size freezes each
-    # seed, so any difference looks huge); the seeds' posterior draws do
-    assert dg.verdict(**inputs(across={"alpha_q": 1.4})).verdict == dg.CONVERGED
+    assert result.problems == ["guide still changing", "means off the reference (1)",
+                               "KL 0.5 > 0.1", "k-hat 1.90 > 0.70"]
+    assert result.reasons[0].startswith("seed 1: the guide is still changing")
+    assert "PSIS k-hat 1.90 > 0.70" in result.sentence and "KL(q || p) 0.5 nats" in result.sentence
+
+
+def test_verdict_distances_count_whatever_khat_says():
+    """Against a reference, a mean 0.5 sd off or an sd 30 % too small is a poor approximation
+    even with a good k-hat; within the bar it is converged."""
+    good_khat = dict(khat_values=[0.2], khat_limit=0.7)
+    result = dg.verdict(**inputs(), **good_khat, distances=distances(mean_error=-0.5))
+    assert result.verdict == dg.POOR and "f -0.50 sd (seed 1)" in result.sentence
+    result = dg.verdict(**inputs(), **good_khat, distances=distances(sd_ratio=0.7))
+    assert result.verdict == dg.POOR and "f x0.70 (seed 1)" in result.sentence
+    result = dg.verdict(**inputs(), **good_khat, distances=distances(mean_error=0.2, sd_ratio=0.9))
+    assert result.verdict == dg.CONVERGED and "every guide mean within 0.3 sd" in result.sentence
+    # each seed on its own: one seed off is enough
+    two = [{"f": {"mean_error_sd": 0.0, "sd_ratio": 1.0}}, {"f": {"mean_error_sd": 0.4, "sd_ratio": 1.0}}]
+    result = dg.verdict(**inputs(seeds=2), **good_khat, distances=two)
+    assert result.verdict == dg.POOR and "(seed 2)" in result.sentence
+
+
+def test_verdict_point_estimates_and_untrusted_references_are_said():
+    result = dg.verdict(**inputs(), point_sites=["f"])
+    assert result.verdict == dg.POOR and "point estimate (sd 0) of f" in result.sentence
+    result = dg.verdict(**inputs(), reference_warnings=["R-hat of f 1.05 > 1.01: raise num_warmup"])
+    assert "the reference is not to be trusted: R-hat of f 1.05" in result.sentence
+
+
+def test_verdict_seeds_that_disagree():
     result = dg.verdict(**inputs(), seeds_rhat_values={"latent_fairness": 1.4})
     assert result.verdict == dg.NOT_CONVERGED and "seeds' guides disagree" in result.sentence
     assert dg.verdict(**inputs(), seeds_rhat_values={"latent_fairness": 1.01}).verdict == dg.CONVERGED
@@ -300,18 +253,26 @@ def test_seeds_rhat_compares_the_guides_posterior_draws():
 
 
 def test_verdict_divergence_comes_first():
-    result = dg.verdict(**{**inputs(), "nonfinite": np.array([-1, 57])}, seeds=[1, 2],
+    result = dg.verdict(**{**inputs(seeds=2), "nonfinite": np.array([-1, 57])},
                         khat_values=[0.1], khat_limit=0.7)
     assert result.verdict == dg.NOT_CONVERGED
     assert "seed 2 at step 57" in result.sentence and "diverged" in result.sentence
-    result = dg.verdict(**inputs(), skipped_steps=np.array([3]), seeds=[2])
+    assert result.problems[0] == "diverged"
+    result = dg.verdict(**{**inputs(), "seeds": [2]}, skipped_steps=np.array([3]))
     assert result.verdict == dg.CONVERGED and "stable_update skipped 3 step(s) of seed 2" in result.sentence
+
+
+def test_verdict_a_budget_that_ran_out_says_so():
+    stop = {"mode": "budget", "reason": "the budget of 5000 steps ran out before the rule held"}
+    result = dg.verdict(**inputs(converged=False), stop=stop)
+    assert result.problems[:2] == ["guide still changing", "budget ran out"]
+    assert "ran out before the rule held: raise steps.max" in result.sentence
 
 
 def test_merged_settings_keep_the_literature_defaults():
     settings = dg.merged({"plateau": {"window": 50}, "strict": True})
     assert settings["plateau"] == {"window": 50, "tolerance": 0.01, "diverging": 0.5}
-    assert settings["drift"]["tolerance"] == 1e-3 and settings["rhat"]["threshold"] == 1.1
+    assert settings["convergence"]["mean_shift"] == 0.1 and settings["quality"]["max_mean_error"] == 0.3
     assert settings["strict"] is True
     assert dg.DEFAULTS["plateau"]["window"] == 100  # the defaults themselves are untouched
 
