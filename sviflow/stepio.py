@@ -73,9 +73,11 @@ def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None
     from sviflow.h5io import ArtifactError
     from sviflow.registry import ConfigError
 
+    succeeded = False
     try:
         with contextlib.redirect_stderr(stream):
             function(inputs, outputs, params, progress_file=stream)
+        succeeded = True
     except (ConfigError, ArtifactError) as error:
         logging.getLogger("sviflow").error("%s", error)
         print(f"sviflow {name}: {error}", file=sys.__stderr__)
@@ -84,7 +86,9 @@ def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None
         logging.getLogger("sviflow").exception("%s failed", name)
         raise
     finally:
-        logging.getLogger("sviflow").info("%s: done in %.2f s", name, time.perf_counter() - start)
+        # a failed step says so: "done" after its error would read as a success
+        logging.getLogger("sviflow").info("%s: %s in %.2f s", name, "done" if succeeded else "failed",
+                                          time.perf_counter() - start)
         root.removeHandler(handler)
         if stream is not sys.stderr:
             stream.close()
