@@ -88,7 +88,7 @@ def test_round_trip_of_a_fit_artifact(tmp_path):
 
 
 def test_numpy_values_in_json_attributes(tmp_path):
-    attrs = {"latent_sites": ["x"], "method": "grid",
+    attrs = {"latent_sites": ["x"], "method": "grid", "warnings": [],
              "extra": {"a": np.float32(1.5), "b": np.arange(3), "c": np.int64(7)}}
     write_artifact(tmp_path / "r.h5", "reference", {
         "moments": {"mean": {"x": 0.0}, "sd": {"x": 1.0}, "covariance": np.eye(1)},
