@@ -24,6 +24,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
+include: "workflow/rules/reference.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/check.smk"

@@ -28,6 +28,13 @@ def _cache_dir(params: dict):
     return params.get("cache_dir") or os.environ.get("SVIFLOW_JAX_CACHE")
 
 
+def _set_precision(params: dict) -> None:
+    """jax_enable_x64 as the job's model asks (models.<name>.precision): first in a JAX step."""
+    from sviflow.precision import set_precision
+
+    set_precision(params)
+
+
 def _dataset(inputs: dict):
     return read_artifact(inputs["data"], "data") if inputs.get("data") else None
 
@@ -59,6 +66,7 @@ def simulate(inputs, outputs, params, progress_file=None):
 
 def fit(inputs, outputs, params, progress_file=None):
     """One SVI fit (all its seeds at once) -> ``sviflow.fit``."""
+    _set_precision(params)
     from sviflow.engine import enable_compilation_cache
 
     enable_compilation_cache(_cache_dir(params))
@@ -72,15 +80,25 @@ def fit(inputs, outputs, params, progress_file=None):
     where = f"fits.{spec['name']}"
     kwargs = model_kwargs(_dataset(inputs))
     model, guide = _model_and_guide(spec, kwargs)
-    svi = SVI(model, guide, make_optimizer(spec["optimizer"], f"{where}.optimizer"),
+    from sviflow.predictive import site_names
+
+    latent, _ = site_names(model, kwargs)
+    budget = spec["steps"] if isinstance(spec["steps"], dict) else None
+    decay = None
+    if budget is not None and float(budget.get("decay", 0.5)) < 1 and not spec["optimizer"].get("schedule"):
+        decay = {"factor": float(budget.get("decay", 0.5)), "max_decays": int(budget.get("max_decays", 10))}
+    svi = SVI(model, guide, make_optimizer(spec["optimizer"], f"{where}.optimizer", adaptive=decay is not None),
               loss=make_elbo(spec["elbo"], f"{where}.elbo"))
     engine = spec.get("engine", {})
+    rule = spec.get("convergence") or {}
     try:
-        result = fit_svi(svi, int(spec["steps"]), spec["seeds"], kwargs,
+        result = fit_svi(svi, None if budget else int(spec["steps"]), spec["seeds"], kwargs,
                          chunks=int(engine.get("chunks") or os.environ.get("SVIFLOW_FIT_CHUNKS", 20)),
                          trajectory_points=int(engine.get("trajectory_points", 1000)),
                          stable_update=bool(spec.get("stable_update", False)),
-                         progress=True, progress_file=progress_file)
+                         progress=True, progress_file=progress_file, latent_sites=latent,
+                         rule=rule, moment_draws=int(rule.get("draws", 200)),
+                         budget=budget, decay=decay)
     except (TypeError, ValueError, KeyError, NotImplementedError) as error:
         raise ConfigError(f"{where}: the model {spec['model']['function']!r} with the guide "
                           f"{spec['guide']['name']!r} failed when traced: "
@@ -95,26 +113,37 @@ def fit(inputs, outputs, params, progress_file=None):
     final = {k: np.round(np.asarray(v, dtype=float).ravel()[:6], 4).tolist() for k, v in result.params.items()}
     log.info("fit %s: final params %s; mean loss of the last 10%% of steps %.4f", spec["name"],
              final, float(np.nanmean(result.losses[:, -max(1, result.losses.shape[1] // 10):])))
+    for seed, averaged, window in zip(result.seeds, result.stop["averaged"], result.stop["windows"]):
+        log.info("fit %s seed %d: %s; reported guide: %s", spec["name"], seed, result.stop["reason"],
+                 f"the average of the iterates of steps {window['start_step']}-{window['end_step']}"
+                 if averaged else "the last iterate")
+    trajectory = {"step": result.trajectory_step, "params": result.trajectory,
+                  "moments": {"mean": result.moments["mean"], "sd": result.moments["sd"]}}
+    if result.step_size is not None:
+        trajectory["step_size"] = result.step_size
     write_artifact(
         outputs["fit"], "fit",
-        {"losses": result.losses, "params": result.params,
-         "trajectory": {"step": result.trajectory_step, "params": result.trajectory},
+        {"losses": result.losses, "params": result.params, "last_params": result.last_params,
+         "trajectory": trajectory,
          "first_nonfinite_step": first_nonfinite(result.losses), "diverged_step": bad,
          "skipped_steps": skipped},
         config=spec, seeds=result.seeds,
-        attrs={"timings": result.timings, "diverged": bool((bad >= 0).any())},
+        attrs={"timings": result.timings, "diverged": bool((bad >= 0).any()),
+               "stop": result.stop, "moment_labels": result.moments["labels"],
+               "latent_sites": latent},
     )
 
 
 def predict(inputs, outputs, params, progress_file=None):
     """The post's three predictive paths, and the log weights of the guide's draws that the
     check needs (so that the check runs without JAX) -> ``sviflow.predictive``."""
+    _set_precision(params)
     from sviflow.engine import enable_compilation_cache
 
     enable_compilation_cache(_cache_dir(params))
     from sviflow.data import model_kwargs
     from sviflow.diagnostics import weighted_draws
-    from sviflow.predictive import predictive_paths, site_names, support_excess
+    from sviflow.predictive import MAX_MOCK_VALUES, predictive_paths, site_names, support_excess
 
     spec, settings = params["spec"], params["predictive"]
     # by hand without "weighted": as many as the check needs with its default settings
@@ -139,7 +168,8 @@ def predict(inputs, outputs, params, progress_file=None):
         tree = predictive_paths(model, guide, fitted["params"], fit_kwargs, predict_kwargs,
                                 observed, latent, num_samples=int(settings["num_samples"]),
                                 num_mock=int(settings["num_mock"]), seed=int(settings["seed"]),
-                                num_weighted=weighted)
+                                num_weighted=weighted,
+                                max_mock_values=int(settings.get("max_mock_values", MAX_MOCK_VALUES)))
         for path in ("posterior", "mock_from_guide", "mock_from_samples"):
             log.info("%s: %s", path, {k: v.shape for k, v in tree[path].items()})
         log.info("log_weights: %d draws per seed, mean %s", tree["log_weights"].shape[-1],
@@ -154,85 +184,120 @@ def predict(inputs, outputs, params, progress_file=None):
 
 def reference(inputs, outputs, params, progress_file=None):
     """A reference posterior of one model on one dataset -> ``sviflow.reference``."""
+    _set_precision(params)
     from sviflow import references
     from sviflow.registry import ConfigError
 
     model_spec, settings = params["model"], dict(params["reference"])
     method = settings.pop("method")
     where = f"models.{model_spec['name']}.reference"
-    dataset = _dataset(inputs)
-    if method != "exact":  # the exact answer is numpy and scipy: no JAX to import
-        from sviflow.engine import enable_compilation_cache
 
-        enable_compilation_cache(_cache_dir(params))
-        from sviflow.data import model_kwargs
-        from sviflow.registry import resolve_model
+    def compute():
+        dataset = _dataset(inputs)
+        if method != "exact":  # the exact answer is numpy and scipy: no JAX to import
+            from sviflow.engine import enable_compilation_cache
 
-        kwargs = model_kwargs(dataset)
-        model = resolve_model(model_spec, where=f"models.{model_spec['name']}")
-    if method == "exact":
-        if model_spec["function"] != "coin_flips":
-            raise ConfigError(f"{where}.method: exact is known only for coin_flips; use grid or nuts")
-        result = references.exact_coin(dataset["observed"], model_spec.get("args") or {},
-                                       num_draws=int(settings.get("num_draws", 10000)),
-                                       seed=int(settings.get("seed", 0)))
-    elif method == "grid":
-        result = references.grid(model, kwargs, bounds=settings.get("bounds"),
-                                 points=int(settings.get("points", 400)),
-                                 num_draws=int(settings.get("num_draws", 10000)),
-                                 seed=int(settings.get("seed", 0)),
-                                 split_direction=settings.get("split_direction"))
-    elif method == "nuts":
-        result = references.nuts(model, kwargs, num_warmup=int(settings.get("num_warmup", 1000)),
-                                 num_samples=int(settings.get("num_samples", 2000)),
-                                 num_chains=int(settings.get("num_chains", 2)),
-                                 seed=int(settings.get("seed", 0)))
-    else:
-        raise ConfigError(f"{where}.method: unknown method {method!r}; valid: exact, grid, nuts")
+            enable_compilation_cache(_cache_dir(params))
+            from sviflow.data import model_kwargs
+            from sviflow.registry import resolve_model
+
+            kwargs = model_kwargs(dataset)
+            model = resolve_model(model_spec, where=f"models.{model_spec['name']}")
+        num_draws = int(settings.get("num_draws", 10000))
+        seed = int(settings.get("seed", 0))
+        if method == "exact":
+            if model_spec["function"] != "coin_flips":
+                raise ConfigError(f"{where}.method: exact is known only for coin_flips; use grid or nuts")
+            return references.exact_coin(dataset["observed"], model_spec.get("args") or {},
+                                         num_draws=num_draws, seed=seed)
+        if method == "grid":
+            return references.grid(model, kwargs, bounds=settings.get("bounds"),
+                                   points=int(settings.get("points", 400)), num_draws=num_draws,
+                                   seed=seed, split_direction=settings.get("split_direction"))
+        if method == "nuts":
+            return references.nuts(model, kwargs, num_warmup=int(settings.get("num_warmup", 1000)),
+                                   num_samples=int(settings.get("num_samples", 2000)),
+                                   num_chains=int(settings.get("num_chains", 2)),
+                                   target_accept_prob=float(settings.get("target_accept_prob", 0.8)),
+                                   dense_mass=bool(settings.get("dense_mass", False)),
+                                   max_tree_depth=int(settings.get("max_tree_depth", 10)),
+                                   num_draws=num_draws, seed=seed, where=where)
+        if method == "draws":
+            # the file: an input of the job (Snakemake passes its path), else as the params give it
+            path = inputs.get("draws")
+            path = (path[0] if path else None) if isinstance(path, list) else path
+            path = path or settings.get("file")
+            if not path:
+                raise ConfigError(f"{where}.file: method draws needs the file of the draws")
+            return references.from_draws(model, kwargs, path, num_draws=num_draws, where=where,
+                                         shown_path=settings.get("file") or str(path))
+        raise ConfigError(f"{where}.method: unknown method {method!r}; valid: exact, grid, nuts, draws")
+
+    try:
+        result = compute()
+    except ConfigError:
+        raise
+    except Exception as error:  # the log says which job of which rule, and what it was doing
+        log.error("rule reference (workflow/rules/reference.smk), %s, method %s, model %s: %s",
+                  where, method, model_spec["function"], error)
+        raise
     log.info("reference %s (%s): log Z %.6g, mean %s, sd %s", model_spec["name"], method,
              result["log_z"], {k: np.round(v, 5).tolist() for k, v in result["mean"].items()},
              {k: np.round(v, 5).tolist() for k, v in result["sd"].items()})
-    if method == "nuts":
+    checked = result.get("nuts") or result.get("chains")
+    if checked is not None:
         # the reference is only as good as its chains: say how they agree
-        rhat = {k: round(float(np.max(v)), 4) for k, v in result["nuts"]["rhat"].items()}
-        ess = {k: round(float(np.min(v)), 1) for k, v in result["nuts"]["ess"].items()}
-        log.info("reference %s (nuts): R-hat %s, ESS %s", model_spec["name"], rhat, ess)
-        unsettled = [k for k, v in rhat.items() if not v <= 1.01]
-        if unsettled:
-            log.warning("reference %s (nuts): R-hat above 1.01 for %s: the chains disagree; raise "
-                        "%s.num_warmup and num_samples", model_spec["name"], ", ".join(unsettled), where)
+        rhat = {k: round(float(np.max(v)), 4) for k, v in checked["rhat"].items()}
+        ess = {k: round(float(np.min(v)), 1) for k, v in checked["ess"].items()}
+        log.info("reference %s (%s): R-hat %s, ESS %s", model_spec["name"], method, rhat, ess)
+    if "nuts" in result:
+        log.info("reference %s (nuts): %d divergences, %d transitions at max_tree_depth",
+                 model_spec["name"], int(np.sum(result["nuts"]["divergences"])),
+                 int(np.sum(result["nuts"]["tree_depth_hits"])))
+    for problem in result["warnings"]:
+        log.warning("reference %s: not to be trusted: %s", model_spec["name"], problem)
+    attrs = {"method": method, "latent_sites": result["latent_sites"],
+             "deterministic_sites": result["deterministic_sites"], "warnings": result["warnings"]}
+    if "source" in result:
+        attrs["source"] = result["source"]
     write_artifact(outputs["reference"], "reference", references.to_tree(result), config=params,
-                   attrs={"method": method, "latent_sites": result["latent_sites"]})
+                   attrs=attrs)
 
 
 def check(inputs, outputs, params, progress_file=None):
     """Convergence and approximation quality of one fit -> ``sviflow.check``."""
+    from sviflow import convergence
     from sviflow import diagnostics as dg
 
     spec = params["spec"]
     settings = dg.merged(params.get("checks"))
+    rule = convergence.settings(settings["convergence"])
     fitted = read_artifact(inputs["fit"], "fit")
     predictive = read_artifact(inputs["predictive"], "predictive")
     ref = read_artifact(inputs["reference"], "reference") if inputs.get("reference") else None
     seeds = fitted.attrs.get("seeds") or []
     losses = fitted["losses"]
     nonfinite = fitted["diverged_step"]
+    stop = fitted.attrs.get("stop") or {}
+    labels = fitted.attrs.get("moment_labels") or []
     plateau = dg.plateau(losses, **settings["plateau"])
-    drift = dg.param_drift(fitted["trajectory"]["step"], fitted["trajectory"]["params"],
-                           **settings["drift"])
-    rhat = dg.late_rhat(fitted["trajectory"]["params"], settings["rhat"]["late_fraction"])
+    moments = fitted["trajectory"]["moments"]
+    windows = convergence.windows(fitted["trajectory"]["step"], moments["mean"], moments["sd"],
+                                  rule, stop.get("since_step"))
     tree = {
         "losses_window_mean": plateau["window_mean"], "rel_change": plateau["rel_change"],
         "diverged_step": nonfinite,
-        "drift": {k: np.float64(v) for k, v in drift["drift"].items()},
-        "rhat_late": {k: np.float64(v) for k, v in rhat["per_seed"].items()},
-        "rhat_across_seeds": {k: np.float64(v) for k, v in rhat["across_seeds"].items()},
+        "convergence": {key: np.stack([np.asarray(getattr(w, key), dtype=np.float64) for w in windows])
+                        for key in ("shift", "sd_change", "mcse", "rhat")},
+        "window": np.array([[w.start_step, w.end_step] for w in windows], dtype=np.int64),
         "seed_spread": {k: np.float64(v) for k, v in dg.seed_spread(fitted["params"]).items()},
     }
     quality = {}
-    khat_values = kl = None
+    khat_values = kl = distances = None
+    support, point_sites = [], []
     khat_limit = dg.khat_threshold(settings["quality"]["khat_particles"], settings["quality"]["khat_max"])
     diverged = bool((nonfinite >= 0).any())
+    latent = predictive.attrs.get("latent_sites") or []
     truth = []
     if not diverged:
         q = settings["quality"]
@@ -255,37 +320,35 @@ def check(inputs, outputs, params, progress_file=None):
         quality = {"khat": np.array(khat_values), "elbo": np.array(elbo), "elbo_se": np.array(elbo_se)}
         posterior = predictive["posterior"]
         pooled = {k: v.reshape(-1, *v.shape[2:]) for k, v in posterior.items()}
+        point_sites = [site for site in latent if site in posterior
+                       and np.any(np.std(np.asarray(posterior[site], np.float64), axis=1) == 0)]
         if ref is not None:
             log_z = float(ref["log_z"])
             quality["log_z"] = np.float64(log_z)
             if np.isfinite(log_z):
                 kl = log_z - np.array(elbo)
                 quality["kl"] = kl
-            distances = dg.sample_distances(pooled, ref, int(q["energy_draws"]), int(settings["seed"]))
-            quality["energy_distance"] = np.float64(distances["energy"])
-            quality["sites"] = {site: {k: np.float64(v) for k, v in row.items()}
-                                for site, row in distances["sites"].items()}
+            pooled_distances = dg.sample_distances(pooled, ref, int(q["energy_draws"]), int(settings["seed"]))
+            # each seed on its own: two seeds either side of the truth would pool into a good one
+            distances = [dg.sample_distances({k: v[i] for k, v in posterior.items()}, ref,
+                                             int(q["energy_draws"]), int(settings["seed"]))["sites"]
+                         for i in range(len(weights_all))]
+            quality["energy_distance"] = np.float64(pooled_distances["energy"])
+            quality["sites"] = {site: {**{k: np.float64(v) for k, v in row.items()},
+                                       "mean_error_sd_per_seed": np.array([d[site]["mean_error_sd"] for d in distances]),
+                                       "sd_ratio_per_seed": np.array([d[site]["sd_ratio"] for d in distances])}
+                                for site, row in pooled_distances["sites"].items()}
         from sviflow.truth import truth_table
 
         truth = truth_table(spec["model"]["function"], spec["model"].get("args") or {},
                             spec["guide"]["name"], fitted["params"], ref, pooled)
-    tree["quality"] = quality
-    latent = predictive.attrs.get("latent_sites") or []
-    agreement = dg.seeds_rhat(predictive["posterior"], latent) if len(seeds) > 1 and not diverged else {}
-    tree["seeds_rhat"] = {k: np.float64(v) for k, v in agreement.items()}
-    result = dg.verdict(nonfinite=nonfinite, plateau_result=plateau, drift=drift, rhat=rhat,
-                        seeds_rhat_values=agreement,
-                        settings=settings, khat_values=khat_values, khat_limit=khat_limit,
-                        kl=kl, seeds=seeds, skipped_steps=fitted["skipped_steps"])
-    if khat_values is not None:
         excess = predictive.attrs.get("support_excess") or {}
         quality["mass_outside"] = {site: np.asarray(info["mass_outside"], dtype=np.float64)
                                    for site, info in excess.items()}
         if any(outside):
             # log p = -inf there: KL(q || p) is infinite, and the ELBO -inf, in truth, not by accident
-            result.reasons.append(f"the guide puts mass where the posterior has none: {max(outside)} "
-                                  f"of {max(int(q['elbo_particles']), int(q['khat_particles']))} draws "
-                                  f"fall outside the model's support, so KL(q || p) is infinite")
+            support.append(f"the guide puts mass where the posterior has none: {max(outside)} of "
+                           f"{needed} draws fall outside the model's support, so KL(q || p) is infinite")
         else:  # no draw fell outside, but the guide's support is wider: the same truth, from the cdf
             for site, mass in quality["mass_outside"].items():
                 if np.all(mass == 0):
@@ -294,19 +357,40 @@ def check(inputs, outputs, params, progress_file=None):
                           else "some of its mass (it has no cdf to say how much)")
                 estimate = (f"; the KL estimate {float(np.max(kl)):.3g} is over draws that all "
                             f"fell inside" if kl is not None else "")
-                result.reasons.append(
+                support.append(
                     f"{site}: the guide's support, {excess[site]['guide_support']}, is wider than "
                     f"the model's, {excess[site]['model_support']}; it puts {amount} outside, so "
                     f"KL(q || p) is infinite and the ELBO -inf in truth{estimate}")
+    tree["quality"] = quality
+    agreement = dg.seeds_rhat(predictive["posterior"], latent) if len(seeds) > 1 and not diverged else {}
+    tree["seeds_rhat"] = {k: np.float64(v) for k, v in agreement.items()}
+    reference_warnings = list(ref.attrs.get("warnings") or []) if ref is not None else []
+    result = dg.verdict(nonfinite=nonfinite, windows=windows, labels=labels, settings=settings,
+                        stop=stop, plateau_result=plateau, seeds_rhat_values=agreement,
+                        khat_values=khat_values, khat_limit=khat_limit, kl=kl, seeds=seeds,
+                        skipped_steps=fitted["skipped_steps"], distances=distances,
+                        point_sites=point_sites, support_problems=support,
+                        reference_warnings=reference_warnings,
+                        start_advice=_start_advice(losses))
     log.info("check %s: %s (%s)", spec["name"], result.verdict, result.sentence)
     for row in truth:
         log.info("truth %s: target %.4g, fit %.4g, error %+.3g %s", row["quantity"], row["target"],
                  row["fit"], row["error"], row["note"])
     write_artifact(outputs["check"], "check", tree, config=params, seeds=seeds,
                    attrs={"verdict": result.verdict, "reasons": result.reasons,
-                          "sentence": result.sentence, "truth": truth, "khat_limit": khat_limit,
-                          "diverged": diverged,
+                          "problems": result.problems, "sentence": result.sentence,
+                          "truth": truth, "khat_limit": khat_limit, "diverged": diverged,
+                          "stop": stop, "reference_warnings": reference_warnings,
                           "plateau_converged": bool(np.all(plateau["converged"]))})
+
+
+def _start_advice(losses) -> str | None:
+    """What to say when the loss is not finite from the very first step."""
+    try:
+        from sviflow.precision import nonfinite_at_start_advice
+    except ImportError:
+        return None
+    return nonfinite_at_start_advice(losses)
 
 
 def plot(inputs, outputs, params, progress_file=None):

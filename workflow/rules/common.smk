@@ -174,7 +174,11 @@ def _sorted(value):
 def model_spec(name):
     entry = config["models"][name]
     function, _ = _user_file(entry["function"], f"models.{name}.function")
-    return _sorted({"name": name, "function": function, "args": entry.get("args", {})})
+    # float32 or float64 for every JAX job of the model (sviflow/precision.py): in the slice,
+    # so that a change reruns its fits, predictions and reference
+    precision = entry.get("precision") or ENGINE.get("precision", "float32")
+    return _sorted({"name": name, "function": function, "args": entry.get("args", {}),
+                    "precision": precision})
 
 
 def fit_spec(fit):
@@ -199,6 +203,9 @@ def fit_spec(fit):
         "stable_update": entry.get("stable_update", False),
         # what is stored; the number of chunks changes no number, so it travels by environment
         "engine": {"trajectory_points": ENGINE.get("trajectory_points", 1000)},
+        # the rule the engine applies (to stop, to lower the step size, to average) and the
+        # check applies again: a fit depends on it
+        "convergence": config.get("checks", {}).get("convergence", {}),
     })
 
 
@@ -239,6 +246,32 @@ def reference_id(fit):
 
 def reference_ids():
     return sorted({reference_id(f) for f in FITS if reference_method(config["fits"][f]["model"]) != "none"})
+
+
+def reference_file(model):
+    """method draws: the file of the model's draws, relative to the working directory (as given,
+    relative to the config file, like a dataset's file); None for the other methods."""
+    entry = config["models"][model].get("reference", {})
+    if entry.get("method") != "draws":
+        return None
+    path = Path(entry["file"]) if Path(entry["file"]).is_absolute() else CONFIG_DIR / entry["file"]
+    if not path.is_file():
+        _fail(f"models.{model}.reference.file: file {entry['file']!r} not found (looked for "
+              f"{path}); paths are relative to the config file")
+    return os.path.relpath(path)
+
+
+def reference_settings(model):
+    """The reference's config slice; a draws file's path as the job opens it."""
+    settings = dict(config["models"][model]["reference"])
+    if settings.get("method") == "draws":
+        settings["file"] = reference_file(model)
+    return _sorted(settings)
+
+
+# checked as the workflow is read, like the code files above
+for _name in MODELS:
+    reference_file(_name)
 
 
 def reference_inputs(reference):

@@ -19,27 +19,3 @@ rule simulate:
         "../../environment.yml"
     script:
         "../../scripts/simulate.py"
-
-
-rule reference:
-    """The reference posterior of one model on one dataset, computed once for all its fits."""
-    input:
-        unpack(lambda wildcards: reference_inputs(wildcards.reference)),
-        library=library("references.py", *MODEL_CODE),
-    output:
-        reference="results/references/{reference}.h5",
-    params:
-        model=lambda wildcards: model_spec(wildcards.reference.split("--", 1)[0]),
-        reference=lambda wildcards: _sorted(config["models"][wildcards.reference.split("--", 1)[0]]["reference"]),
-    log:
-        "results/logs/reference/{reference}.log",
-    benchmark:
-        "results/benchmarks/reference/{reference}.tsv"
-    threads: JAX_THREADS
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../environment.yml"
-    script:
-        "../../scripts/reference.py"
