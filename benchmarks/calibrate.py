@@ -68,8 +68,8 @@ def make_config(entries, guides, modes, seeds, nuts: dict) -> dict:
     models, datasets, fits = {}, {}, {}
     for entry in entries:
         name = entry["name"]
-        models[name] = {"function": str(SUITE / entry["model"]),
-                        "reference": {"method": "nuts", **nuts, **entry.get("nuts", {})}}
+        models[name] = {"function": str(SUITE / entry["model"]), "args": entry.get("settings") or {},
+                        "reference": {"method": "nuts", **nuts}}
         if entry.get("x64"):
             models[name]["precision"] = "float64"
         datasets[name] = {"file": str(SUITE / entry["data"]), "observed": list(entry["observed"])}
@@ -222,14 +222,15 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--cores", default="2")
-    parser.add_argument("--nuts", default="num_warmup=1000,num_samples=1000,num_chains=4",
+    parser.add_argument("--nuts", default="num_warmup=1000,num_samples=1000,num_chains=4,"
+                        "dense_mass=true,target_accept_prob=0.9",
                         help="the NUTS reference's settings, key=value,...")
     parser.add_argument("--table-only", action="store_true", help="no run: the tables from --out")
     args = parser.parse_args(argv)
     entries = load_suite(args.only.split(",") if args.only else None)
     guides, modes = args.guides.split(","), args.modes.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    nuts = {k: int(v) for k, v in (item.split("=") for item in args.nuts.split(",") if item)}
+    nuts = {k: yaml.safe_load(v) for k, v in (item.split("=") for item in args.nuts.split(",") if item)}
     out = args.out or Path(tempfile.mkdtemp(prefix="sviflow-calibration-"))
     workdir = out / "workflow"
     if not args.table_only:
