@@ -181,4 +181,20 @@ def model_kwargs(dataset: dict | None, predict: bool = False) -> dict:
     kwargs = {name: (None if predict else np.asarray(value))
               for name, value in dataset.get("observed", {}).items()}
     kwargs.update({name: np.asarray(value) for name, value in dataset.get("covariates", {}).items()})
-    return kwargs
+    return _in_precision(kwargs)
+
+
+def _in_precision(kwargs: dict) -> dict:
+    """Under ``precision: float64`` (jax_enable_x64 on, sviflow/precision.py) float32 arrays
+    as float64: the same values, but the model's arithmetic on them (differences of inputs in
+    a kernel matrix, sums over many rows) then runs in float64 too."""
+    import sys
+
+    if "jax" not in sys.modules:
+        return kwargs
+    import jax
+
+    if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+        return kwargs
+    return {name: value.astype(np.float64) if value is not None and value.dtype == np.float32 else value
+            for name, value in kwargs.items()}

@@ -8,6 +8,15 @@ fit ran several seeds (ArviZ's ``chain``).
 Files are written to a temporary name in the same folder and renamed when complete, so a run
 cut off mid-write leaves no file that a later run could take for a whole one.
 
+Storage (``_write_array``), invisible to ``read_artifact``, which returns what was written:
+every array above ``COMPRESS_ABOVE`` bytes is chunked, shuffled and gzip-compressed (level
+``GZIP_LEVEL``) and stored in the narrowest type that holds its values exactly (a float64 array
+of float32 values as float32, 0/1 mock observations as int8; the attribute ``sviflow_dtype``
+names the type read back); every other non-empty array is chunked too. Every chunked dataset
+carries HDF5's Fletcher32 checksum and scalars are stored inside their object header, which
+HDF5 checksums as it checksums all metadata of these files (format 1.10 and later): HDF5
+verifies it on every read, and a damaged file is refused naming the file and the dataset.
+
 ``SCHEMAS`` below is the one definition of the layout; ``describe_schemas()`` renders it for the
 docs.
 """
@@ -24,7 +33,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: predictive files carry the log weights (the check needs no JAX)
+# 2: predictive files carry the log weights (the check needs no JAX); 3: compressed and
+# checksummed, the predictive posterior holds the model's latent sites only (not the guide's
+# auxiliaries, the same draws again) and path 3 as many mock sets as path 2
+SCHEMA_VERSION = 3
+
+# The oldest version read, by kind: version 3 changed the predictive layout only (the storage
+# is HDF5's to undo), so the other kinds' version 2 files are read as they are, not remade.
+OLDEST_READABLE = {"data": 2, "fit": 2, "reference": 2, "check": 2}
+
+COMPRESS_ABOVE = 1024  # bytes: smaller arrays gain nothing from gzip but its header
+GZIP_LEVEL = 4  # level 9 saves under 2 % more on these arrays and writes 3 x slower
+DTYPE_ATTR = "sviflow_dtype"  # on a dataset stored narrower than written: the type to read back
+LIBVER = ("v110", "v114")  # object header v2: checksummed metadata; readable by HDF5 >= 1.10
 
 # kind -> (required paths, one line on each). A path ending in "/" is a group of arrays
 # named after the model's sample sites or the guide's params.
@@ -35,18 +56,26 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
     "fit": {
         "losses": "(seed, step) the loss (negative ELBO estimate) at every step",
-        "params/": "(seed, ...) final constrained value of every guide param",
+        "params/": "(seed, ...) the reported constrained value of every guide param: the "
+                   "average of the window's iterates where they are stationary, else the last "
+                   "iterate (attribute stop.averaged says which)",
+        "last_params/": "(seed, ...) the last iterate's constrained value of every guide param",
         "trajectory/step": "(point,) the step after which each trajectory point was taken",
         "trajectory/params/": "(seed, point, ...) thinned trajectory of every guide param",
+        "trajectory/moments/mean": "(seed, point, component) the guide's mean of every latent "
+                                   "component (attribute moment_labels) at each point",
+        "trajectory/moments/sd": "(seed, point, component) the guide's sd of the same",
         "first_nonfinite_step": "(seed,) first step whose loss is NaN or inf, -1 if none",
         "diverged_step": "(seed,) step at which the fit diverged, -1 if it did not (with "
                          "stable_update, non-finite steps are skipped, not divergence)",
         "skipped_steps": "(seed,) steps stable_update skipped because the loss was not finite",
     },
     "predictive": {
-        "posterior/": "(seed, draw, ...) samples of every guide site (model latents and auxiliaries)",
+        "posterior/": "(seed, draw, ...) samples of the model's latent sites from the guide (its "
+                      "auxiliary sites, from which they are made, are not stored)",
         "mock_from_guide/": "(seed, draw, ...) observed sites simulated by model + guide",
-        "mock_from_samples/": "(seed, draw, ...) observed sites simulated by model + posterior samples",
+        "mock_from_samples/": "(seed, draw, ...) observed sites simulated by model + the first "
+                              "posterior samples, as many sets as mock_from_guide",
         "log_weights": "(seed, draw) log p(x, z) - log q(z) at the guide's draws z: the posterior "
                        "samples, continued where the checks ask for more; the check's ELBO and PSIS "
                        "k-hat ((seed, 0) when the fit diverged)",
@@ -62,10 +91,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "losses_window_mean": "(seed, window) mean loss over each plateau window",
         "rel_change": "(seed, window) relative change of the windowed ELBO (Stan ADVI)",
         "diverged_step": "(seed,) step at which the fit diverged, -1 if it did not",
-        "drift/": "relative change of each parameter component over the last `every` steps (PyMC)",
-        "rhat_late/": "split-R-hat of each parameter component over the late iterates, worst seed",
-        "rhat_across_seeds/": "R-hat of the late iterates across seeds (several seeds only; "
-                              "informative, does not decide)",
+        "convergence/": "{shift, sd_change, mcse, rhat, speed} (seed, component): the convergence rule's "
+                         "numbers over the last window (sviflow.convergence), components as the "
+                         "fit's moment_labels",
+        "window": "(seed, 2) the first and last step of each seed's window",
         "seeds_rhat/": "R-hat of the guides' posterior draws, seeds as chains (several seeds "
                        "only): do the seeds' guides agree?",
         "seed_spread/": "sd across seeds of each final parameter component",
@@ -79,19 +108,36 @@ SCHEMAS: dict[str, dict[str, str]] = {
 # Root attributes beyond the common ones, by kind (JSON where not a plain number or string).
 ATTRIBUTES: dict[str, dict[str, str]] = {
     "fit": {"timings": "compile_seconds, run_seconds, steps_per_second, chunks, thin",
-            "diverged": "true when any seed diverged"},
+            "diverged": "true when any seed diverged",
+            "stop": "how the run ended: mode (fixed or budget), steps_run, reason, averaged "
+                    "(per seed), since_step (per seed: its last lowered step size), decays "
+                    "[[step, seed, new step size]], step_size, windows (the convergence rule's "
+                    "numbers per seed at the end) (JSON); trajectory/step_size (seed, point) "
+                    "where the step size can be lowered",
+            "moment_labels": "the latent components of trajectory/moments, site[i,j] 0-based",
+            "latent_sites": "the model's latent sample sites"},
     "predictive": {"latent_sites": "the model's latent sample sites",
                    "observed_sites": "the model's observed sample sites",
                    "diverged": "true when the fit diverged: then no draws are made",
                    "support_excess": "latent sites whose guide distribution has a wider support "
                                      "than the model's: {site: {guide_support, model_support, "
                                      "mass_outside (per seed, from the guide's cdf)}} (JSON)"},
-    "reference": {"method": "exact, grid or nuts", "latent_sites": "site order of moments/covariance"},
+    "reference": {"method": "exact, grid, nuts or draws", "latent_sites": "site order of moments/covariance",
+                  "warnings": "why the reference may not be trusted (R-hat above 1.01, bulk ESS "
+                              "below 400, divergences), each with what to change; [] when it is "
+                              "fine (JSON list). Beside it deterministic_sites (draws/ and moments/ "
+                              "hold them too, outside the covariance), source (draws: the file, "
+                              "format, chains, draws kept); groups nuts/ (rhat, ess, ess_tail per "
+                              "site in its shape; divergences and tree_depth_hits per chain; the "
+                              "settings) and chains/ (draws with chains: rhat, ess, ess_tail)"},
     "check": {"verdict": "converged | not converged | converged, poor approximation",
               "reasons": "the reasons, one sentence each (JSON list)", "sentence": "the reasons joined",
               "truth": "rows {quantity, target, fit, error, note} against the exact answers (JSON)",
               "khat_limit": "the k-hat threshold min(1 - 1/log10 S, 0.7)",
-              "diverged": "true when the fit diverged"},
+              "diverged": "true when the fit diverged",
+              "problems": "the failing checks in a few words each, most important first (JSON list)",
+              "stop": "the fit's stop attribute, as the check read it (JSON)",
+              "reference_warnings": "why the reference is not to be trusted, if it is not (JSON list)"},
 }
 
 
@@ -111,6 +157,50 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def storage_dtype(value: np.ndarray) -> np.dtype:
+    """The narrowest type that holds every value of ``value`` exactly: float32 for a float64
+    array of float32 values (NaN and inf included), int8, int16 or int32 for integers in their
+    range; else its own type."""
+    if value.dtype == np.float64:
+        with np.errstate(over="ignore", invalid="ignore"):
+            narrow = value.astype(np.float32)
+        if np.array_equal(narrow, value, equal_nan=True):
+            return np.dtype(np.float32)
+    elif value.dtype.kind in "iu" and value.size:
+        low, high = value.min(), value.max()
+        for kind in (np.int8, np.int16, np.int32):
+            info = np.iinfo(kind)
+            if np.dtype(kind).itemsize < value.dtype.itemsize and info.min <= low and high <= info.max:
+                return np.dtype(kind)
+    return value.dtype
+
+
+def _write_array(group: h5py.Group, key: str, value: np.ndarray) -> None:
+    """One array: scalars inside the (checksummed) object header; other non-empty arrays chunked
+    with the Fletcher32 checksum, and above COMPRESS_ABOVE bytes shuffled, gzip-compressed and
+    in their narrowest exact type."""
+    if value.ndim == 0 or value.size == 0 or value.dtype.kind not in "biuf":
+        if value.ndim == 0 and value.dtype.kind in "biuf":
+            # h5py's create_dataset ignores a scalar's layout: HDF5's own call, as h5py makes it
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_layout(h5py.h5d.COMPACT)
+            dataset = h5py.h5d.create(group.id, key.encode(), h5py.h5t.py_create(value.dtype, logical=True),
+                                      h5py.h5s.create(h5py.h5s.SCALAR), dcpl=dcpl)
+            dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(value))
+        else:
+            group.create_dataset(key, data=value)
+        return
+    if value.nbytes <= COMPRESS_ABOVE:
+        group.create_dataset(key, data=value, chunks=value.shape, fletcher32=True)
+        return
+    stored = storage_dtype(value)
+    dataset = group.create_dataset(key, data=value.astype(stored, copy=False), chunks=True,
+                                   shuffle=True, compression="gzip", compression_opts=GZIP_LEVEL,
+                                   fletcher32=True)
+    if stored != value.dtype:
+        dataset.attrs[DTYPE_ATTR] = value.dtype.str
+
+
 def _write_tree(group: h5py.Group, tree: dict) -> None:
     for key, value in tree.items():
         if isinstance(value, dict):
@@ -118,7 +208,7 @@ def _write_tree(group: h5py.Group, tree: dict) -> None:
         elif isinstance(value, str):
             group.create_dataset(key, data=value, dtype=h5py.string_dtype())
         else:
-            group.create_dataset(key, data=np.asarray(value))
+            _write_array(group, key, np.asarray(value))
 
 
 def _attr(value):
@@ -166,7 +256,7 @@ def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
     """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically."""
     if kind not in SCHEMAS:
         raise ValueError(f"unknown artifact kind {kind!r}")
-    with written_atomically(path) as temporary, h5py.File(temporary, "w") as handle:
+    with written_atomically(path) as temporary, h5py.File(temporary, "w", libver=LIBVER) as handle:
         handle.attrs["schema"] = f"sviflow.{kind}"
         handle.attrs["schema_version"] = SCHEMA_VERSION
         handle.attrs["config"] = _attr(config or {})
@@ -179,15 +269,33 @@ def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
     return Path(path)
 
 
+class _Damaged(Exception):
+    """A dataset that HDF5 could not read back: its checksum failed, or its chunks are gone."""
+
+    def __init__(self, name: str, error: OSError):
+        super().__init__(name, error)
+        self.name, self.error = name, error
+
+
 def _read_tree(group: h5py.Group) -> dict:
     tree = {}
-    for key, item in group.items():
+    for key in group.keys():
+        try:
+            item = group[key]  # opening checks the object header's checksum
+        except (OSError, KeyError) as error:
+            raise _Damaged(f"{group.name.rstrip('/')}/{key}", OSError(str(error))) from error
         if isinstance(item, h5py.Group):
             tree[key] = _read_tree(item)
-        elif item.dtype.kind in ("O", "S"):
-            tree[key] = item.asstr()[()]
-        else:
-            tree[key] = item[()]
+            continue
+        try:
+            if item.dtype.kind in ("O", "S"):
+                tree[key] = item.asstr()[()]
+                continue
+            value = item[()]
+            written = item.attrs.get(DTYPE_ATTR)
+        except OSError as error:
+            raise _Damaged(item.name, error) from error
+        tree[key] = value.astype(np.dtype(written)) if written is not None else value
     return tree
 
 
@@ -227,6 +335,10 @@ def read_artifact(path, kind: str) -> Artifact:
         with h5py.File(path, "r") as handle:
             attrs = {key: _decode(value) for key, value in handle.attrs.items()}
             tree = _read_tree(handle)
+    except _Damaged as damaged:
+        raise ArtifactError(f"{path}: damaged: dataset {damaged.name} does not read back as it was "
+                            f"written, its checksum fails or its data are cut off (HDF5: "
+                            f"{damaged.error}); delete it and run snakemake again to remake it") from damaged.error
     except OSError as error:
         raise ArtifactError(f"{path}: not a readable HDF5 file ({error}); it is corrupt or "
                             f"truncated: delete it and run snakemake again to remake it") from error
@@ -235,9 +347,11 @@ def read_artifact(path, kind: str) -> Artifact:
         raise ArtifactError(f"{path}: expected a sviflow.{kind} file, found schema {schema!r}; "
                             f"check the path, or delete the file and run snakemake to remake it")
     version = attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
+    oldest = OLDEST_READABLE.get(kind, SCHEMA_VERSION)
+    if not (isinstance(version, int) and oldest <= version <= SCHEMA_VERSION):
+        also = f" (sviflow.{kind} files also from version {oldest} on)" if oldest < SCHEMA_VERSION else ""
         raise ArtifactError(f"{path}: written with schema version {version}, this sviflow reads "
-                            f"version {SCHEMA_VERSION}; delete it and run snakemake again (or "
+                            f"version {SCHEMA_VERSION}{also}; delete it and run snakemake again (or "
                             f"run snakemake --forcerun {path}) to remake it with this version")
     missing = [key for key in SCHEMAS[kind] if not _has(tree, key)]
     missing += [f"attribute {key}" for key in ATTRIBUTES.get(kind, {}) if key not in attrs]

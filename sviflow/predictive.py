@@ -2,7 +2,8 @@
 
 1. posterior samples from the guide (``Predictive(guide, params=...)``);
 2. mock observations from model + guide (the post's ``Predictive(model, guide=guide, params=...)``);
-3. mock observations from model + the samples of path 1 (``Predictive(model, posterior_samples=...)``).
+3. mock observations from model + the samples of path 1 (``Predictive(model, posterior_samples=...)``),
+   for its first samples: as many mock sets as path 2.
 
 Path 2 is drawn as ``Predictive(model, guide=guide)`` draws it, a fresh z ~ q and then the
 observations given z, but with its z taken from the guide's one sampler call of path 1 (draws
@@ -11,7 +12,11 @@ One sampler and one model loop per program instead of two each: the Beta guide's
 costs about 0.4 s to compile again. The guide also sees the data, as in path 1 and in the fit.
 
 Mock observations are drawn as the post draws them: the model called with its observed
-arrays set to None, so that it simulates at its default size.
+arrays set to None, so that it simulates at its default size. They serve a histogram and
+ArviZ's posterior predictive checks (``az.plot_ppc`` draws 100 sets), not the statistics, so
+both paths draw ``num_mock`` sets, fewer where one set is so large that they would exceed
+``max_mock_values`` values per seed (``mock_sets``): 5,000 observations give 200 sets, 4 MB of
+float32 per seed and path, where one set per posterior sample gave 200 MB.
 """
 
 from __future__ import annotations
@@ -43,32 +48,62 @@ def site_names(model, model_kwargs: dict, seed: int = 0) -> tuple[list[str], lis
     return latent, observed
 
 
+MAX_MOCK_VALUES = 1_000_000  # per seed and path: 4 MB of float32 (predictive.max_mock_values)
+
+
+def mock_sets(model, predict_kwargs: dict, observed_sites: list[str], num_mock: int,
+              max_values: int | None) -> int:
+    """How many mock observation sets to draw per seed and path: ``num_mock``, or fewer so that
+    a path holds at most ``max_values`` values per seed (at least one set); 0 without observed
+    sites. One set's size is read from the model traced on abstract values."""
+    if not observed_sites:
+        return 0
+    if not max_values:
+        return num_mock
+    from numpyro.infer.initialization import init_to_uniform
+
+    sizes = []
+
+    def size():
+        substituted = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+        trace = handlers.trace(substituted).get_trace(**predict_kwargs)
+        sizes.append(sum(int(np.prod(jnp.shape(trace[s]["value"]))) for s in observed_sites if s in trace))
+
+    jax.make_jaxpr(size)()
+    return max(1, min(num_mock, int(max_values) // max(1, sizes[0])))
+
+
 def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwargs: dict,
                      observed_sites: list[str], latent_sites: list[str], *, num_samples: int,
-                     num_mock: int, seed: int, num_weighted: int = 0) -> dict[str, dict[str, np.ndarray]]:
+                     num_mock: int, seed: int, num_weighted: int = 0,
+                     max_mock_values: int | None = None) -> dict[str, dict[str, np.ndarray]]:
     """``params``: (seed, ...) arrays, as a fit stores them. -> the three paths, each a dict of
     (seed, draw, ...) arrays, and ``log_weights`` (seed, draw): log p(x, z) - log q(z) of the
     first ``max(num_samples, num_weighted)`` draws z of path 1 (the check's ELBO and k-hat).
+    Path 1 holds the model's latent sites only: a guide's auxiliary sites (an autoguide's
+    ``_auto_latent``) are the same draws again, before their transform.
 
-    The guide is sampled once, ``max(num_samples, num_weighted) + num_mock`` draws (no mock
-    without observed sites): path 1 keeps the first ``num_samples``, the weights are the
-    guide's and the model's log densities at the first ``max(num_samples, num_weighted)`` (no
-    second sampler in the program), and the last ``num_mock`` are path 2's latents. The model
-    then simulates once, for path 2's latents and path 1's together."""
+    The guide is sampled once, ``max(num_samples, num_weighted) + mock`` draws, ``mock`` from
+    ``mock_sets`` (no mock without observed sites): path 1 keeps the first ``num_samples``, the
+    weights are the guide's and the model's log densities at the first ``max(num_samples,
+    num_weighted)`` (no second sampler in the program), and the last ``mock`` are path 2's
+    latents. The model then simulates once, for path 2's latents and the first ``mock`` of
+    path 1's together."""
     n_seeds = len(next(iter(params.values())))
     keys = jax.random.split(jax.random.PRNGKey(seed), 2 * n_seeds).reshape(n_seeds, 2, -1)
     num_draws = max(num_samples, num_weighted)
-    num_mock = num_mock if observed_sites else 0
+    num_mock = mock_sets(model, predict_kwargs, observed_sites, num_mock, max_mock_values)
+    from_samples = min(num_mock, num_samples)
 
     def one(keys2, p):
         drawn = Predictive(guide, params=p, num_samples=num_draws + num_mock)(keys2[0], **fit_kwargs)
-        out = {"posterior": {k: v[:num_samples] for k, v in drawn.items()}}
+        out = {"posterior": {k: v[:num_samples] for k, v in drawn.items() if k in latent_sites}}
         if num_weighted:
             weighted = {k: v[:num_draws] for k, v in drawn.items()}
             out["log_weights"] = jax.vmap(lambda draw: _log_weight(model, guide, p, fit_kwargs, draw))(weighted)
         if observed_sites:
             # path 2's latents (draws num_draws.. of the guide), then path 3's (path 1's draws)
-            latents = {k: jnp.concatenate([v[num_draws:], v[:num_samples]])
+            latents = {k: jnp.concatenate([v[num_draws:], v[:from_samples]])
                        for k, v in drawn.items() if k in latent_sites}
             mock = Predictive(model, posterior_samples=latents,
                               return_sites=observed_sites)(keys2[1], **predict_kwargs)

@@ -16,9 +16,12 @@ def fit_tree(n_seeds=2, n_steps=50, points=5):
     return {
         "losses": rng.normal(size=(n_seeds, n_steps)),
         "params": {"alpha_q": rng.random(n_seeds) + 10, "auto_scale_tril": rng.random((n_seeds, 2, 2))},
+        "last_params": {"alpha_q": rng.random(n_seeds) + 10, "auto_scale_tril": rng.random((n_seeds, 2, 2))},
         "trajectory": {"step": np.arange(1, points + 1) * 10,
                        "params": {"alpha_q": rng.random((n_seeds, points)),
-                                  "auto_scale_tril": rng.random((n_seeds, points, 2, 2))}},
+                                  "auto_scale_tril": rng.random((n_seeds, points, 2, 2))},
+                       "moments": {"mean": rng.random((n_seeds, points, 2)),
+                                   "sd": rng.random((n_seeds, points, 2))}},
         "first_nonfinite_step": np.full(n_seeds, -1),
         "diverged_step": np.full(n_seeds, -1),
         "skipped_steps": np.zeros(n_seeds, int),
@@ -26,7 +29,8 @@ def fit_tree(n_seeds=2, n_steps=50, points=5):
 
 
 FIT_ATTRS = {"timings": {"compile_seconds": 1.5, "run_seconds": 0.25, "chunks": 4, "thin": 10},
-             "diverged": False}
+             "diverged": False, "stop": {"mode": "fixed", "steps_run": 50},
+             "moment_labels": ["x", "y"], "latent_sites": ["x", "y"]}
 
 
 def assert_trees_equal(read, written):

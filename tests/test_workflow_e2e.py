@@ -59,7 +59,7 @@ def test_predictive_has_the_posts_three_paths(tiny_run):
     with h5py.File(tiny_run / "results" / "predictive" / "beta.h5") as pred:
         assert pred["posterior/latent_fairness"].shape == (1, 500)
         assert pred["mock_from_guide/obs"].shape == (1, 100, 10)  # the model's default 10 flips
-        assert pred["mock_from_samples/obs"].shape == (1, 500, 10)
+        assert pred["mock_from_samples/obs"].shape == (1, 100, 10)  # as many sets as path 2
         assert set(np.unique(pred["mock_from_guide/obs"][()])) <= {0.0, 1.0}
 
 
