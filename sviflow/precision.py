@@ -90,7 +90,13 @@ def nonfinite_at_start_advice(losses, precision: str | None = None,
     if precision == "float64":
         return sentence + ("it is not finite even in float64: check the model at the guide's "
                            "initial values (init_loc_fn, the guide's *_init args) and the data")
-    return sentence + ("float32 may be the cause (a Cholesky of an ill-conditioned matrix, an "
-                       f"exp above 88.7, a sum that loses its digits): set "
-                       f"models.{model or '<name>'}.precision: float64 (or engine.precision for "
-                       f"every model), or check the model at the guide's initial values and the data")
+    return sentence + float32_hint(model) + ", or check the model at the guide's initial values and the data"
+
+
+def float32_hint(model: str | None = None) -> str:
+    """The clause that names float32 as a possible cause of a density that is not finite, and
+    the key that changes it; for any message about a model that is NaN or inf at its start (an
+    autoguide's "Cannot find valid initial parameters" too)."""
+    return ("float32 may be the cause (a Cholesky of an ill-conditioned matrix, an exp above "
+            f"88.7, a sum that loses its digits): set models.{model or '<name>'}.precision: "
+            "float64 (or engine.precision for every model)")
