@@ -288,7 +288,7 @@ def check(inputs, outputs, params, progress_file=None):
         "losses_window_mean": plateau["window_mean"], "rel_change": plateau["rel_change"],
         "diverged_step": nonfinite,
         "convergence": {key: np.stack([np.asarray(getattr(w, key), dtype=np.float64) for w in windows])
-                        for key in ("shift", "sd_change", "mcse", "rhat")},
+                        for key in ("shift", "sd_change", "mcse", "rhat", "speed")},
         "window": np.array([[w.start_step, w.end_step] for w in windows], dtype=np.int64),
         "seed_spread": {k: np.float64(v) for k, v in dg.seed_spread(fitted["params"]).items()},
     }
