@@ -221,11 +221,13 @@ def main(argv=None) -> int:
     parser.add_argument("--guides", default=",".join(GUIDES))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--seeds", default="1,2")
-    parser.add_argument("--cores", default="2")
+    parser.add_argument("--cores", default="4", help="Snakemake's cores (a JAX job claims 2)")
     parser.add_argument("--nuts", default="num_warmup=1000,num_samples=1000,num_chains=4,"
                         "dense_mass=true,target_accept_prob=0.9",
                         help="the NUTS reference's settings, key=value,...")
     parser.add_argument("--table-only", action="store_true", help="no run: the tables from --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the results already in --out (the workflow reruns only what changed)")
     args = parser.parse_args(argv)
     entries = load_suite(args.only.split(",") if args.only else None)
     guides, modes = args.guides.split(","), args.modes.split(",")
@@ -234,14 +236,20 @@ def main(argv=None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="sviflow-calibration-"))
     workdir = out / "workflow"
     if not args.table_only:
-        copy_workflow(workdir)
+        if args.resume and (workdir / "results").exists():
+            results = workdir.parent / "results.kept"
+            (workdir / "results").rename(results)
+            copy_workflow(workdir)
+            results.rename(workdir / "results")
+        else:
+            copy_workflow(workdir)
         config = make_config(entries, guides, modes, seeds, nuts)
         (workdir / "calibration.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         targets = [f"results/checks/{fit}.h5" for fit in config["fits"]]
         start = time.perf_counter()
         print(f"calibration: {len(config['fits'])} fits of {len(entries)} posteriors in {workdir}",
               flush=True)
-        timed([SNAKEMAKE, "--cores", args.cores, "--configfile", "calibration.yaml",
+        timed([SNAKEMAKE, "--cores", args.cores, "--rerun-incomplete", "--configfile", "calibration.yaml",
                "--replace-workflow-config", "--keep-going", *targets], workdir,
               clean_env(workdir), log=out / "logs" / "snakemake.log", timeout=6 * 3600)
         print(f"calibration: the workflow took {time.perf_counter() - start:.0f} s", flush=True)
