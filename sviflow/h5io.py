@@ -71,7 +71,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "skipped_steps": "(seed,) steps stable_update skipped because the loss was not finite",
     },
     "predictive": {
-        "posterior/": "(seed, draw, ...) samples of the model's latent sites from the guide (its "
+        "posterior/": "(seed, draw, ...) samples of the model's latent sites from the guide, and its "
+                      "deterministic sites computed at them (the guide's "
                       "auxiliary sites, from which they are made, are not stored)",
         "mock_from_guide/": "(seed, draw, ...) observed sites simulated by model + guide",
         "mock_from_samples/": "(seed, draw, ...) observed sites simulated by model + the first "
@@ -118,6 +119,8 @@ ATTRIBUTES: dict[str, dict[str, str]] = {
             "latent_sites": "the model's latent sample sites"},
     "predictive": {"latent_sites": "the model's latent sample sites",
                    "observed_sites": "the model's observed sample sites",
+                   "deterministic_sites": "the model's numpyro.deterministic sites, drawn in "
+                                          "posterior/ at its latent draws",
                    "diverged": "true when the fit diverged: then no draws are made",
                    "support_excess": "latent sites whose guide distribution has a wider support "
                                      "than the model's: {site: {guide_support, model_support, "

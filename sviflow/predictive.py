@@ -76,7 +76,8 @@ def mock_sets(model, predict_kwargs: dict, observed_sites: list[str], num_mock: 
 def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwargs: dict,
                      observed_sites: list[str], latent_sites: list[str], *, num_samples: int,
                      num_mock: int, seed: int, num_weighted: int = 0,
-                     max_mock_values: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+                     max_mock_values: int | None = None,
+                     deterministic_sites=()) -> dict[str, dict[str, np.ndarray]]:
     """``params``: (seed, ...) arrays, as a fit stores them. -> the three paths, each a dict of
     (seed, draw, ...) arrays, and ``log_weights`` (seed, draw): log p(x, z) - log q(z) of the
     first ``max(num_samples, num_weighted)`` draws z of path 1 (the check's ELBO and k-hat).
@@ -88,7 +89,11 @@ def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwarg
     weights are the guide's and the model's log densities at the first ``max(num_samples,
     num_weighted)`` (no second sampler in the program), and the last ``mock`` are path 2's
     latents. The model then simulates once, for path 2's latents and the first ``mock`` of
-    path 1's together."""
+    path 1's together.
+
+    ``deterministic_sites`` (the model's ``numpyro.deterministic`` sites, a transformed
+    parameter such as theta = mu + tau * theta_raw) are computed by the model at path 1's
+    latents, on the data, and stored in path 1 beside them."""
     n_seeds = len(next(iter(params.values())))
     keys = jax.random.split(jax.random.PRNGKey(seed), 2 * n_seeds).reshape(n_seeds, 2, -1)
     num_draws = max(num_samples, num_weighted)
@@ -98,6 +103,10 @@ def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwarg
     def one(keys2, p):
         drawn = Predictive(guide, params=p, num_samples=num_draws + num_mock)(keys2[0], **fit_kwargs)
         out = {"posterior": {k: v[:num_samples] for k, v in drawn.items() if k in latent_sites}}
+        if deterministic_sites:
+            out["posterior"].update(Predictive(model, posterior_samples=dict(out["posterior"]),
+                                               return_sites=list(deterministic_sites))(
+                keys2[1], **fit_kwargs))
         if num_weighted:
             weighted = {k: v[:num_draws] for k, v in drawn.items()}
             out["log_weights"] = jax.vmap(lambda draw: _log_weight(model, guide, p, fit_kwargs, draw))(weighted)

@@ -153,6 +153,9 @@ def predict(inputs, outputs, params, progress_file=None):
     fit_kwargs, predict_kwargs = model_kwargs(dataset), model_kwargs(dataset, predict=True)
     model, guide = _model_and_guide(spec, fit_kwargs)
     latent, observed = site_names(model, fit_kwargs)
+    from sviflow.references import site_shapes
+
+    deterministic = list(site_shapes(model, fit_kwargs)[1])
     n_seeds = len(fitted.attrs.get("seeds") or [0])
     excess = {}
     if fitted.attrs.get("diverged"):
@@ -169,7 +172,8 @@ def predict(inputs, outputs, params, progress_file=None):
                                 observed, latent, num_samples=int(settings["num_samples"]),
                                 num_mock=int(settings["num_mock"]), seed=int(settings["seed"]),
                                 num_weighted=weighted,
-                                max_mock_values=int(settings.get("max_mock_values", MAX_MOCK_VALUES)))
+                                max_mock_values=int(settings.get("max_mock_values", MAX_MOCK_VALUES)),
+                                deterministic_sites=deterministic)
         for path in ("posterior", "mock_from_guide", "mock_from_samples"):
             log.info("%s: %s", path, {k: v.shape for k, v in tree[path].items()})
         log.info("log_weights: %d draws per seed, mean %s", tree["log_weights"].shape[-1],
@@ -177,6 +181,7 @@ def predict(inputs, outputs, params, progress_file=None):
     write_artifact(outputs["predictive"], "predictive", tree, config=params,
                    seeds=fitted.attrs.get("seeds"),
                    attrs={"latent_sites": latent, "observed_sites": observed,
+                          "deterministic_sites": deterministic,
                           "diverged": bool(fitted.attrs.get("diverged")),
                           "support_excess": {site: {**info, "mass_outside": info["mass_outside"].tolist()}
                                              for site, info in excess.items()}})

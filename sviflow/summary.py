@@ -21,7 +21,8 @@ def inference_data(inputs: dict, check, spec: dict):
     has data; the fit's verdict in the attributes. ``inputs``: the fit's predictive and
     (optional) data files; ``check``: its check artifact; ``spec``: {"name", "model", "guide"}."""
     predictive = read_artifact(inputs["predictive"], "predictive")
-    latent = predictive.attrs.get("latent_sites") or []
+    # the latent sites, then the deterministic ones (transformed parameters), as ArviZ keeps them
+    latent = (predictive.attrs.get("latent_sites") or []) + (predictive.attrs.get("deterministic_sites") or [])
     posterior = {k: v for k, v in predictive["posterior"].items() if k in latent}
     groups = {"posterior": posterior or None}
     if predictive["mock_from_samples"]:
