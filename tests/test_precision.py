@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from sviflow import steps
+# the completed tiny run and its dry-run reader (fixtures: completed, run_copy)
+from test_reruns import SUMMARY, completed, edit_config, fit_jobs, planned_jobs, run_copy  # noqa: F401
 from sviflow.h5io import read_artifact
 from sviflow.precision import nonfinite_at_start_advice, precision_of, set_precision
 
@@ -160,3 +162,32 @@ def test_nonfinite_at_start_advice(losses, expected):
     assert "models.<name>.precision: float64" in advice
     float64 = nonfinite_at_start_advice(losses, "float64", "gp")
     assert "not finite even in float64" in float64 and "float32" not in float64
+
+
+# --- the config key reruns exactly the model's JAX jobs ---------------------------------------
+
+@pytest.mark.workflow
+def test_a_models_precision_reruns_its_fits_predictions_and_reference(run_copy):
+    """models.correlated.precision is in the config slice of correlated's reference, and of its
+    fit's fit and predict jobs: those rerun ('Params have changed'), and what reads them."""
+    edit_config(run_copy, lambda config: config["models"]["correlated"].update(precision="float64"))
+    jobs = planned_jobs(run_copy)
+    reference = ("reference", "reference=correlated--none")
+    assert set(jobs) == fit_jobs("autoguide") | {reference} | SUMMARY
+    # (the dry run names one reason a job: predict's is its new fit, before its own params)
+    for job in (("fit", "fit=autoguide"), reference):
+        assert jobs[job].startswith("Params have changed"), (job, jobs[job])
+
+
+@pytest.mark.workflow
+def test_engine_precision_reruns_every_model_that_sets_none(run_copy):
+    def change(config):
+        config["engine"]["precision"] = "float64"
+        config["models"]["coin"]["precision"] = "float32"  # a model's own key wins
+
+    edit_config(run_copy, change)
+    jobs = planned_jobs(run_copy)
+    assert {job for job in jobs if job[0] in ("fit", "predict")} == {
+        (rule, f"fit={fit}") for fit in ("multimodal", "autoguide") for rule in ("fit", "predict")}
+    assert {job for job in jobs if job[0] == "reference"} == {
+        ("reference", "reference=multimodal--none"), ("reference", "reference=correlated--none")}
