@@ -327,9 +327,16 @@ def prepare_guide(model, guide, model_kwargs: dict, where: str, sources: dict | 
         sources = sources or {}
         files = [ref.partition(":")[0] for ref in sources.values() if is_file_reference(ref)]
         named = " with ".join(f"{key} = {ref!r}" for key, ref in sources.items())
+        hint = ""
+        if "valid initial parameters" in str(error) and not jax.config.jax_enable_x64:
+            from sviflow.precision import float32_hint
+
+            # the model's density is not finite at any initial point the guide tried
+            model_key = next((key for key in sources if key.startswith("models.")), "models.<name>.")
+            hint = "; " + float32_hint(model_key.split(".")[1] if model_key.count(".") >= 2 else None)
         raise ConfigError(f"{where}: {named or 'the model and guide'} failed when traced on the "
                           f"data (keyword arguments: {', '.join(model_kwargs) or 'none'}): "
-                          f"{type(error).__name__}: {error}{_user_location(error, files)}") from error
+                          f"{type(error).__name__}: {error}{_user_location(error, files)}{hint}") from error
 
 
 # --- optimizers and ELBOs --------------------------------------------------------------------

@@ -376,7 +376,7 @@ def check(inputs, outputs, params, progress_file=None):
                         skipped_steps=fitted["skipped_steps"], distances=distances,
                         point_sites=point_sites, support_problems=support,
                         reference_warnings=reference_warnings,
-                        start_advice=_start_advice(losses))
+                        start_advice=_start_advice(losses, spec))
     log.info("check %s: %s (%s)", spec["name"], result.verdict, result.sentence)
     for row in truth:
         log.info("truth %s: target %.4g, fit %.4g, error %+.3g %s", row["quantity"], row["target"],
@@ -389,13 +389,11 @@ def check(inputs, outputs, params, progress_file=None):
                           "plateau_converged": bool(np.all(plateau["converged"]))})
 
 
-def _start_advice(losses) -> str | None:
-    """What to say when the loss is not finite from the very first step."""
-    try:
-        from sviflow.precision import nonfinite_at_start_advice
-    except ImportError:
-        return None
-    return nonfinite_at_start_advice(losses)
+def _start_advice(losses, spec: dict) -> str | None:
+    """What to say when the loss is not finite from the very first step (float32?)."""
+    from sviflow.precision import nonfinite_at_start_advice, precision_of
+
+    return nonfinite_at_start_advice(losses, precision_of({"spec": spec}), spec["model"]["name"])
 
 
 def plot(inputs, outputs, params, progress_file=None):

@@ -325,3 +325,13 @@ def test_log_weights_are_log_joint_minus_log_guide_at_the_draws():
     z64 = z.astype(np.float64)
     expected = 12 * np.log(z64) + 8 * np.log1p(-z64) - stats.beta.logpdf(z64, 30, 5)
     np.testing.assert_allclose(off, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_verdict_a_loss_not_finite_from_the_start_gives_the_start_advice():
+    """NaN from step 0: no smaller step size helps; the advice the caller gives is the reason."""
+    advice = "the loss is NaN from the first step on, in every seed: float32 may be the cause"
+    result = dg.verdict(**{**inputs(), "nonfinite": np.array([0])}, start_advice=advice)
+    assert result.verdict == dg.NOT_CONVERGED and advice in result.sentence
+    assert "lower the step size" not in result.sentence
+    plain = dg.verdict(**{**inputs(), "nonfinite": np.array([57])})
+    assert "lower the step size or use stable_update" in plain.sentence

@@ -106,8 +106,10 @@ def test_an_autoguide_finds_no_initial_point_in_float32_and_fits_in_float64(gp_d
     from sviflow.registry import ConfigError
 
     data = {"data": gp_data / "gp.h5"}
-    with pytest.raises(ConfigError, match="Cannot find valid initial parameters"):
+    with pytest.raises(ConfigError, match="Cannot find valid initial parameters") as error:
         steps.fit(dict(data), {"fit": gp_data / "a32.h5"}, {"spec": spec(gp_data, guide="AutoNormal")})
+    # and the message names float32 and the key that changes it
+    assert "float32 may be the cause" in str(error.value) and ".precision: float64" in str(error.value)
     steps.fit(dict(data), {"fit": gp_data / "a64.h5"},
               {"spec": spec(gp_data, "float64", guide="AutoNormal")})
     fitted = read_artifact(gp_data / "a64.h5", "fit")
