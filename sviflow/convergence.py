@@ -201,6 +201,21 @@ def windows(steps, mean, sd, rule: dict, since_steps=None) -> list[Window]:
     return [window(steps, mean[i], sd[i], rule, int(since_steps[i])) for i in range(len(mean))]
 
 
+def level_change(before: dict, after: dict) -> dict:
+    """How far the settled guide moved between two step sizes (``{"mean", "sd"}`` lists of the
+    window averages): the largest move of a mean in the later level's sds (a point estimate's
+    in max(|mean|, 1)) and the largest |log| ratio of the sds."""
+    m0, m1 = np.asarray(before["mean"], float), np.asarray(after["mean"], float)
+    s0, s1 = np.asarray(before["sd"], float), np.asarray(after["sd"], float)
+    point = s1 <= 1e-12 * np.maximum(np.abs(m1), 1.0)
+    unit = np.where(point, np.maximum(np.abs(m1), 1.0), s1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sd_change = np.where(point, 0.0, np.abs(np.log(s1 / s0)))
+    shift = np.abs(m1 - m0) / unit
+    return {"shift": float(np.nan_to_num(shift, nan=np.inf).max(initial=0.0)),
+            "sd_change": float(np.nan_to_num(sd_change, nan=np.inf).max(initial=0.0))}
+
+
 def describe(result: Window, rule: dict, labels: list[str]) -> list[str]:
     """What fails the rule, in words: the worst component of each kind."""
     if result.too_short:

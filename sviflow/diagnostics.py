@@ -311,12 +311,21 @@ def verdict(*, nonfinite: np.ndarray, windows: list, labels: list[str], settings
         fail(unconverged, "diverged", "the loss became NaN or inf (" + ", ".join(
             f"seed {s} at step {step}" for s, step in diverged) + f"): the fit diverged; {advice}")
     else:
-        for seed, window in zip(seeds, windows):
+        levels = (stop or {}).get("levels")
+        for index, (seed, window) in enumerate(zip(seeds, windows)):
             if not window.converged(rule):
                 words = convergence.describe(window, rule, labels)
                 fail(unconverged, "guide still changing",
                      f"seed {seed}: the guide is still changing: " + "; ".join(words))
-        if unconverged and stop and stop.get("mode") == "budget":
+            elif levels is not None and not stop["confirmed"][index]:
+                # a budget that lowers its step size promises more: halving it changed nothing
+                last = levels[index][-1] if levels[index] else {}
+                moved = (f" (the last halving moved a mean by {last['shift']:.2g} sd)"
+                         if "shift" in last else "")
+                fail(unconverged, "step size not confirmed",
+                     f"seed {seed}: the guide settled, but halving the step size has not yet "
+                     f"been seen to leave it in place{moved}")
+        if unconverged and stop and stop.get("mode") == "budget" and "ran out" in stop.get("reason", ""):
             unconverged.append(("budget ran out", f"{stop['reason']}: raise steps.max"))
         across = {k: v for k, v in (seeds_rhat_values or {}).items() if not v <= rule["rhat"]}
         if across:

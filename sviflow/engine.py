@@ -179,6 +179,8 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     since = np.zeros(n_seeds, np.int64)  # the step of each seed's last lowered step size
     decays = []
     rates = _step_sizes(state, n_seeds) if decay else None
+    levels = [[] for _ in seeds]  # per seed: the settled guide at each step size (a budget's)
+    confirmed = [False] * n_seeds
     stop_reason, last_params = None, None
     bar = _progress_bar(steps, progress, progress_file)
     start = time.perf_counter()
@@ -230,22 +232,48 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
         if done < min_steps:
             continue
         current = convergence.windows(kept_steps, kept_mean, kept_sd, rule, since)
-        if all(w.converged(rule) for w in current):
-            stop_reason = f"converged: the rule held at step {done}"
+        if rates is None:  # the step size stays: the rule alone decides
+            if all(w.converged(rule) for w in current):
+                confirmed = [True] * n_seeds
+                stop_reason = f"converged: the rule held at step {done}"
+                break
+            continue
+        # RAABBVI's test (Welandawe et al. 2024): a constant step's stationary guide can sit
+        # off the optimum (a slow wander longer than the window, a bias of the step size); a
+        # seed is done when its guide has settled at this step size *and* halving the step
+        # size moved it by less than the rule's tolerances. Settled but not yet confirmed:
+        # remember this level's guide and lower the step size.
+        lowered = []
+        for i, w in enumerate(current):
+            if confirmed[i] or not (w.converged(rule) or w.stationary(rule)):
+                continue
+            level = _level(kept_steps, kept_mean[i], kept_sd[i], rule, int(since[i]), done,
+                           float(rates[i]))
+            if levels[i] and w.converged(rule):
+                change = convergence.level_change(levels[i][-1], level)
+                level.update(change)
+                if change["shift"] < rule["mean_shift"] and change["sd_change"] < math.log1p(rule["sd_change"]):
+                    confirmed[i] = True
+                    levels[i].append(level)
+                    continue
+            levels[i].append(level)
+            if sum(1 for d in decays if d[1] == seeds[i]) < int(decay.get("max_decays", 10)):
+                lowered.append(i)
+            elif w.converged(rule):
+                confirmed[i] = True  # no lowering left: the rule alone
+        if all(confirmed):
+            stop_reason = (f"converged: the rule held at step {done}, and halving the step size "
+                           f"moved no guide mean by {rule['mean_shift']:g} sd or more")
             break
-        if rates is not None:
-            lowered = [i for i, w in enumerate(current)
-                       if w.stationary(rule) and not w.converged(rule)
-                       and sum(1 for d in decays if d[1] == seeds[i]) < int(decay.get("max_decays", 10))]
-            if lowered:
-                rates = rates.copy()
-                for i in lowered:
-                    rates[i] *= float(decay.get("factor", 0.5))
-                    since[i] = done
-                    decays.append((done, seeds[i], float(rates[i])))
-                    log.info("seed %d: stationary but not precise at step %d: step size "
-                             "lowered to %.3g", seeds[i], done, rates[i])
-                state = _set_step_sizes(state, rates, several)
+        if lowered:
+            rates = rates.copy()
+            for i in lowered:
+                rates[i] *= float(decay.get("factor", 0.5))
+                since[i] = done
+                decays.append((done, seeds[i], float(rates[i])))
+                log.info("seed %d: settled at step %d: step size lowered to %.3g, to see whether "
+                         "the guide moves", seeds[i], done, rates[i])
+            state = _set_step_sizes(state, rates, several)
     run_seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
@@ -285,7 +313,8 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
              done, n_seeds, compile_seconds, run_seconds, timings["steps_per_second"], stop_reason)
     stop = {"mode": "budget" if budget is not None else "fixed", "steps_run": int(done),
             "reason": stop_reason, "since_step": since.tolist(), "averaged": averaged,
-            "decays": [list(d) for d in decays],
+            "decays": [list(d) for d in decays], "confirmed": confirmed,
+            "levels": levels if budget is not None and decay else None,
             "step_size": rates.tolist() if rates is not None else None,
             "windows": [{k: (v.tolist() if isinstance(v, np.ndarray) else v)
                          for k, v in w.as_dict().items()} for w in windows_at_end]
@@ -296,6 +325,16 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
                      moments=({"mean": kept_mean, "sd": kept_sd, "labels": convergence.component_labels(labels)}
                               if moments is not None else None),
                      step_size=kept_rate)
+
+
+def _level(steps, mean, sd, rule, since: int, done: int, step_size: float) -> dict:
+    """The guide settled at one step size: its window's average mean and sd per component."""
+    from sviflow import convergence
+
+    chosen = convergence.window_indices(steps, rule, since)
+    return {"step": int(done), "step_size": step_size,
+            "mean": np.asarray(mean)[chosen].mean(axis=0).tolist(),
+            "sd": np.asarray(sd)[chosen].mean(axis=0).tolist()}
 
 
 def _append(store, arrays, keep):

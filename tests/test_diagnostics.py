@@ -335,3 +335,16 @@ def test_verdict_a_loss_not_finite_from_the_start_gives_the_start_advice():
     assert "lower the step size" not in result.sentence
     plain = dg.verdict(**{**inputs(), "nonfinite": np.array([57])})
     assert "lower the step size or use stable_update" in plain.sentence
+
+
+def test_verdict_a_budget_whose_step_size_was_not_confirmed_is_not_converged():
+    """A budget lowers its step size until halving it moves the settled guide no more: a seed
+    whose window passes the rule but that was never confirmed so is not converged."""
+    stop = {"mode": "budget", "reason": "the budget of 5000 steps ran out before the rule held",
+            "confirmed": [False], "levels": [[{"step": 2000, "mean": [0.5], "sd": [0.1]},
+                                              {"step": 2500, "mean": [0.55], "sd": [0.1], "shift": 0.5}]]}
+    result = dg.verdict(**inputs(), stop=stop)
+    assert result.verdict == dg.NOT_CONVERGED
+    assert result.problems[:2] == ["step size not confirmed", "budget ran out"]
+    assert "the last halving moved a mean by 0.5 sd" in result.sentence
+    assert dg.verdict(**inputs(), stop={**stop, "confirmed": [True]}).verdict == dg.CONVERGED

@@ -241,7 +241,12 @@ def test_a_step_budget_stops_when_done_at_the_same_step_on_a_rerun(workdir):
     fit, check = run_fit(workdir, spec, "coin.h5")
     stop = fit.attrs["stop"]
     assert stop["mode"] == "budget" and stop["steps_run"] < 100_000
-    assert stop["reason"] == f"converged: the rule held at step {stop['steps_run']}"
+    assert stop["reason"] == (f"converged: the rule held at step {stop['steps_run']}, and halving "
+                              "the step size moved no guide mean by 0.1 sd or more")
+    # every seed was confirmed at a lowered step size: at least one halving, and the last one
+    # moved the settled guide by less than the rule's tolerance
+    assert stop["confirmed"] == [True] and len(stop["decays"]) >= 1
+    assert stop["levels"][0][-1]["shift"] < 0.1
     assert fit["losses"].shape == (1, stop["steps_run"])
     assert check.attrs["verdict"] == CONVERGED, check.attrs["sentence"]
     assert stop["reason"] in check.attrs["sentence"]
