@@ -83,7 +83,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
             trajectory_points: int = 1000, stable_update: bool = False,
             progress: bool = True, progress_file=None, latent_sites=None, rule: dict | None = None,
             moment_draws: int = 200, moment_seed: int = 0, budget: dict | None = None,
-            decay: dict | None = None) -> FitResult:
+            decay: dict | None = None, init_params: dict | None = None) -> FitResult:
     """Run ``svi`` (a ``numpyro.infer.SVI``) for ``steps`` steps from each seed.
 
     With one seed the updates are exactly those of ``svi.run(PRNGKey(seed), steps,
@@ -98,7 +98,8 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     ``m`` steps where every seed meets the rule, or after ``M``; with ``decay``
     (``{"factor": 0.5, "max_decays": 10}``) a seed whose window is stationary but not yet
     precise has its step size lowered by ``factor`` (the optimizer must keep its step size in
-    its state: ``sviflow.registry.make_optimizer(..., adaptive=True)``).
+    its state: ``sviflow.registry.make_optimizer(..., adaptive=True)``). ``init_params``:
+    the guide's initial params (constrained), the same for every seed (``sviflow.laplace``).
     """
     from sviflow import convergence
 
@@ -153,10 +154,10 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
         svi.init(keys[0], **model_kwargs)
     # svi.init jitted: one compile, not one per eager op (an XLA compile each, 1-2 s a job)
     if not several:
-        state = jax.jit(lambda key: svi.init(key, **model_kwargs))(keys[0])
+        state = jax.jit(lambda key: svi.init(key, init_params=init_params, **model_kwargs))(keys[0])
         run_chunk = jax.jit(chunk)
     else:
-        state = jax.jit(jax.vmap(lambda key: svi.init(key, **model_kwargs)))(keys)
+        state = jax.jit(jax.vmap(lambda key: svi.init(key, init_params=init_params, **model_kwargs)))(keys)
         run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
     if _holds_tracers(svi.constrain_fn):
         # a constraint built from jnp values inside the guide (interval(jnp.max(x), ...)): init

@@ -87,7 +87,23 @@ def fit(inputs, outputs, params, progress_file=None):
     decay = None
     if budget is not None and float(budget.get("decay", 0.5)) < 1 and not spec["optimizer"].get("schedule"):
         decay = {"factor": float(budget.get("decay", 0.5)), "max_decays": int(budget.get("max_decays", 10))}
-    svi = SVI(model, guide, make_optimizer(spec["optimizer"], f"{where}.optimizer", adaptive=decay is not None),
+    optimizer, init_params = dict(spec["optimizer"]), None
+    if spec.get("init", "guide") == "laplace":
+        from sviflow.laplace import laplace_init
+
+        init_params, smallest = laplace_init(model, guide, kwargs, int(spec["seeds"][0]))
+        if init_params is None:
+            log.warning("fit %s: no Laplace start for guide %s; it starts from its own "
+                        "initialisation", spec["name"], spec["guide"]["name"])
+        elif not optimizer.get("schedule"):
+            # Adam moves every parameter by about its step size a step: to resolve the
+            # narrowest posterior direction it must start well below that direction's sd
+            cap = 0.1 * smallest
+            if cap < float(optimizer.get("step_size", 5e-4)):
+                log.info("fit %s: first step size %.3g, a tenth of the smallest Laplace sd "
+                         "(optimizer.step_size %.3g)", spec["name"], cap, optimizer.get("step_size", 5e-4))
+                optimizer["step_size"] = cap
+    svi = SVI(model, guide, make_optimizer(optimizer, f"{where}.optimizer", adaptive=decay is not None),
               loss=make_elbo(spec["elbo"], f"{where}.elbo"))
     engine = spec.get("engine", {})
     rule = spec.get("convergence") or {}
@@ -98,7 +114,7 @@ def fit(inputs, outputs, params, progress_file=None):
                          stable_update=bool(spec.get("stable_update", False)),
                          progress=True, progress_file=progress_file, latent_sites=latent,
                          rule=rule, moment_draws=int(rule.get("draws", 200)),
-                         budget=budget, decay=decay)
+                         budget=budget, decay=decay, init_params=init_params)
     except (TypeError, ValueError, KeyError, NotImplementedError) as error:
         raise ConfigError(f"{where}: the model {spec['model']['function']!r} with the guide "
                           f"{spec['guide']['name']!r} failed when traced: "

@@ -206,7 +206,20 @@ def fit_spec(fit):
         # the rule the engine applies (to stop, to lower the step size, to average) and the
         # check applies again: a fit depends on it
         "convergence": config.get("checks", {}).get("convergence", {}),
+        "init": fit_init(entry),
     })
+
+
+LAPLACE_GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal", "AutoDelta")
+
+
+def fit_init(entry):
+    """Where a fit starts: laplace (the posterior's mode and curvature) by default for a step
+    budget with an autoguide that takes it, the guide's own initialisation otherwise."""
+    if entry.get("init"):
+        return entry["init"]
+    budget = isinstance(entry["steps"], dict)
+    return "laplace" if budget and entry["guide"]["name"] in LAPLACE_GUIDES else "guide"
 
 
 def code_files(fit=None, model=None):

@@ -2,7 +2,7 @@ rule fit:
     """One SVI fit: all its seeds in one vmap, the steps as lax.scan in chunks."""
     input:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
-        library=library("engine.py", "convergence.py", *MODEL_CODE),
+        library=library("engine.py", "convergence.py", "laplace.py", *MODEL_CODE),
     output:
         fit="results/fits/{fit}.h5",
     params:
