@@ -348,3 +348,15 @@ def test_verdict_a_budget_whose_step_size_was_not_confirmed_is_not_converged():
     assert result.problems[:2] == ["step size not confirmed", "budget ran out"]
     assert "the last halving moved a mean by 0.5 sd" in result.sentence
     assert dg.verdict(**inputs(), stop={**stop, "confirmed": [True]}).verdict == dg.CONVERGED
+
+
+def test_verdict_with_a_reference_the_distances_decide_not_khat():
+    """Against a reference whose means and sds the guide matches, a k-hat above 0.7 is said but
+    does not make the fit poor; without a reference, k-hat decides."""
+    with_reference = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7, distances=distances())
+    assert with_reference.verdict == dg.CONVERGED
+    assert "PSIS k-hat 0.90 > 0.70: the joint is not good enough for importance sampling" in with_reference.sentence
+    alone = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7)
+    assert alone.verdict == dg.POOR
+    off = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7, distances=distances(sd_ratio=0.5))
+    assert off.verdict == dg.POOR and off.problems == ["sds off the reference (1)", "k-hat 0.90 > 0.70"]
