@@ -226,9 +226,21 @@ def main(argv=None) -> int:
                         "dense_mass=true,target_accept_prob=0.9",
                         help="the NUTS reference's settings, key=value,...")
     parser.add_argument("--table-only", action="store_true", help="no run: the tables from --out")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                        help="no run: one table from the rows of several calibration.json files "
+                             "(a later file's row replaces an earlier one of the same fit)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the results already in --out (the workflow reruns only what changed)")
     args = parser.parse_args(argv)
+    if args.combine:
+        rows = {}
+        for path in args.combine:
+            rows.update({row["fit"]: row for row in json.loads(path.read_text())["rows"]})
+        rows = list(rows.values())
+        modes = list(dict.fromkeys(row["mode"] for row in rows))
+        guides = [g for g in GUIDES if any(row["guide"] == g for row in rows)]
+        print(markdown(rows, modes, guides))
+        return 0
     entries = load_suite(args.only.split(",") if args.only else None)
     guides, modes = args.guides.split(","), args.modes.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -15,6 +15,7 @@ which changes no number, comes through the environment (``SVIFLOW_FIT_CHUNKS``) 
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import numpy as np
@@ -354,6 +355,13 @@ def check(inputs, outputs, params, progress_file=None):
             distances = [dg.sample_distances({k: v[i] for k, v in posterior.items()}, ref,
                                              int(q["energy_draws"]), int(settings["seed"]))["sites"]
                          for i in range(len(weights_all))]
+            # the reference's own Monte Carlo error widens no bar: it narrows it (see
+            # diagnostics.distance_problems), by its ESS per component
+            ess = dg.reference_ess(ref)
+            for rows in distances:
+                for label, row in rows.items():
+                    row["reference_ess"] = ess.get(label, math.inf)
+                    row["guide_draws"] = int(np.shape(next(iter(posterior.values())))[1])
             quality["energy_distance"] = np.float64(pooled_distances["energy"])
             quality["sites"] = {site: {**{k: np.float64(v) for k, v in row.items()},
                                        "mean_error_sd_per_seed": np.array([d[site]["mean_error_sd"] for d in distances]),

@@ -360,3 +360,18 @@ def test_verdict_with_a_reference_the_distances_decide_not_khat():
     assert alone.verdict == dg.POOR
     off = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7, distances=distances(sd_ratio=0.5))
     assert off.verdict == dg.POOR and off.problems == ["sds off the reference (1)", "k-hat 0.90 > 0.70"]
+
+
+def test_the_distance_bars_leave_room_for_the_references_own_error():
+    """A reference of ESS 100 knows its mean to 0.1 sd: a guide 0.25 sd off it may be 0.35 sd
+    off the truth, so it is not called close; against an exact reference it is."""
+    noisy = [{"f": {"mean_error_sd": 0.25, "sd_ratio": 1.0, "reference_ess": 100.0, "guide_draws": 10000}}]
+    result = dg.verdict(**inputs(), distances=noisy)
+    assert result.verdict == dg.POOR and "less 2 standard errors" in result.sentence
+    exact = [{"f": {"mean_error_sd": 0.25, "sd_ratio": 1.0}}]
+    assert dg.verdict(**inputs(), distances=exact).verdict == dg.CONVERGED
+    narrow_sd = [{"f": {"mean_error_sd": 0.0, "sd_ratio": 0.82, "reference_ess": 400.0, "guide_draws": 4000}}]
+    assert dg.verdict(**inputs(), distances=narrow_sd).verdict == dg.POOR
+    assert dg.reference_ess({"nuts": {"ess": {"b": np.array([500.0, 600.0]), "s": np.float64(700.0)}}}) == {
+        "b[0]": 500.0, "b[1]": 600.0, "s": 700.0}
+    assert dg.reference_ess({"log_z": 0.0}) == {}
