@@ -26,8 +26,8 @@ GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal
 
 
 def laplace_init(model, guide, model_kwargs: dict, seed: int = 0, iterations: int = 500):
-    """-> (the guide's initial params, the smallest Laplace sd in unconstrained space), or
-    (None, None) where there is no Laplace start for this guide."""
+    """-> (the guide's initial params, the sd of the narrowest direction the guide must
+    resolve, in unconstrained space), or (None, None) where there is no Laplace start."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -71,16 +71,25 @@ def laplace_init(model, guide, model_kwargs: dict, seed: int = 0, iterations: in
         log.warning("Laplace start: the Hessian at the mode has no positive curvature; the guide "
                     "keeps its own initialisation")
         return None, None
-    # a flat or saddle direction gets the widest curvature seen (a cautious start, not a claim)
-    floor = eigenvalues.max() * 1e-10
-    curvature = np.where(eigenvalues > floor, eigenvalues, eigenvalues[eigenvalues > floor].min())
+    # a flat or saddle direction gets the flattest curvature seen (a cautious start, not a
+    # claim); every positive one is kept, however small: a badly scaled posterior's widest
+    # direction (an intercept's sd of 1e4) has a curvature 1e-12 of its narrowest's
+    positive = eigenvalues > 0
+    curvature = np.where(positive, eigenvalues, eigenvalues[positive].min())
     covariance = (vectors / curvature) @ vectors.T
     log.info("Laplace start: mode found in %d L-BFGS iterations (potential %.6g -> %.6g), "
              "sds %s", iterations, values[0], values[-1],
              np.round(np.sqrt(np.diag(covariance)), 6).tolist()[:10])
     sd = np.sqrt(np.diag(covariance))
     dtype = np.asarray(start).dtype
-    return _params(kind, guide, info, unravel, start, mode, covariance, sd, dtype), float(sd.min())
+    # the narrowest direction the guide must resolve: for a full or low-rank covariance the
+    # narrowest principal axis of the Laplace approximation, for a mean-field or point guide
+    # the narrowest conditional sd (a mean-field Gaussian's sd at its optimum, 1 / sqrt(H_ii))
+    if kind in ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal"):
+        narrowest = float(1.0 / np.sqrt(curvature.max()))
+    else:
+        narrowest = float(1.0 / np.sqrt(np.max(np.diag(hessian))))
+    return _params(kind, guide, info, unravel, start, mode, covariance, sd, dtype), narrowest
 
 
 def _params(kind, guide, info, unravel, start, mode, covariance, sd, dtype) -> dict:

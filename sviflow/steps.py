@@ -101,8 +101,9 @@ def fit(inputs, outputs, params, progress_file=None):
             # narrowest posterior direction it must start well below that direction's sd
             cap = 0.1 * smallest
             if cap < float(optimizer.get("step_size", 5e-4)):
-                log.info("fit %s: first step size %.3g, a tenth of the smallest Laplace sd "
-                         "(optimizer.step_size %.3g)", spec["name"], cap, optimizer.get("step_size", 5e-4))
+                log.info("fit %s: first step size %.3g, a tenth of the sd of the narrowest "
+                         "direction of the Laplace approximation (optimizer.step_size %.3g)",
+                         spec["name"], cap, optimizer.get("step_size", 5e-4))
                 optimizer["step_size"] = cap
     svi = SVI(model, guide, make_optimizer(optimizer, f"{where}.optimizer", adaptive=decay is not None),
               loss=make_elbo(spec["elbo"], f"{where}.elbo"))
