@@ -38,9 +38,10 @@ import numpy as np
 # auxiliaries, the same draws again) and path 3 as many mock sets as path 2
 SCHEMA_VERSION = 3
 
-# The oldest version read, by kind: version 3 changed the predictive layout only (the storage
-# is HDF5's to undo), so the other kinds' version 2 files are read as they are, not remade.
-OLDEST_READABLE = {"data": 2, "fit": 2, "reference": 2, "check": 2}
+# The oldest version read, by kind: version 3 changed the predictive layout, and the fit and
+# check layouts (the guide's moments along the run, the convergence rule's numbers); data and
+# reference files of version 2 are read as they are (the storage is HDF5's to undo), not remade.
+OLDEST_READABLE = {"data": 2, "reference": 2}
 
 COMPRESS_ABOVE = 1024  # bytes: smaller arrays gain nothing from gzip but its header
 GZIP_LEVEL = 4  # level 9 saves under 2 % more on these arrays and writes 3 x slower

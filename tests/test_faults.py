@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from conftest import SNAKEMAKE, copy_workflow, run_snakemake
+from sviflow.h5io import SCHEMA_VERSION
 
 pytestmark = pytest.mark.workflow
 
@@ -419,12 +420,12 @@ def test_input_of_another_schema_version_is_named(base_run, tmp_path):
     result = run_snakemake(workdir, "--cores", "1", *BASE, target, check=False)
     assert result.returncode != 0
     assert ("sviflow predict: results/fits/beta.h5: written with schema version 99, this sviflow "
-            "reads version 2") in _output(result)
+            "reads version 3") in _output(result)
     assert "snakemake --forcerun results/fits/beta.h5" in _output(result)
     # the advice works
     run_snakemake(workdir, "--cores", "2", *BASE, "--forcerun", "results/fits/beta.h5", target)
     with h5py.File(path) as handle:
-        assert handle.attrs["schema_version"] == 2
+        assert handle.attrs["schema_version"] == SCHEMA_VERSION
     assert _equal(_h5_contents(path), _h5_contents(base_run / "results" / "fits" / "beta.h5"))
 
 

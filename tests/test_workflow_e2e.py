@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, import_audit, run_snakemake
+from sviflow.h5io import SCHEMA_VERSION
 
 pytestmark = pytest.mark.workflow
 
@@ -45,7 +46,7 @@ def test_each_step_imports_only_what_it_needs(tiny_run):
 def test_fit_files_hold_the_full_trace(tiny_run):
     with h5py.File(tiny_run / "results" / "fits" / "beta_4_particles.h5") as fit:
         assert fit.attrs["schema"] == "sviflow.fit"
-        assert fit.attrs["schema_version"] == 2
+        assert fit.attrs["schema_version"] == SCHEMA_VERSION
         assert fit["losses"].shape == (2, 400)  # two seeds, every step
         assert fit["params/alpha_q"].shape == (2,)
         assert fit["trajectory/params/alpha_q"].shape[0] == 2
