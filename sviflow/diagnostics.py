@@ -341,7 +341,7 @@ def verdict(*, nonfinite: np.ndarray, windows: list, labels: list[str], settings
     diverged = [(s, int(step)) for s, step in zip(seeds, nonfinite) if step >= 0]
     if diverged:
         advice = start_advice or "lower the step size or use stable_update"
-        fail(unconverged, "diverged", "the loss became NaN or inf (" + ", ".join(
+        fail(unconverged, "the loss became NaN or inf", "the loss became NaN or inf (" + ", ".join(
             f"seed {s} at step {step}" for s, step in diverged) + f"): the fit diverged; {advice}")
     else:
         levels = (stop or {}).get("levels")

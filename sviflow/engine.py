@@ -107,7 +107,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     model_kwargs = model_kwargs or {}
     rule = convergence.settings(rule)
     if budget is not None:
-        min_steps, steps = int(budget["min"]), int(budget["max"])
+        min_steps, steps = int(budget.get("min", 2000)), int(budget["max"])
         if not 1 <= min_steps <= steps:
             raise ValueError(f"steps: min ({min_steps}) must be between 1 and max ({steps})")
         thin, per_chunk, _ = plan_chunks(min_steps, chunks, trajectory_points)

@@ -84,7 +84,8 @@ def fit(inputs, outputs, params, progress_file=None):
     from sviflow.predictive import site_names
 
     latent, _ = site_names(model, kwargs)
-    budget = spec["steps"] if isinstance(spec["steps"], dict) else None
+    # a budget's defaults (the schema cannot fill them inside its oneOf)
+    budget = {"min": 2000, "decay": 0.5, "max_decays": 10, **spec["steps"]} if isinstance(spec["steps"], dict) else None
     decay = None
     if budget is not None and float(budget.get("decay", 0.5)) < 1 and not spec["optimizer"].get("schedule"):
         decay = {"factor": float(budget.get("decay", 0.5)), "max_decays": int(budget.get("max_decays", 10))}

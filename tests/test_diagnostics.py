@@ -257,7 +257,7 @@ def test_verdict_divergence_comes_first():
                         khat_values=[0.1], khat_limit=0.7)
     assert result.verdict == dg.NOT_CONVERGED
     assert "seed 2 at step 57" in result.sentence and "diverged" in result.sentence
-    assert result.problems[0] == "diverged"
+    assert result.problems[0] == "the loss became NaN or inf"
     result = dg.verdict(**{**inputs(), "seeds": [2]}, skipped_steps=np.array([3]))
     assert result.verdict == dg.CONVERGED and "stable_update skipped 3 step(s) of seed 2" in result.sentence
 

@@ -174,12 +174,14 @@ def _rename_fit(name):
 BAD_CONFIGS = {
     # name: (change to the minimal config, what the message must say)
     "steps is a word": (lambda c: _fit(c).update(steps="many"),
-                        ["fits.beta.steps", "'many' is not of type 'integer'", "allowed: integer >= 1"]),
+                        ["fits.beta.steps", "'many' is not valid under any of the given schemas",
+                         "allowed: integer >= 1 or object", "a budget {min, max}"]),
     "typo in a key": (lambda c: _fit(c).update(stpes=_fit(c).pop("steps")),
                       ["fits.beta", "'stpes' was unexpected", "allowed: keys model, data, guide",
                        "did you mean 'steps'?"]),
     "negative steps": (lambda c: _fit(c).update(steps=-5),
-                       ["fits.beta.steps", "-5 is less than the minimum of 1", "integer >= 1"]),
+                       ["fits.beta.steps", "-5 is not valid under any of the given schemas",
+                        "allowed: integer >= 1 or object"]),
     "zero particles": (lambda c: _fit(c).update(elbo={"num_particles": 0}),
                        ["fits.beta.elbo.num_particles", "0 is less than the minimum of 1",
                         "allowed: integer >= 1"]),
