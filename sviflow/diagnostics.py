@@ -294,21 +294,25 @@ def distance_problems(per_seed: list[dict], quality: dict, seeds: list[int]) -> 
                 worst_sd[label] = (ratio, seed, off)
     found = []
     if worst_mean:
-        items = sorted(worst_mean.items(), key=lambda item: -item[1][0])
-        shown = ", ".join(f"{label} {signed:+.2f} sd (seed {seed})" for label, (_, seed, signed) in items[:5])
-        more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-        found.append((f"means off the reference ({len(items)})",
+        listed = _listed(sorted(worst_mean.items(), key=lambda item: -item[1][0]),
+                         lambda label, value: f"{label} {value[2]:+.2f} sd (seed {value[1]})")
+        found.append((f"means off the reference ({len(worst_mean)})",
                       f"guide means off the reference's by more than {quality['max_mean_error']:g} "
                       f"reference sd (less {MARGIN_Z:g} standard errors of the reference's and the "
-                      f"draws' own Monte Carlo error): {shown}{more}"))
+                      f"draws' own Monte Carlo error): {listed}"))
     if worst_sd:
-        items = sorted(worst_sd.items(), key=lambda item: -item[1][2])
-        shown = ", ".join(f"{label} x{ratio:.2f} (seed {seed})" for label, (ratio, seed, _) in items[:5])
-        more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-        found.append((f"sds off the reference ({len(items)})",
+        listed = _listed(sorted(worst_sd.items(), key=lambda item: -item[1][2]),
+                         lambda label, value: f"{label} x{value[0]:.2f} (seed {value[1]})")
+        found.append((f"sds off the reference ({len(worst_sd)})",
                       f"guide sds outside [{low:g}, {high:g}] x the reference's (narrowed by the "
-                      f"same Monte Carlo error): {shown}{more}"))
+                      f"same Monte Carlo error): {listed}"))
     return found
+
+
+def _listed(items: list, describe, shown: int = 5) -> str:
+    """The first ``shown`` items in words, and how many more."""
+    text = ", ".join(describe(label, value) for label, value in items[:shown])
+    return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def verdict(*, nonfinite: np.ndarray, windows: list, labels: list[str], settings: dict,
