@@ -39,7 +39,7 @@ FIGURES = {
     "autoguide": {"loss", "trajectories", "posterior", "covariance"},
 }
 # a phrase of each caption (workflow/report/*.rst), to tell that the right caption is shown
-CAPTIONS = {"loss": "Loss (negative ELBO) at every step", "trajectories": "The guide's mean (line)",
+CAPTIONS = {"loss": "Loss (negative ELBO) at every step", "trajectories": "mean +- sd (band) of every latent component",
             "posterior": "posterior samples", "mock observations": "Mock observations",
             "covariance": "auto_scale_tril"}
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
