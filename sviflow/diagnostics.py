@@ -138,17 +138,14 @@ def seeds_rhat(posterior: dict, latent_sites) -> dict[str, float]:
 
     Do several seeds give the same distribution? The draws within a seed are independent, so
     this compares the seeds' guides with each other relative to the posterior's own width.
-    (R-hat of the late *iterates* across seeds is kept in the check file, but does not decide:
-    with a decaying step size each seed's iterates barely move, and any difference looks
-    huge.)"""
+    Components are named as everywhere else in the check (``convergence.component_labels``)."""
     result = {}
     for site in latent_sites:
         draws = np.asarray(posterior.get(site, []), dtype=np.float64)
         if draws.ndim < 2 or draws.shape[0] < 2:
             continue
         flat = draws.reshape(draws.shape[0], draws.shape[1], -1)
-        for index in range(flat.shape[2]):
-            label = site if flat.shape[2] == 1 else f"{site}[{index}]"
+        for index, label in enumerate(convergence.component_labels({site: draws.shape[2:]})):
             result[label] = _rhat(flat[:, :, index])
     return result
 
