@@ -46,8 +46,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DEFAULTS = {"window": 0.2, "min_points": 20, "mean_shift": 0.1, "sd_change": 0.1,
-            "mcse": 0.05, "rhat": 1.1, "travel_rhat": 1.5, "travel_speed": 0.5}
+from sviflow.config import schema_defaults
+
+# the rule's thresholds, from the schema (checks.convergence), less the engine's draws
+DEFAULTS = {key: value for key, value in schema_defaults("checks", "convergence").items()
+            if key != "draws"}
 BATCHES = 10
 
 

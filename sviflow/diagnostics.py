@@ -36,21 +36,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sviflow import convergence
+from sviflow.config import schema_defaults
 
-DEFAULTS = {
-    "plateau": {"window": 100, "tolerance": 0.01, "diverging": 0.5},
-    "convergence": {**convergence.DEFAULTS, "draws": 200},
-    # khat from 10,000 draws: at 2,000 its spread (0.5 to 0.9 for a true 0.8) hides poor guides.
-    # max_kl has no literature value; 0.1 nats is a mean off by 0.45 sd or an sd 30 % too small.
-    # max_mean_error and sd_ratio: the bar for an autoguide against posteriordb's gold draws
-    # (deepppl/evaluation-autoguide's 0.3 sd on means; the sd ratio catches the
-    # under-dispersed mean-field fits that pass on means alone), the calibration suite's GOOD
-    "quality": {"elbo_particles": 5000, "khat_particles": 10000, "khat_good": 0.5,
-                "khat_max": 0.7, "max_kl": 0.1, "energy_draws": 2000,
-                "max_mean_error": 0.3, "sd_ratio": [0.8, 1.25]},
-    "seed": 0,
-    "strict": False,
-}
+# The literature's thresholds, from the schema (workflow/schemas/config.schema.yaml, checks),
+# which says where each comes from. khat from 10,000 draws: at 2,000 its spread (0.5 to 0.9 for
+# a true 0.8) hides poor guides. max_kl has no literature value; 0.1 nats is a mean off by
+# 0.45 sd or an sd 30 % too small. max_mean_error and sd_ratio: the bar for an autoguide
+# against posteriordb's gold draws (deepppl/evaluation-autoguide's 0.3 sd on means; the sd
+# ratio catches the under-dispersed mean-field fits that pass on means alone).
+DEFAULTS = schema_defaults("checks")
 
 
 def merged(settings: dict | None) -> dict:
@@ -68,7 +62,8 @@ def weighted_draws(checks: dict | None, predictive: dict | None) -> int:
     """How many guide draws the predict step weighs: the posterior samples, or more where the
     check's ELBO or k-hat asks for more."""
     quality = merged(checks)["quality"]
-    return max(int((predictive or {}).get("num_samples", 10000)), int(quality["elbo_particles"]),
+    num_samples = {**schema_defaults("predictive"), **(predictive or {})}["num_samples"]
+    return max(int(num_samples), int(quality["elbo_particles"]),
                int(quality["khat_particles"]))
 
 

@@ -107,7 +107,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     model_kwargs = model_kwargs or {}
     rule = convergence.settings(rule)
     if budget is not None:
-        min_steps, steps = int(budget.get("min", 2000)), int(budget["max"])
+        min_steps, steps = int(budget["min"]), int(budget["max"])
         if not 1 <= min_steps <= steps:
             raise ValueError(f"steps: min ({min_steps}) must be between 1 and max ({steps})")
         thin, per_chunk, _ = plan_chunks(min_steps, chunks, trajectory_points)
@@ -258,7 +258,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
                     levels[i].append(level)
                     continue
             levels[i].append(level)
-            if sum(1 for d in decays if d[1] == seeds[i]) < int(decay.get("max_decays", 10)):
+            if sum(1 for d in decays if d[1] == seeds[i]) < int(decay["max_decays"]):
                 lowered.append(i)
             elif w.converged(rule):
                 confirmed[i] = True  # no lowering left: the rule alone
@@ -269,7 +269,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
         if lowered:
             rates = rates.copy()
             for i in lowered:
-                rates[i] *= float(decay.get("factor", 0.5))
+                rates[i] *= float(decay["factor"])
                 since[i] = done
                 decays.append((done, seeds[i], float(rates[i])))
                 log.info("seed %d: settled at step %d: step size lowered to %.3g, to see whether "

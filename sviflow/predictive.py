@@ -48,9 +48,6 @@ def site_names(model, model_kwargs: dict, seed: int = 0) -> tuple[list[str], lis
     return latent, observed
 
 
-MAX_MOCK_VALUES = 1_000_000  # per seed and path: 4 MB of float32 (predictive.max_mock_values)
-
-
 def mock_sets(model, predict_kwargs: dict, observed_sites: list[str], num_mock: int,
               max_values: int | None) -> int:
     """How many mock observation sets to draw per seed and path: ``num_mock``, or fewer so that

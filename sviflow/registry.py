@@ -20,8 +20,8 @@ import traceback
 from pathlib import Path
 
 
-class ConfigError(ValueError):
-    """A config entry that cannot be turned into what it names."""
+from sviflow.config import default
+from sviflow.errors import ConfigError  # noqa: F401  (raised here; importable from here too)
 
 
 # The names the config may use. They are plain tuples so that the workflow can check a config
@@ -381,8 +381,8 @@ def make_optimizer(spec: dict, where: str = "optimizer", adaptive: bool = False)
     """
     import numpyro.optim
 
-    name = spec.get("name", "Adam")
-    step_size = float(spec.get("step_size", 5e-4))
+    spec = {**default("fits", "optimizer"), **spec}
+    name, step_size = spec["name"], float(spec["step_size"])
     args = dict(spec.get("args") or {})
     if name not in OPTIMIZERS:
         raise ConfigError(f"{where}.name: unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
@@ -420,12 +420,13 @@ def make_elbo(spec: dict, where: str = "elbo"):
     """``{"name": "Trace_ELBO", "num_particles": 1, "args": {"alpha": 0.5}}``."""
     import numpyro.infer
 
-    name = spec.get("name", "Trace_ELBO")
+    spec = {**default("fits", "elbo"), **spec}
+    name = spec["name"]
     if name not in ELBOS:
         raise ConfigError(f"{where}.name: unknown ELBO {name!r}; valid: {', '.join(ELBOS)}")
     cls = getattr(numpyro.infer, name)
     try:
-        return cls(num_particles=int(spec.get("num_particles", 1)), **(spec.get("args") or {}))
+        return cls(num_particles=int(spec["num_particles"]), **(spec.get("args") or {}))
     except TypeError as error:
         takes = [p for p in inspect.signature(cls).parameters if p != "num_particles"]
         raise ConfigError(f"{where}.args: {error}; {name} takes {', '.join(takes)}") from error

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from sviflow.config import BUDGET_DEFAULTS, default, schema_defaults
 from sviflow.h5io import ArtifactError, read_artifact, write_artifact
 
 log = logging.getLogger("sviflow")
@@ -85,11 +86,11 @@ def fit(inputs, outputs, params, progress_file=None):
 
     latent, _ = site_names(model, kwargs)
     # a budget's defaults (the schema cannot fill them inside its oneOf)
-    budget = {"min": 2000, "decay": 0.5, "max_decays": 10, **spec["steps"]} if isinstance(spec["steps"], dict) else None
+    budget = {**BUDGET_DEFAULTS, **spec["steps"]} if isinstance(spec["steps"], dict) else None
     decay = None
-    if budget is not None and float(budget.get("decay", 0.5)) < 1 and not spec["optimizer"].get("schedule"):
-        decay = {"factor": float(budget.get("decay", 0.5)), "max_decays": int(budget.get("max_decays", 10))}
-    optimizer, init_params = dict(spec["optimizer"]), None
+    if budget is not None and float(budget["decay"]) < 1 and not spec["optimizer"].get("schedule"):
+        decay = {"factor": float(budget["decay"]), "max_decays": int(budget["max_decays"])}
+    optimizer, init_params = {**default("fits", "optimizer"), **spec["optimizer"]}, None
     if spec.get("init", "guide") == "laplace":
         from sviflow.laplace import laplace_init
 
@@ -101,22 +102,27 @@ def fit(inputs, outputs, params, progress_file=None):
             # Adam moves every parameter by about its step size a step: to resolve the
             # narrowest posterior direction it must start well below that direction's sd
             cap = 0.1 * smallest
-            if cap < float(optimizer.get("step_size", 5e-4)):
+            if cap < float(optimizer["step_size"]):
                 log.info("fit %s: first step size %.3g, a tenth of the sd of the narrowest "
                          "direction of the Laplace approximation (optimizer.step_size %.3g)",
-                         spec["name"], cap, optimizer.get("step_size", 5e-4))
+                         spec["name"], cap, optimizer["step_size"])
                 optimizer["step_size"] = cap
     svi = SVI(model, guide, make_optimizer(optimizer, f"{where}.optimizer", adaptive=decay is not None),
               loss=make_elbo(spec["elbo"], f"{where}.elbo"))
     engine = spec.get("engine", {})
-    rule = spec.get("convergence") or {}
+    # a budget's spec holds its chunks (they are where the rule is applied); a fixed number of
+    # steps gets them by the environment: they change no number of such a fit
+    chunks = engine.get("chunks") or os.environ.get("SVIFLOW_FIT_CHUNKS") or default("engine", "chunks")
+    rule = {**schema_defaults("checks", "convergence"), **(spec.get("convergence") or {})}
+    stable_update = bool(spec.get("stable_update", default("fits", "stable_update")))
     try:
         result = fit_svi(svi, None if budget else int(spec["steps"]), spec["seeds"], kwargs,
-                         chunks=int(engine.get("chunks") or os.environ.get("SVIFLOW_FIT_CHUNKS", 20)),
-                         trajectory_points=int(engine.get("trajectory_points", 1000)),
-                         stable_update=bool(spec.get("stable_update", False)),
+                         chunks=int(chunks),
+                         trajectory_points=int(engine.get("trajectory_points",
+                                                          default("engine", "trajectory_points"))),
+                         stable_update=stable_update,
                          progress=True, progress_file=progress_file, latent_sites=latent,
-                         rule=rule, moment_draws=int(rule.get("draws", 200)),
+                         rule=rule, moment_draws=int(rule["draws"]),
                          budget=budget, decay=decay, init_params=init_params)
     except (TypeError, ValueError, KeyError, NotImplementedError) as error:
         raise ConfigError(f"{where}: the model {spec['model']['function']!r} with the guide "
@@ -124,7 +130,7 @@ def fit(inputs, outputs, params, progress_file=None):
                           f"{type(error).__name__}: {error}") from error
     from sviflow.diagnostics import divergence, first_nonfinite
 
-    bad, skipped = divergence(result.losses, result.params, bool(spec.get("stable_update", False)))
+    bad, skipped = divergence(result.losses, result.params, stable_update)
     for seed, step in zip(result.seeds, bad):
         if step >= 0:
             log.warning("fit %s seed %d: loss NaN or inf from step %d on: the fit diverged",
@@ -162,9 +168,9 @@ def predict(inputs, outputs, params, progress_file=None):
     enable_compilation_cache(_cache_dir(params))
     from sviflow.data import model_kwargs
     from sviflow.diagnostics import weighted_draws
-    from sviflow.predictive import MAX_MOCK_VALUES, predictive_paths, site_names, support_excess
+    from sviflow.predictive import predictive_paths, site_names, support_excess
 
-    spec, settings = params["spec"], params["predictive"]
+    spec, settings = params["spec"], {**schema_defaults("predictive"), **params["predictive"]}
     # by hand without "weighted": as many as the check needs with its default settings
     weighted = int(params.get("weighted") or weighted_draws(None, settings))
     fitted = read_artifact(inputs["fit"], "fit")
@@ -191,7 +197,7 @@ def predict(inputs, outputs, params, progress_file=None):
                                 observed, latent, num_samples=int(settings["num_samples"]),
                                 num_mock=int(settings["num_mock"]), seed=int(settings["seed"]),
                                 num_weighted=weighted,
-                                max_mock_values=int(settings.get("max_mock_values", MAX_MOCK_VALUES)),
+                                max_mock_values=int(settings["max_mock_values"]),
                                 deterministic_sites=deterministic)
         for path in ("posterior", "mock_from_guide", "mock_from_samples"):
             log.info("%s: %s", path, {k: v.shape for k, v in tree[path].items()})
@@ -212,7 +218,8 @@ def reference(inputs, outputs, params, progress_file=None):
     from sviflow import references
     from sviflow.registry import ConfigError
 
-    model_spec, settings = params["model"], dict(params["reference"])
+    model_spec = params["model"]
+    settings = {**schema_defaults("models", "reference"), **params["reference"]}
     method = settings.pop("method")
     where = f"models.{model_spec['name']}.reference"
 
@@ -227,8 +234,7 @@ def reference(inputs, outputs, params, progress_file=None):
 
             kwargs = model_kwargs(dataset)
             model = resolve_model(model_spec, where=f"models.{model_spec['name']}")
-        num_draws = int(settings.get("num_draws", 10000))
-        seed = int(settings.get("seed", 0))
+        num_draws, seed = int(settings["num_draws"]), int(settings["seed"])
         if method == "exact":
             if model_spec["function"] != "coin_flips":
                 raise ConfigError(f"{where}.method: exact is known only for coin_flips; use grid or nuts")
@@ -236,15 +242,15 @@ def reference(inputs, outputs, params, progress_file=None):
                                          num_draws=num_draws, seed=seed)
         if method == "grid":
             return references.grid(model, kwargs, bounds=settings.get("bounds"),
-                                   points=int(settings.get("points", 400)), num_draws=num_draws,
+                                   points=int(settings["points"]), num_draws=num_draws,
                                    seed=seed, split_direction=settings.get("split_direction"))
         if method == "nuts":
-            return references.nuts(model, kwargs, num_warmup=int(settings.get("num_warmup", 1000)),
-                                   num_samples=int(settings.get("num_samples", 2000)),
-                                   num_chains=int(settings.get("num_chains", 2)),
-                                   target_accept_prob=float(settings.get("target_accept_prob", 0.8)),
-                                   dense_mass=bool(settings.get("dense_mass", False)),
-                                   max_tree_depth=int(settings.get("max_tree_depth", 10)),
+            return references.nuts(model, kwargs, num_warmup=int(settings["num_warmup"]),
+                                   num_samples=int(settings["num_samples"]),
+                                   num_chains=int(settings["num_chains"]),
+                                   target_accept_prob=float(settings["target_accept_prob"]),
+                                   dense_mass=bool(settings["dense_mass"]),
+                                   max_tree_depth=int(settings["max_tree_depth"]),
                                    num_draws=num_draws, seed=seed, where=where)
         if method == "draws":
             # the file: an input of the job (Snakemake passes its path), else as the params give it

@@ -74,7 +74,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def plot_rule(config: dict, fit: str) -> str:
     """The rule that draws ``fit``'s figures: one per set of figures (workflow/rules/plot.smk)."""
-    entry = config["fits"][fit]
-    extra = (["mock"] if entry.get("data") else []) + (
-        ["covariance"] if entry["guide"]["name"] == "AutoMultivariateNormal" else [])
-    return "plot_with_" + "_and_".join(extra) if extra else "plot"
+    from sviflow.config import Plan, validate
+
+    validate(config)
+    return Plan(config, REPO / "tests" / "configs").plot_rule(fit)

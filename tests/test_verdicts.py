@@ -19,6 +19,7 @@ import pytest
 from scipy import special
 
 from sviflow import steps
+from sviflow.config import Plan, validate
 from sviflow.diagnostics import CONVERGED, NOT_CONVERGED, POOR, weighted_draws
 from sviflow.h5io import read_artifact
 
@@ -48,13 +49,19 @@ def workdir(tmp_path_factory):
 
 def fit_spec(name, model, guide, step_size, steps_, particles=1, seeds=(1,), data=None,
              schedule=None):
-    """The config slice that workflow/rules/common.smk's fit_spec() builds for one fit."""
-    return {"name": name, "model": model, "data": data, "guide": guide,
-            "optimizer": {"name": "Adam", "step_size": step_size,
-                          **({"schedule": schedule} if schedule else {})},
-            "elbo": {"name": "Trace_ELBO", "num_particles": particles},
-            "steps": steps_, "seeds": list(seeds), "stable_update": False,
-            "engine": {"trajectory_points": 1000}}
+    """The config slice of one fit, as the workflow builds it (sviflow.config.Plan.fit_spec)
+    from a config of that one fit."""
+    config = {"models": {model["name"]: {"function": model["function"], "args": model["args"]}},
+              "datasets": {data: {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}}
+              if data else {},
+              "fits": {name: {"model": model["name"], "guide": guide, "steps": steps_,
+                              "seed": list(seeds),
+                              "optimizer": {"name": "Adam", "step_size": step_size,
+                                            **({"schedule": schedule} if schedule else {})},
+                              "elbo": {"name": "Trace_ELBO", "num_particles": particles},
+                              **({"data": data} if data else {})}}}
+    validate(config)
+    return Plan(config).fit_spec(name)
 
 
 def run_fit(root, spec, reference, checks=None, data=True):

@@ -7,13 +7,13 @@ rule reference:
     input:
         unpack(lambda wildcards: reference_inputs(wildcards.reference)),
         # method draws: the file of draws, so that an edit of it reruns the reference
-        draws=lambda wildcards: reference_file(wildcards.reference.split("--", 1)[0]) or [],
+        draws=lambda wildcards: reference_file(reference_model(wildcards.reference)) or [],
         library=library("references.py", *MODEL_CODE),
     output:
         reference="results/references/{reference}.h5",
     params:
-        model=lambda wildcards: model_spec(wildcards.reference.split("--", 1)[0]),
-        reference=lambda wildcards: reference_settings(wildcards.reference.split("--", 1)[0]),
+        model=lambda wildcards: model_spec(reference_model(wildcards.reference)),
+        reference=lambda wildcards: reference_settings(reference_model(wildcards.reference)),
     log:
         "results/logs/reference/{reference}.log",
     benchmark:

@@ -1,0 +1,572 @@
+"""The workflow's config as its jobs see it: validation with messages that name the key, the
+cross-checks the schema cannot make, each job's config slice (its ``params``), the files a job
+depends on, the reference ids and the figures of each fit.
+
+Everything here is a function of the validated config and the directory of the config file the
+user gave (paths in the config are relative to it), so that tests call it without running
+Snakemake. ``workflow/rules/common.smk`` builds one :class:`Plan` as the workflow is read and
+keeps only what needs Snakemake: input functions, wildcard constraints, the jobs' environment.
+
+Defaults live in one place, the schema (``workflow/schemas/config.schema.yaml``), which
+Snakemake's ``validate`` fills in; :func:`schema_defaults` reads them for library code that runs
+without a validated config. The one exception is the step budget's keys (a ``oneOf`` branch,
+where Snakemake cannot fill defaults): :data:`BUDGET_DEFAULTS`, filled in by :meth:`Plan.fit_spec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from sviflow.errors import ConfigError
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+# A step budget's keys, which the schema's oneOf cannot default (its descriptions state them;
+# tests/test_config.py keeps the two equal)
+BUDGET_DEFAULTS = {"min": 2000, "decay": 0.5, "max_decays": 10}
+
+# guides that a step budget starts at the Laplace approximation (sviflow/laplace.py)
+LAPLACE_GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal",
+                  "AutoDelta")
+
+# the figures every fit has, and those some fits have, by the short name of their plot rule
+# (plot_with_<key>...): mock observations for a model with data, the covariance for AutoMVN
+PLOT_FIGURES = ("loss", "trajectories", "posterior")
+OPTIONAL_FIGURES = {"mock": "mock_observations", "covariance": "covariance"}
+
+# the sections whose entries are named, and the key of each entry's name in messages
+NAMED_SECTIONS = ("models", "datasets", "fits", "comparisons")
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _resolve(node: dict, schema: dict) -> dict:
+    while isinstance(node, dict) and "$ref" in node:
+        target = schema
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _fill(instance, node: dict, schema: dict):
+    """Fill ``instance`` (a dict) with the defaults of ``node``'s properties, recursively, as
+    Snakemake's validate(set_default=True) does."""
+    node = _resolve(node, schema)
+    if not isinstance(instance, dict):
+        return instance
+    for key, child in (node.get("properties") or {}).items():
+        child = _resolve(child, schema)
+        if key not in instance and "default" in child:
+            instance[key] = _copy(child["default"])
+        if key in instance:
+            _fill(instance[key], child, schema)
+    return instance
+
+
+def _copy(value):
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def schema_defaults(*path: str) -> dict:
+    """The schema's defaults of a section: ``schema_defaults("checks")`` is the ``checks`` of a
+    config that gives none. Named entries are passed over: ``schema_defaults("fits")`` is what
+    one fit entry gets, ``schema_defaults("models", "reference")`` a model's reference."""
+    return _copy(_schema_defaults(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_defaults(path: tuple[str, ...]) -> dict:
+    schema = load_schema()
+    node = schema
+
+    def entry(node):
+        node = _resolve(node, schema)
+        if not node.get("properties") and isinstance(node.get("additionalProperties"), dict):
+            node = _resolve(node["additionalProperties"], schema)
+        return node
+
+    for key in path:
+        node = entry(node)["properties"][key]
+    return _fill({}, entry(node), schema)
+
+
+def default(*path: str):
+    """One default of the schema: ``default("engine", "trajectory_points")`` is 1000."""
+    return schema_defaults(*path[:-1])[path[-1]]
+
+
+def describe(schema: dict) -> str:
+    """What a schema node allows, in words: its type, bounds, choices and description."""
+    if not isinstance(schema, dict):
+        return ""
+    words = []
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        words.append(" or ".join(map(str, kinds)))
+    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
+                      ("exclusiveMaximum", "<")):
+        if key in schema:
+            words.append(f"{sign} {schema[key]}")
+    if "enum" in schema:
+        words.append("one of " + ", ".join(map(str, schema["enum"])))
+    if "pattern" in schema:
+        words.append(f"matching {schema['pattern']}")
+    text = " ".join(words)
+    if schema.get("description"):
+        text += (" " if text else "") + f"({' '.join(str(schema['description']).split())})"
+    return text
+
+
+def validation_message(cause) -> str:
+    """A jsonschema ValidationError reduced to the key's path, what is wrong and what is allowed
+    (Snakemake's own message prints the whole schema)."""
+    path = ".".join(map(str, cause.absolute_path)) or "(top level)"
+    if cause.validator == "additionalProperties":
+        allowed = list(cause.schema.get("properties", {}))
+        unknown = [key for key in cause.instance if key not in allowed]
+        hints = [f"{key!r}: did you mean {close[0]!r}?" for key in unknown
+                 if (close := difflib.get_close_matches(str(key), allowed, n=1))]
+        allowed_text = "keys " + ", ".join(allowed) + ("; " + " ".join(hints) if hints else "")
+        return f"{path}: {cause.message}; allowed: {allowed_text}"
+    if cause.validator == "uniqueItems":
+        seen, repeated = [], []
+        for item in cause.instance:
+            (repeated if item in seen else seen).append(item)
+        return (f"{path}: {', '.join(map(repr, dict.fromkeys(repeated)))} given more than once; "
+                f"each value may appear once")
+    if cause.validator == "minItems" and not cause.instance:
+        return f"{path}: the list is empty; give at least {cause.validator_value} value(s)"
+    if cause.validator in ("oneOf", "anyOf"):
+        # a list that fails only on being empty or on a repeat: say that, not "not valid under
+        # any of the given schemas"
+        for branch in cause.context or ():
+            if branch.validator in ("uniqueItems", "minItems") and isinstance(cause.instance, list):
+                return validation_message(branch)
+        # the branches as the errors resolved them ($ref followed)
+        allowed_text = " or ".join(dict.fromkeys(
+            describe(e.schema) or e.message for e in cause.context)) or describe(cause.schema)
+        if cause.context and cause.schema.get("description"):
+            allowed_text += f" ({' '.join(str(cause.schema['description']).split())})"
+        return f"{path}: {cause.message}; allowed: {allowed_text}"
+    return f"{path}: {cause.message}; allowed: {describe(cause.schema)}"
+
+
+def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
+    """Snakemake's validate() (which also fills in the schema's defaults); a failure is a
+    ConfigError naming the key."""
+    from jsonschema.exceptions import ValidationError
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate as snakemake_validate
+
+    try:
+        snakemake_validate(config, str(schema))
+    except WorkflowError as error:
+        cause = error.__context__
+        if not isinstance(cause, ValidationError):
+            raise
+        raise ConfigError(validation_message(cause)) from None
+
+
+def _sorted(value):
+    """Params compare by their printed form: sorted keys, so reordering a config reruns nothing."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+sorted_keys = _sorted
+
+
+# --- the plan of one config --------------------------------------------------------------------
+
+class Plan:
+    """One validated config and the directory its paths are relative to.
+
+    ``config`` must have been through :func:`validate` (its defaults filled in). Construction
+    runs every check that needs no import of jax: the cross-references between entries, the
+    names of models and guides, every file the config names, and the output paths."""
+
+    def __init__(self, config: dict, config_dir: str | os.PathLike = "."):
+        self.config = config
+        self.config_dir = Path(config_dir)
+        self.fits = list(config["fits"])
+        self.datasets = list(config.get("datasets") or {})
+        self.models = list(config["models"])
+        self.comparisons = list(config.get("comparisons") or {})
+        self.engine = config.get("engine") or {}
+        self.check()
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        self._check_names()
+        self._cross_check()
+        # every file reference, now: an input function's error is not reported when the job's
+        # outputs exist (Snakemake then keeps them and runs nothing)
+        for fit in self.fits:
+            self.code_files(fit=fit)
+        for model in self.models:
+            self.code_files(model=model)
+            self.reference_file(model)
+        for dataset in self.datasets:
+            self.data_file_inputs(dataset)
+        self._check_outputs()
+
+    def _check_names(self) -> None:
+        """Names become file names and wildcard values: the schema's pattern, matched in full
+        (its ``$`` also matches before a final newline), no ``--`` (it joins a model and a
+        dataset in a reference id), and no dataset called ``none`` (a model without data)."""
+        pattern = load_schema()["$defs"]["name"]["pattern"]
+        name_pattern = re.compile(pattern.removeprefix("^").removesuffix("$"))
+        for section in NAMED_SECTIONS:
+            for name in self.config.get(section) or {}:
+                if not name_pattern.fullmatch(name):
+                    raise ConfigError(f"{section}.{name!r}: not a valid name (it names files under "
+                                      f"results/): letters, digits, _, . and -, starting with a "
+                                      f"letter or digit"
+                                      + ("; this one ends in a newline" if name.endswith("\n") else ""))
+                if "--" in name:
+                    raise ConfigError(f"{section}.{name}: a name may not hold '--' (it joins a model "
+                                      f"and a dataset in a reference's name, results/references/"
+                                      f"<model>--<dataset>.h5); use '-' or '_'")
+        if "none" in self.datasets:
+            raise ConfigError("datasets.none: 'none' stands for no data (results/references/"
+                              "<model>--none.h5); give the dataset another name")
+
+    def _cross_check(self) -> None:
+        """What the schema cannot say: names that must point at other entries."""
+        from sviflow.registry import check_names
+
+        config = self.config
+        for fit, entry in config["fits"].items():
+            if entry["model"] not in config["models"]:
+                raise ConfigError(f"fits.{fit}.model: {entry['model']!r} is not a key of models "
+                                  f"(models: {', '.join(self.models)})")
+            if "data" in entry and entry["data"] not in (config.get("datasets") or {}):
+                raise ConfigError(f"fits.{fit}.data: {entry['data']!r} is not a key of datasets "
+                                  f"(datasets: {', '.join(self.datasets) or 'none'})")
+        # model and guide names: built in, an autoguide, or path/to/file.py:function
+        for problem in check_names(config):
+            raise ConfigError(problem)
+        for name, entry in (config.get("comparisons") or {}).items():
+            unknown = [f for f in entry["fits"] if f not in config["fits"]]
+            if unknown:
+                raise ConfigError(f"comparisons.{name}.fits: {', '.join(unknown)} not in fits")
+
+    def _check_outputs(self) -> None:
+        """No two entries may write the same file, nor one a file where another needs a folder
+        (a fit named ``comparisons`` would write its figures into the comparisons' folder)."""
+        owners: dict[str, str] = {}
+        for owner, paths in self.output_paths().items():
+            for path in paths:
+                key = os.path.normcase(os.path.normpath(path))
+                if key in owners and owners[key] != owner:
+                    raise ConfigError(f"{owner}: its output {path} is also {owners[key]}'s; "
+                                      f"rename one of them")
+                owners[key] = owner
+        folders = {}
+        for key, owner in owners.items():
+            parent = os.path.dirname(key)
+            while parent:
+                folders.setdefault(parent, owner)
+                parent = os.path.dirname(parent)
+        for key, owner in owners.items():
+            if key in folders and folders[key] != owner:
+                raise ConfigError(f"{owner}: its output {key} is the folder of {folders[key]}'s "
+                                  f"outputs; rename one of them")
+        if "comparisons" in self.fits:
+            raise ConfigError("fits.comparisons: results/figures/comparisons/ holds the "
+                              "comparisons' figures; give the fit another name")
+
+    # --- paths --------------------------------------------------------------------------------
+
+    def user_file(self, name: str, where: str) -> tuple[str, str | None]:
+        """path.py:function in the config -> the same with the path relative to the working
+        directory (as given, relative to the config file), and that path; checks that the file
+        exists and defines the function (read from its syntax: the file is not run)."""
+        path_text, sep, function = name.partition(":")
+        if not (sep and path_text.endswith(".py")):
+            return name, None
+        path = Path(path_text) if Path(path_text).is_absolute() else self.config_dir / path_text
+        if not path.is_file():
+            raise ConfigError(f"{where}: file {path_text!r} not found (looked for {path}); paths "
+                              f"are relative to the config file")
+        from sviflow.registry import check_reference
+
+        check_reference(name, where, path)
+        relative = os.path.relpath(path)
+        return f"{relative}:{function}", relative
+
+    def _config_path(self, text: str) -> Path:
+        return Path(text) if Path(text).is_absolute() else self.config_dir / text
+
+    def output_paths(self) -> dict[str, list[str]]:
+        """Every file the workflow writes, by the config entry that owns it."""
+        paths = {}
+        for fit in self.fits:
+            paths[f"fits.{fit}"] = [
+                f"results/fits/{fit}.h5", f"results/predictive/{fit}.h5", f"results/checks/{fit}.h5",
+                f"results/arviz/{fit}.nc",
+                *(f"results/figures/{fit}/{name}.png" for name in self.figures(fit))]
+        for dataset in self.datasets:
+            paths[f"datasets.{dataset}"] = [f"results/data/{dataset}.h5"]
+        for name in self.comparisons:
+            paths[f"comparisons.{name}"] = [f"results/figures/comparisons/{name}.png"]
+        for reference in self.reference_ids():
+            paths[f"the reference {reference}"] = [f"results/references/{reference}.h5"]
+        paths["the workflow"] = ["results/summary.csv", "results/summary.md",
+                                 "results/checks/strict.ok"]
+        return paths
+
+    # --- the jobs' config slices ----------------------------------------------------------------
+
+    def model_spec(self, name: str) -> dict:
+        entry = self.config["models"][name]
+        function, _ = self.user_file(entry["function"], f"models.{name}.function")
+        # float32 or float64 for every JAX job of the model (sviflow/precision.py): in the slice,
+        # so that a change reruns its fits, predictions and reference
+        precision = entry.get("precision") or self.engine["precision"]
+        return _sorted({"name": name, "function": function, "args": entry["args"],
+                        "precision": precision})
+
+    def fit_spec(self, fit: str) -> dict:
+        """The config slice of one fit: everything that changes its numbers, nothing else."""
+        entry = self.config["fits"][fit]
+        guide = dict(entry["guide"])
+        guide["name"], _ = self.user_file(guide["name"], f"fits.{fit}.guide.name")
+        # autoguide arguments that are functions (local_model, ...) may be file references too
+        if guide.get("args"):
+            guide["args"] = {key: self.user_file(value, f"fits.{fit}.guide.args.{key}")[0]
+                             if isinstance(value, str) else value
+                             for key, value in guide["args"].items()}
+        seeds = entry["seed"]
+        steps = entry["steps"]
+        if isinstance(steps, dict):
+            steps = {**BUDGET_DEFAULTS, **steps}
+        return _sorted({
+            "name": fit,
+            "model": self.model_spec(entry["model"]),
+            "data": entry.get("data"),
+            "guide": guide,
+            "optimizer": entry["optimizer"],
+            "elbo": entry["elbo"],
+            "steps": steps,
+            "seeds": seeds if isinstance(seeds, list) else [seeds],
+            "stable_update": entry["stable_update"],
+            # what is stored; and for a budget the chunks, between which the engine applies the
+            # rule (so they change where it stops). A fixed number of steps gets its chunks by
+            # the environment: they change none of its numbers, and a change reruns nothing.
+            "engine": {"trajectory_points": self.engine["trajectory_points"],
+                       **({"chunks": self.engine["chunks"]} if isinstance(steps, dict) else {})},
+            # the rule the engine applies (to stop, to lower the step size, to average) and the
+            # check applies again: a fit depends on it
+            "convergence": self.config["checks"]["convergence"],
+            "init": self.fit_init(fit),
+        })
+
+    def fit_init(self, fit: str) -> str:
+        """Where a fit starts: laplace (the posterior's mode and curvature) by default for a step
+        budget with an autoguide that takes it, the guide's own initialisation otherwise."""
+        entry = self.config["fits"][fit]
+        if entry.get("init"):
+            return entry["init"]
+        budget = isinstance(entry["steps"], dict)
+        return "laplace" if budget and entry["guide"]["name"] in LAPLACE_GUIDES else "guide"
+
+    def dataset_spec(self, dataset: str) -> dict:
+        entry = dict(self.config["datasets"][dataset])
+        if "file" in entry:
+            entry["file"] = self.data_file_inputs(dataset)[0]
+        return _sorted(entry)
+
+    def check_settings(self) -> dict:
+        """The checks' config slice; strict only gates the end, so toggling it reruns no check."""
+        return _sorted({k: v for k, v in self.config["checks"].items() if k != "strict"})
+
+    def predictive_settings(self) -> dict:
+        return _sorted(self.config["predictive"])
+
+    def weighted_draws(self) -> int:
+        """How many guide draws predict weighs for the check's ELBO and k-hat: the posterior
+        samples, or more if the checks ask for more. Only a change of this number reruns predict."""
+        quality = self.config["checks"]["quality"]
+        return max(int(self.config["predictive"]["num_samples"]), int(quality["elbo_particles"]),
+                   int(quality["khat_particles"]))
+
+    def summary_specs(self) -> dict:
+        return {fit: {"name": fit, "model": self.config["fits"][fit]["model"],
+                      "guide": self.config["fits"][fit]["guide"]["name"]} for fit in self.fits}
+
+    # --- references ---------------------------------------------------------------------------
+
+    def reference_method(self, model: str) -> str:
+        return self.config["models"][model]["reference"]["method"]
+
+    def reference_id(self, fit: str) -> str:
+        """A reference is one per model and dataset: '<model>--<dataset>' or '<model>--none'
+        (names hold no '--' and no dataset is called none, so no two pairs share an id)."""
+        entry = self.config["fits"][fit]
+        return f"{entry['model']}--{entry.get('data', 'none')}"
+
+    def reference_ids(self) -> list[str]:
+        return sorted({self.reference_id(f) for f in self.fits
+                       if self.reference_method(self.config["fits"][f]["model"]) != "none"})
+
+    @staticmethod
+    def split_reference(reference: str) -> tuple[str, str | None]:
+        """'<model>--<dataset>' -> (model, dataset or None)."""
+        model, dataset = reference.split("--", 1)
+        return model, None if dataset == "none" else dataset
+
+    def reference_file(self, model: str) -> str | None:
+        """method draws: the file of the model's draws, relative to the working directory (as
+        given, relative to the config file, like a dataset's file); None for the other methods."""
+        entry = self.config["models"][model]["reference"]
+        if entry.get("method") != "draws":
+            return None
+        path = self._config_path(entry["file"])
+        if not path.is_file():
+            raise ConfigError(f"models.{model}.reference.file: file {entry['file']!r} not found "
+                              f"(looked for {path}); paths are relative to the config file")
+        return os.path.relpath(path)
+
+    def reference_settings(self, model: str) -> dict:
+        """The reference's config slice; a draws file's path as the job opens it."""
+        settings = dict(self.config["models"][model]["reference"])
+        if settings.get("method") == "draws":
+            settings["file"] = self.reference_file(model)
+        return _sorted(settings)
+
+    def reference_inputs(self, reference: str) -> dict:
+        model, dataset = self.split_reference(reference)
+        inputs = {"code": self.code_files(model=model)}
+        if dataset is not None:
+            inputs["data"] = f"results/data/{dataset}.h5"
+        return inputs
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    def code_files(self, fit: str | None = None, model: str | None = None) -> list[str]:
+        """The user's model and guide files a job depends on: an edit reruns the job."""
+        files = []
+        if fit is not None:
+            entry = self.config["fits"][fit]
+            _, path = self.user_file(entry["guide"]["name"], f"fits.{fit}.guide.name")
+            files += [path] if path else []
+            for key, value in (entry["guide"].get("args") or {}).items():
+                if isinstance(value, str):
+                    _, path = self.user_file(value, f"fits.{fit}.guide.args.{key}")
+                    files += [path] if path else []
+            model = entry["model"]
+        if model is not None:
+            _, path = self.user_file(self.config["models"][model]["function"],
+                                     f"models.{model}.function")
+            files += [path] if path else []
+        return files
+
+    def fit_data(self, fit: str) -> str | None:
+        """The data file of a fit, or None for a model without data."""
+        data = self.config["fits"][fit].get("data")
+        return f"results/data/{data}.h5" if data else None
+
+    def fit_inputs(self, fit: str) -> dict:
+        inputs = {"code": self.code_files(fit=fit)}
+        if self.fit_data(fit):
+            inputs["data"] = self.fit_data(fit)
+        return inputs
+
+    def with_reference(self, fit_name: str, **inputs) -> dict:
+        """``inputs`` plus the fit's reference posterior, where its model has one."""
+        if self.reference_method(self.config["fits"][fit_name]["model"]) != "none":
+            inputs["reference"] = f"results/references/{self.reference_id(fit_name)}.h5"
+        return inputs
+
+    def plot_inputs(self, fit: str) -> dict:
+        inputs = self.with_reference(fit, fit=f"results/fits/{fit}.h5",
+                                     predictive=f"results/predictive/{fit}.h5",
+                                     check=f"results/checks/{fit}.h5")
+        if self.fit_data(fit):
+            inputs["data"] = self.fit_data(fit)
+        return inputs
+
+    def data_file_inputs(self, dataset: str) -> list[str]:
+        entry = self.config["datasets"][dataset]
+        if "file" in entry:
+            return [os.path.relpath(self._config_path(entry["file"]))]
+        return []
+
+    # --- figures and targets --------------------------------------------------------------------
+
+    def figures(self, fit: str) -> list[str]:
+        """The figures of one fit: which apply depends on its model and guide."""
+        names = list(PLOT_FIGURES)
+        if self.config["fits"][fit].get("data"):
+            names.append(OPTIONAL_FIGURES["mock"])
+        if self.config["fits"][fit]["guide"]["name"] == "AutoMultivariateNormal":
+            names.append(OPTIONAL_FIGURES["covariance"])
+        return names
+
+    def plot_sets(self) -> dict[tuple[str, ...], list[str]]:
+        """The plot rules: the short names of each set of optional figures (``("mock",)``) and
+        the fits that have exactly that set; only the sets some fit has."""
+        sets = {}
+        for extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
+            names = list(PLOT_FIGURES) + [OPTIONAL_FIGURES[key] for key in extra]
+            fits = [fit for fit in self.fits if self.figures(fit) == names]
+            if fits:
+                sets[extra] = fits
+        return sets
+
+    @staticmethod
+    def plot_rule_name(extra: tuple[str, ...]) -> str:
+        return "plot_with_" + "_and_".join(extra) if extra else "plot"
+
+    def plot_rule(self, fit: str) -> str:
+        """The rule that draws ``fit``'s figures."""
+        return next(self.plot_rule_name(extra) for extra, fits in self.plot_sets().items()
+                    if fit in fits)
+
+    def all_outputs(self) -> list[str]:
+        outputs = ["results/summary.csv", "results/summary.md"]
+        outputs += [f"results/figures/{fit}/{name}.png" for fit in self.fits
+                    for name in self.figures(fit)]
+        outputs += [f"results/figures/comparisons/{name}.png" for name in self.comparisons]
+        if self.config["checks"]["strict"]:
+            outputs.append("results/checks/strict.ok")
+        return outputs
+
+    def wildcard_constraints(self) -> dict[str, str]:
+        """Each wildcard matches exactly the config's names (an alternation of the escaped
+        names), so no rule's pattern can take another's file."""
+        def one_of(names, nothing):
+            return "|".join(map(re.escape, names)) or nothing
+
+        return {"fit": one_of(self.fits, "no-fits"),
+                "dataset": one_of(self.datasets, "no-datasets"),
+                "reference": one_of(self.reference_ids(), "no-references"),
+                "comparison": one_of(self.comparisons, "no-comparisons")}
+
+
+def config_dir(configfiles) -> Path:
+    """Paths in the config are relative to the last config file the user gave."""
+    files = list(configfiles or [])
+    return Path(files[-1]).parent if files else Path(".")
