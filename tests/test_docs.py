@@ -74,7 +74,7 @@ def test_readme_is_at_most_8_kb():
 
 
 def test_readme_links_every_doc_and_the_post():
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     assert DOCS, "docs/ holds the guides"
     unlinked = [doc.name for doc in DOCS if f"(docs/{doc.name}" not in text]
     assert unlinked == [], "every page of docs/ is linked from the README"
@@ -105,7 +105,7 @@ def anchors(path: Path) -> set[str]:
     """The anchors of a Markdown file's headings (a repeated heading gets -1, -2, ...)."""
     seen: dict[str, int] = {}
     found = set()
-    for line in FENCE.sub("", path.read_text()).splitlines():
+    for line in FENCE.sub("", path.read_text(encoding="utf-8")).splitlines():
         heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not heading:
             continue
@@ -118,7 +118,7 @@ def anchors(path: Path) -> set[str]:
 def broken_links(path: Path, root: Path = REPO) -> list[str]:
     """Every relative link of a Markdown file whose file (or heading) does not exist."""
     broken = []
-    for target in LINK.findall(_prose(path.read_text())):
+    for target in LINK.findall(_prose(path.read_text(encoding="utf-8"))):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto: ...
             continue
         file_part, _, anchor = target.partition("#")
@@ -157,7 +157,7 @@ def rendered_files_md(text: str) -> str:
 
 
 def test_files_md_holds_the_layout_the_code_defines():
-    text = FILES_MD.read_text()
+    text = FILES_MD.read_text(encoding="utf-8")
     assert LAYOUT_BEGIN in text and LAYOUT_END in text
     assert text == rendered_files_md(text), (
         "docs/files.md's HDF5 layout differs from sviflow.h5io.describe_schemas(): "
@@ -165,5 +165,5 @@ def test_files_md_holds_the_layout_the_code_defines():
 
 
 if __name__ == "__main__":  # regenerate the layout block of docs/files.md
-    FILES_MD.write_text(rendered_files_md(FILES_MD.read_text()))
+    FILES_MD.write_text(rendered_files_md(FILES_MD.read_text(encoding="utf-8")), encoding="utf-8")
     print(f"wrote {FILES_MD.relative_to(REPO)}")
