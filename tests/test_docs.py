@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = yaml.safe_load(
+    (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
 README = REPO / "README.md"
 DOCS = sorted((REPO / "docs").glob("*.md"))
 README_MAX_BYTES = 8000  # "at most 8 KB" read the strict way: 8,000 bytes, not 8,192
@@ -41,7 +42,7 @@ def test_every_schema_key_is_described():
 
 
 def test_every_schema_key_is_in_config_readme():
-    text = (REPO / "config" / "README.md").read_text()
+    text = (REPO / "config" / "README.md").read_text(encoding="utf-8")
     missing = [path for path, _ in _keys(SCHEMA)
                if f"`{path}`" not in text and path.split(".")[-1] not in text]
     assert missing == []
@@ -50,17 +51,17 @@ def test_every_schema_key_is_in_config_readme():
 def test_default_config_is_valid_against_the_schema():
     import jsonschema
 
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator(SCHEMA).validate(config)
 
 
 def test_ci_runs_the_readme_test_command():
-    readme = README.read_text().splitlines()
+    readme = README.read_text(encoding="utf-8").splitlines()
     commands = [line for line in readme[:20] if line.startswith("python3 -m venv")]
     assert len(commands) == 2, "the README starts with the run command and the test command"
     assert commands[0].endswith("snakemake --cores 4")
     assert commands[1].endswith("pytest")
-    ci = (REPO / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "grep -m1 '^python3 -m venv .* pytest' README.md" in ci
 
 
