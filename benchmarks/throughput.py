@@ -30,10 +30,10 @@ import yaml
 
 def fit_setup(config: dict, fit: str, config_dir: Path):
     """The fit's SVI object, model kwargs, steps, seed and stable_update, built as the fit step
-    builds them (``sviflow.registry``)."""
+    builds them (``sviflow.resolve``, ``sviflow.optim``)."""
     from numpyro.infer import SVI
 
-    from sviflow import registry
+    from sviflow import optim, resolve
     from sviflow.data import load_dataset, model_kwargs
 
     entry = config["fits"][fit]
@@ -47,13 +47,12 @@ def fit_setup(config: dict, fit: str, config_dir: Path):
             data_spec["file"] = str(config_dir / data_spec["file"])
         dataset = load_dataset(data_spec)
     kwargs = model_kwargs(dataset)
-    model = registry.resolve_model(model_spec, where=f"models.{entry['model']}")
-    guide = registry.resolve_guide(dict(entry["guide"]), model, where=f"fits.{fit}.guide")
-    if hasattr(registry, "prepare_guide"):  # as the fit step: one eager trace first
-        registry.prepare_guide(model, guide, kwargs, where=f"fits.{fit}")
+    model = resolve.resolve_model(model_spec, where=f"models.{entry['model']}")
+    guide = resolve.resolve_guide(dict(entry["guide"]), model, where=f"fits.{fit}.guide")
+    resolve.prepare_guide(model, guide, kwargs, where=f"fits.{fit}")  # as the fit step does
     svi = SVI(model, guide,
-              registry.make_optimizer(entry.get("optimizer", {"name": "Adam", "step_size": 5e-4})),
-              loss=registry.make_elbo(entry.get("elbo", {"name": "Trace_ELBO", "num_particles": 1})))
+              optim.make_optimizer(entry.get("optimizer", {})),  # the schema's defaults
+              loss=optim.make_elbo(entry.get("elbo", {})))
     seed = entry.get("seed", 0)
     seed = seed[0] if isinstance(seed, list) else seed
     return svi, kwargs, int(entry["steps"]), int(seed), bool(entry.get("stable_update", False))

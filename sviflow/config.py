@@ -254,7 +254,7 @@ class Plan:
 
     def _cross_check(self) -> None:
         """What the schema cannot say: names that must point at other entries."""
-        from sviflow.registry import check_names
+        from sviflow.names import check_names
 
         config = self.config
         for fit, entry in config["fits"].items():
@@ -310,7 +310,7 @@ class Plan:
         if not path.is_file():
             raise ConfigError(f"{where}: file {path_text!r} not found (looked for {path}); paths "
                               f"are relative to the config file")
-        from sviflow.registry import check_reference
+        from sviflow.userfiles import check_reference
 
         check_reference(name, where, path)
         relative = os.path.relpath(path)

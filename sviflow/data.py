@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sviflow.registry import ConfigError
+from sviflow.errors import ConfigError
 
 
 def coin_flips(heads: int | None = None, tails: int | None = None, n: int | None = None,

@@ -98,7 +98,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     ``m`` steps where every seed meets the rule, or after ``M``; with ``decay``
     (``{"factor": 0.5, "max_decays": 10}``) a seed whose window is stationary but not yet
     precise has its step size lowered by ``factor`` (the optimizer must keep its step size in
-    its state: ``sviflow.registry.make_optimizer(..., adaptive=True)``). ``init_params``:
+    its state: ``sviflow.optim.make_optimizer(..., adaptive=True)``). ``init_params``:
     the guide's initial params (constrained), the same for every seed (``sviflow.laplace``).
     """
     from sviflow import convergence
@@ -150,7 +150,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     start = time.perf_counter()
     if getattr(svi.guide, "prototype_trace", False) is None:
         # an autoguide sets itself up on its first call: eagerly, or it keeps jit's tracers
-        # (sviflow.registry.prepare_guide has done this already in the workflow's steps)
+        # (sviflow.resolve.prepare_guide has done this already in the workflow's steps)
         svi.init(keys[0], **model_kwargs)
     # svi.init jitted: one compile, not one per eager op (an XLA compile each, 1-2 s a job)
     if not several:

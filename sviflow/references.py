@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy import special, stats
 
-from sviflow.registry import ConfigError
+from sviflow.errors import ConfigError
 
 # posteriordb's bar for a reference posterior (Magnusson et al. 2024)
 RHAT_MAX = 1.01

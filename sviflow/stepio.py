@@ -71,7 +71,7 @@ def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None
     start = time.perf_counter()
     logging.getLogger("sviflow").info("%s: inputs %s, outputs %s", name, inputs, outputs)
     from sviflow.h5io import ArtifactError
-    from sviflow.registry import ConfigError
+    from sviflow.errors import ConfigError
 
     succeeded = False
     try:

@@ -42,7 +42,7 @@ def _dataset(inputs: dict):
 
 
 def _model_and_guide(spec: dict, kwargs: dict):
-    from sviflow.registry import prepare_guide, resolve_guide, resolve_model
+    from sviflow.resolve import prepare_guide, resolve_guide, resolve_model
 
     model = resolve_model(spec["model"], where=f"models.{spec['model']['name']}")
     guide = resolve_guide(spec["guide"], model, where=f"fits.{spec['name']}.guide")
@@ -76,7 +76,8 @@ def fit(inputs, outputs, params, progress_file=None):
 
     from sviflow.data import model_kwargs
     from sviflow.engine import fit_svi
-    from sviflow.registry import ConfigError, make_elbo, make_optimizer
+    from sviflow.errors import ConfigError
+    from sviflow.optim import make_elbo, make_optimizer
 
     spec = params["spec"]
     where = f"fits.{spec['name']}"
@@ -216,7 +217,7 @@ def reference(inputs, outputs, params, progress_file=None):
     """A reference posterior of one model on one dataset -> ``sviflow.reference``."""
     _set_precision(params)
     from sviflow import references
-    from sviflow.registry import ConfigError
+    from sviflow.errors import ConfigError
 
     model_spec = params["model"]
     settings = {**schema_defaults("models", "reference"), **params["reference"]}
@@ -230,7 +231,7 @@ def reference(inputs, outputs, params, progress_file=None):
 
             enable_compilation_cache(_cache_dir(params))
             from sviflow.data import model_kwargs
-            from sviflow.registry import resolve_model
+            from sviflow.resolve import resolve_model
 
             kwargs = model_kwargs(dataset)
             model = resolve_model(model_spec, where=f"models.{model_spec['name']}")
@@ -471,7 +472,7 @@ def strict(inputs, outputs, params, progress_file=None):
     """``checks.strict``: fail, naming the fits and the reasons, when a fit did not pass."""
     from pathlib import Path
 
-    from sviflow.registry import ConfigError
+    from sviflow.errors import ConfigError
 
     failing = []
     for fit, check_path in zip(params["fits"], inputs["checks"]):

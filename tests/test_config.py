@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sviflow import config as cfg
-from sviflow import convergence, diagnostics, registry
+from sviflow import convergence, diagnostics, optim
 from sviflow.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,5 +230,5 @@ def test_the_library_reads_its_defaults_from_the_schema():
     assert diagnostics.DEFAULTS == cfg.schema_defaults("checks")
     assert convergence.DEFAULTS == {k: v for k, v in cfg.schema_defaults("checks", "convergence").items()
                                     if k != "draws"}
-    assert registry.make_elbo({}).num_particles == cfg.default("fits", "elbo", "num_particles")
+    assert optim.make_elbo({}).num_particles == cfg.default("fits", "elbo", "num_particles")
     assert cfg.default("engine", "trajectory_points") == 1000

@@ -17,7 +17,8 @@ from numpyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNorma
 
 from sviflow.engine import fit_svi
 from sviflow.laplace import laplace_init
-from sviflow.registry import make_optimizer, prepare_guide
+from sviflow.optim import make_optimizer
+from sviflow.resolve import prepare_guide
 
 RNG = np.random.default_rng(0)
 X = (100 + 15 * RNG.standard_normal(60)).astype(np.float32)

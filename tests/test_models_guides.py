@@ -14,8 +14,8 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from scipy import special
 
-from sviflow import guides, models, registry
-from sviflow.registry import ConfigError
+from sviflow import guides, models, names, optim, resolve
+from sviflow.errors import ConfigError
 
 COIN_DATA = np.concatenate([np.ones(12), np.zeros(8)]).astype(np.float32)
 
@@ -283,13 +283,13 @@ def test_init_strategy_by_name_and_unknown_name():
 # --- registry --------------------------------------------------------------------------------
 
 def test_resolve_model_builtin_with_bound_args():
-    model = registry.resolve_model({"function": "correlated_gaussian_2d",
+    model = resolve.resolve_model({"function": "correlated_gaussian_2d",
                                     "args": {"sig1": 2.0, "sig2": 0.5, "theta_deg": 0.0}})
     from numpyro.infer.util import log_density
 
     value, _ = log_density(model, (), {}, {"x": 1.0, "y": 1.0})
     assert float(value) == pytest.approx(-0.5 * ((1.0 / 2.0) ** 2 + (1.0 / 0.5) ** 2))
-    assert registry.resolve_model({"function": "coin_flips"}) is models.coin_flips
+    assert resolve.resolve_model({"function": "coin_flips"}) is models.coin_flips
 
 
 def test_resolve_model_from_a_file(tmp_path):
@@ -298,31 +298,31 @@ def test_resolve_model_from_a_file(tmp_path):
                     "def my_model(scale=1.0):\n"
                     "    numpyro.sample('z', dist.Normal(0.0, scale))\n"
                     "def helper():\n    pass\n")
-    model = registry.resolve_model({"function": f"{path}:my_model", "args": {"scale": 3.0}})
+    model = resolve.resolve_model({"function": f"{path}:my_model", "args": {"scale": 3.0}})
     assert float(trace_of(model)["z"]["fn"].scale) == 3.0
     with pytest.raises(ConfigError) as error:
-        registry.resolve_model({"function": f"{path}:nothing"}, where="models.m")
+        resolve.resolve_model({"function": f"{path}:nothing"}, where="models.m")
     assert "models.m.function" in str(error.value) and "helper, my_model" in str(error.value)
     with pytest.raises(ConfigError, match="not found"):
-        registry.resolve_model({"function": f"{tmp_path}/absent.py:f"})
+        resolve.resolve_model({"function": f"{tmp_path}/absent.py:f"})
 
 
 def test_unknown_model_names_the_builtins():
     with pytest.raises(ConfigError) as error:
-        registry.resolve_model({"function": "coin_flip"}, where="models.coin")
+        resolve.resolve_model({"function": "coin_flip"}, where="models.coin")
     message = str(error.value)
     assert "models.coin.function" in message and "'coin_flip'" in message
     assert "coin_flips, correlated_gaussian_2d, multimodal_2d" in message
 
 
 def test_resolve_builtin_guides_with_args():
-    guide = registry.resolve_guide({"name": "beta", "args": {"alpha_init": 3.0}}, models.coin_flips)
+    guide = resolve.resolve_guide({"name": "beta", "args": {"alpha_init": 3.0}}, models.coin_flips)
     assert float(param_sites(trace_of(guide))["alpha_q"]["value"]) == 3.0
-    guide = registry.resolve_guide({"name": "mixture_2d", "args": {"learn_weight": True}},
+    guide = resolve.resolve_guide({"name": "mixture_2d", "args": {"learn_weight": True}},
                                    models.multimodal_2d)
     assert "weight" in param_sites(trace_of(guide))
     with pytest.raises(ConfigError) as error:
-        registry.resolve_guide({"name": "beta", "args": {"alpha": 3.0}}, models.coin_flips,
+        resolve.resolve_guide({"name": "beta", "args": {"alpha": 3.0}}, models.coin_flips,
                                where="fits.beta.guide")
     assert "fits.beta.guide.args" in str(error.value)
     assert "site, alpha_init, beta_init" in str(error.value)
@@ -333,14 +333,14 @@ def test_resolve_autoguide_by_name_with_init_loc_fn_by_name():
     from numpyro.infer.autoguide import AutoDelta, AutoNormal
     from numpyro.optim import Adam
 
-    guide = registry.resolve_guide({"name": "AutoNormal",
+    guide = resolve.resolve_guide({"name": "AutoNormal",
                                     "args": {"init_loc_fn": "init_to_median", "init_scale": 0.05}},
                                    models.coin_flips)
     assert isinstance(guide, AutoNormal)
     assert guide.init_loc_fn.func.__name__ == "init_to_median" and guide._init_scale == 0.05
 
     # dict form with the strategy's own arguments: AutoDelta starts exactly at the values
-    guide = registry.resolve_guide({"name": "AutoDelta", "args": {
+    guide = resolve.resolve_guide({"name": "AutoDelta", "args": {
         "init_loc_fn": {"name": "init_to_value", "values": {"x": 1.5, "y": -2.0}}}},
         models.correlated_gaussian_2d)
     assert isinstance(guide, AutoDelta)
@@ -349,7 +349,7 @@ def test_resolve_autoguide_by_name_with_init_loc_fn_by_name():
     assert float(params["x_auto_loc"]) == pytest.approx(1.5)
     assert float(params["y_auto_loc"]) == pytest.approx(-2.0)
 
-    guide = registry.resolve_guide({"name": "AutoMultivariateNormal"}, models.correlated_gaussian_2d)
+    guide = resolve.resolve_guide({"name": "AutoMultivariateNormal"}, models.correlated_gaussian_2d)
     svi = SVI(models.correlated_gaussian_2d, guide, Adam(1e-3), Trace_ELBO())
     params = svi.get_params(svi.init(jax.random.PRNGKey(0)))
     assert np.shape(params["auto_scale_tril"]) == (2, 2)
@@ -357,19 +357,19 @@ def test_resolve_autoguide_by_name_with_init_loc_fn_by_name():
 
 def test_unknown_guide_and_init_names_list_the_valid_ones():
     with pytest.raises(ConfigError) as error:
-        registry.resolve_guide({"name": "AutoNormall"}, models.coin_flips, where="fits.f.guide")
+        resolve.resolve_guide({"name": "AutoNormall"}, models.coin_flips, where="fits.f.guide")
     message = str(error.value)
     assert "fits.f.guide.name" in message and "'AutoNormall'" in message
     assert "beta, mixture_2d, normal" in message
     for name in ("AutoNormal", "AutoMultivariateNormal", "AutoDelta", "AutoLaplaceApproximation"):
         assert name in message
     with pytest.raises(ConfigError) as error:
-        registry.resolve_guide({"name": "AutoNormal", "args": {"init_loc_fn": "init_to_middle"}},
+        resolve.resolve_guide({"name": "AutoNormal", "args": {"init_loc_fn": "init_to_middle"}},
                                models.coin_flips, where="fits.f.guide")
     assert "fits.f.guide.args.init_loc_fn" in str(error.value)
     assert "init_to_median" in str(error.value) and "init_to_value" in str(error.value)
     with pytest.raises(ConfigError, match="fits.f.guide.args"):
-        registry.resolve_guide({"name": "AutoNormal", "args": {"no_such_arg": 1}},
+        resolve.resolve_guide({"name": "AutoNormal", "args": {"no_such_arg": 1}},
                                models.coin_flips, where="fits.f.guide")
 
 
@@ -385,21 +385,21 @@ def quadratic_descent(optimizer, steps=3):
     return iterates
 
 
-@pytest.mark.parametrize("name", registry.OPTIMIZERS)
+@pytest.mark.parametrize("name", names.OPTIMIZERS)
 def test_make_optimizer_each_name_descends(name):
-    optimizer = registry.make_optimizer({"name": name, "step_size": 0.01})
+    optimizer = optim.make_optimizer({"name": name, "step_size": 0.01})
     iterates = quadratic_descent(optimizer)
     assert 0.0 < iterates[0] and all(b > a for a, b in zip(iterates, iterates[1:]))
     assert iterates[-1] < 3.0
 
 
 def test_make_optimizer_step_size_and_args_reach_numpyro():
-    sgd = registry.make_optimizer({"name": "SGD", "step_size": 0.1})
+    sgd = optim.make_optimizer({"name": "SGD", "step_size": 0.1})
     assert quadratic_descent(sgd, 1) == pytest.approx([0.6])  # 0 - 0.1 * 2 * (0 - 3)
-    adam = registry.make_optimizer({"name": "Adam", "step_size": 0.1, "args": {"b1": 0.5}})
+    adam = optim.make_optimizer({"name": "Adam", "step_size": 0.1, "args": {"b1": 0.5}})
     assert quadratic_descent(adam, 1) == pytest.approx([0.1], rel=1e-4)  # Adam's first step = lr
     with pytest.raises(ConfigError, match="fits.f.optimizer.args"):
-        registry.make_optimizer({"name": "Adam", "args": {"beta1": 0.5}}, where="fits.f.optimizer")
+        optim.make_optimizer({"name": "Adam", "args": {"beta1": 0.5}}, where="fits.f.optimizer")
 
 
 @pytest.mark.parametrize("schedule, expected", [
@@ -411,7 +411,7 @@ def test_make_optimizer_step_size_and_args_reach_numpyro():
 ])
 def test_make_optimizer_with_schedules(schedule, expected):
     """SGD with a schedule: each step moves p by the scheduled learning rate times the gradient."""
-    optimizer = registry.make_optimizer({"name": "SGD", "step_size": 0.1, "schedule": schedule})
+    optimizer = optim.make_optimizer({"name": "SGD", "step_size": 0.1, "schedule": schedule})
     state = optimizer.init({"p": jnp.float32(0.0)})
     rates = []
     for _ in range(3):
@@ -422,9 +422,9 @@ def test_make_optimizer_with_schedules(schedule, expected):
     assert rates == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", registry.OPTIMIZERS)
+@pytest.mark.parametrize("name", names.OPTIMIZERS)
 def test_make_optimizer_with_a_schedule_for_each_optax_form(name):
-    optimizer = registry.make_optimizer({"name": name, "step_size": 0.01, "schedule": {
+    optimizer = optim.make_optimizer({"name": name, "step_size": 0.01, "schedule": {
         "name": "exponential_decay", "transition_steps": 10, "decay_rate": 0.9}})
     iterates = quadratic_descent(optimizer)
     assert all(b > a for a, b in zip([0.0] + iterates, iterates))
@@ -432,14 +432,14 @@ def test_make_optimizer_with_a_schedule_for_each_optax_form(name):
 
 def test_make_optimizer_errors_name_the_valid_choices():
     with pytest.raises(ConfigError) as error:
-        registry.make_optimizer({"name": "adam"}, where="fits.f.optimizer")
+        optim.make_optimizer({"name": "adam"}, where="fits.f.optimizer")
     assert "fits.f.optimizer.name" in str(error.value)
-    assert ", ".join(registry.OPTIMIZERS) in str(error.value)
+    assert ", ".join(names.OPTIMIZERS) in str(error.value)
     with pytest.raises(ConfigError) as error:
-        registry.make_optimizer({"name": "Adam", "schedule": {"name": "linear"}}, where="o")
-    assert "o.schedule.name" in str(error.value) and ", ".join(registry.SCHEDULES) in str(error.value)
+        optim.make_optimizer({"name": "Adam", "schedule": {"name": "linear"}}, where="o")
+    assert "o.schedule.name" in str(error.value) and ", ".join(names.SCHEDULES) in str(error.value)
     with pytest.raises(ConfigError) as error:
-        registry.make_optimizer({"name": "Adam", "schedule": {"name": "exponential_decay",
+        optim.make_optimizer({"name": "Adam", "schedule": {"name": "exponential_decay",
                                                               "rate": 0.5}}, where="o")
     assert "o.schedule" in str(error.value) and "transition_steps" in str(error.value)
 
@@ -447,18 +447,18 @@ def test_make_optimizer_errors_name_the_valid_choices():
 def test_make_elbo():
     from numpyro.infer import RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
-    elbo = registry.make_elbo({})
+    elbo = optim.make_elbo({})
     assert isinstance(elbo, Trace_ELBO) and elbo.num_particles == 1
-    assert registry.make_elbo({"name": "Trace_ELBO", "num_particles": 32}).num_particles == 32
-    assert isinstance(registry.make_elbo({"name": "TraceMeanField_ELBO"}), TraceMeanField_ELBO)
-    assert isinstance(registry.make_elbo({"name": "TraceGraph_ELBO"}), TraceGraph_ELBO)
-    renyi = registry.make_elbo({"name": "RenyiELBO", "num_particles": 8, "args": {"alpha": 0.5}})
+    assert optim.make_elbo({"name": "Trace_ELBO", "num_particles": 32}).num_particles == 32
+    assert isinstance(optim.make_elbo({"name": "TraceMeanField_ELBO"}), TraceMeanField_ELBO)
+    assert isinstance(optim.make_elbo({"name": "TraceGraph_ELBO"}), TraceGraph_ELBO)
+    renyi = optim.make_elbo({"name": "RenyiELBO", "num_particles": 8, "args": {"alpha": 0.5}})
     assert isinstance(renyi, RenyiELBO) and renyi.alpha == 0.5 and renyi.num_particles == 8
     with pytest.raises(ConfigError) as error:
-        registry.make_elbo({"name": "ELBO"}, where="fits.f.elbo")
-    assert "fits.f.elbo.name" in str(error.value) and ", ".join(registry.ELBOS) in str(error.value)
+        optim.make_elbo({"name": "ELBO"}, where="fits.f.elbo")
+    assert "fits.f.elbo.name" in str(error.value) and ", ".join(names.ELBOS) in str(error.value)
     with pytest.raises(ConfigError, match="fits.f.elbo.args"):
-        registry.make_elbo({"name": "Trace_ELBO", "args": {"alpha": 0.5}}, where="fits.f.elbo")
+        optim.make_elbo({"name": "Trace_ELBO", "args": {"alpha": 0.5}}, where="fits.f.elbo")
 
 
 def test_renyi_alpha_zero_bound_is_tighter_than_the_elbo():
@@ -468,8 +468,8 @@ def test_renyi_alpha_zero_bound_is_tighter_than_the_elbo():
     params = {"alpha_q": 10.0, "beta_q": 10.0}
     kwargs = {"obs": COIN_DATA}
     log_z = special.betaln(13, 9)
-    renyi = registry.make_elbo({"name": "RenyiELBO", "num_particles": 64, "args": {"alpha": 0.0}})
-    trace = registry.make_elbo({"name": "Trace_ELBO", "num_particles": 64})
+    renyi = optim.make_elbo({"name": "RenyiELBO", "num_particles": 64, "args": {"alpha": 0.0}})
+    trace = optim.make_elbo({"name": "Trace_ELBO", "num_particles": 64})
 
     def bounds(elbo):
         keys = jax.random.split(jax.random.PRNGKey(0), 40)
@@ -515,7 +515,7 @@ def test_support_excess_finds_guides_wider_than_the_model(case):
     where it must, or says nothing of)."""
     from sviflow.predictive import site_names, support_excess
 
-    coin = registry.resolve_model({"function": "coin_flips"})
+    coin = resolve.resolve_model({"function": "coin_flips"})
     kwargs = {"obs": COIN_DATA}
     if case == "normal_on_coin":
         model, guide = coin, guides.normal_guide(mean_init=0.3, sd_init=0.2)
@@ -531,12 +531,12 @@ def test_support_excess_finds_guides_wider_than_the_model(case):
         params = {"alpha_q": np.array([13.0], np.float32), "beta_q": np.array([9.0], np.float32)}
     elif case == "autonormal_on_coin":
         model, expected = coin, {}
-        guide = registry.resolve_guide({"name": "AutoNormal"}, coin)
-        registry.prepare_guide(coin, guide, kwargs, where="fits.f")
+        guide = resolve.resolve_guide({"name": "AutoNormal"}, coin)
+        resolve.prepare_guide(coin, guide, kwargs, where="fits.f")
         params = {"latent_fairness_auto_loc": np.array([0.3], np.float32),
                   "latent_fairness_auto_scale": np.array([0.2], np.float32)}
     else:
-        model = registry.resolve_model({"function": "multimodal_2d", "args": {"b": 5.0}})
+        model = resolve.resolve_model({"function": "multimodal_2d", "args": {"b": 5.0}})
         guide, kwargs, expected = guides.mixture_2d_guide(), {}, {}
         params = {name: np.array([value], np.float32) for name, value in
                   (("sig1_q", 0.5), ("sig2_q", 2.0), ("b", 5.0), ("theta", 0.7))}

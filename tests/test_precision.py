@@ -103,7 +103,7 @@ def test_float32_density_not_finite_float64_fits_and_predicts(gp_data):
 
 def test_an_autoguide_finds_no_initial_point_in_float32_and_fits_in_float64(gp_data):
     """An autoguide checks its initial point: in float32 it finds none; in float64 it fits."""
-    from sviflow.registry import ConfigError
+    from sviflow.errors import ConfigError
 
     data = {"data": gp_data / "gp.h5"}
     with pytest.raises(ConfigError, match="Cannot find valid initial parameters") as error:

@@ -14,7 +14,7 @@ from scipy import integrate, special, stats
 
 from sviflow import models, references, steps
 from sviflow.h5io import read_artifact
-from sviflow.registry import ConfigError
+from sviflow.errors import ConfigError
 
 OBS = np.concatenate([np.ones(12), np.zeros(8)]).astype(np.float32)
 EXACT_MEAN = 13 / 22
@@ -135,7 +135,7 @@ def test_grid_of_the_correlated_gaussian_recovers_its_covariance_and_evidence():
 def test_grid_of_the_correlated_gaussian_with_other_settings():
     """sd 0.5 and 2 at -30 degrees (args bound as the config binds them): the covariance of the
     model's own formula, and evidence 2 pi sd1 sd2."""
-    from sviflow.registry import resolve_model
+    from sviflow.resolve import resolve_model
 
     args = {"sig1": 0.5, "sig2": 2.0, "theta_deg": -30.0}
     model = resolve_model({"function": "correlated_gaussian_2d", "args": args})

@@ -27,8 +27,8 @@ import yaml
 from numpyro.infer import SVI
 
 from conftest import REPO, copy_workflow, run_snakemake
-from sviflow import data, guides, models, registry
-from sviflow.registry import ConfigError
+from sviflow import data, guides, models, names, optim, resolve, userfiles
+from sviflow.errors import ConfigError
 
 EXAMPLE = Path("config/examples/linear_regression")
 EXAMPLE_ARGS = ("--configfile", str(EXAMPLE / "config.yaml"), "--replace-workflow-config")
@@ -337,25 +337,25 @@ def test_a_csv_cell_that_is_not_a_number_names_file_line_and_column(fresh_copy):
 # --- names: the registry's lists are the code's ----------------------------------------------
 
 def test_the_registrys_names_are_what_the_code_and_the_schema_provide():
-    assert registry.MODELS == tuple(sorted(models.BUILTIN_MODELS))
-    assert registry.GUIDES == tuple(sorted(guides.BUILTIN_GUIDES))
-    assert registry.AUTOGUIDES == tuple(guides.autoguide_names())
+    assert names.MODELS == tuple(sorted(models.BUILTIN_MODELS))
+    assert names.GUIDES == tuple(sorted(guides.BUILTIN_GUIDES))
+    assert names.AUTOGUIDES == tuple(guides.autoguide_names())
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     fit = schema["properties"]["fits"]["additionalProperties"]["properties"]
-    assert tuple(fit["optimizer"]["properties"]["name"]["enum"]) == registry.OPTIMIZERS
-    assert tuple(fit["elbo"]["properties"]["name"]["enum"]) == registry.ELBOS
-    assert tuple(fit["optimizer"]["properties"]["schedule"]["properties"]["name"]["enum"]) == registry.SCHEDULES
+    assert tuple(fit["optimizer"]["properties"]["name"]["enum"]) == names.OPTIMIZERS
+    assert tuple(fit["elbo"]["properties"]["name"]["enum"]) == names.ELBOS
+    assert tuple(fit["optimizer"]["properties"]["schedule"]["properties"]["name"]["enum"]) == names.SCHEDULES
     from numpyro.infer import initialization
 
-    assert registry.INIT_STRATEGIES == tuple(sorted(n for n in dir(initialization) if n.startswith("init_to_")))
+    assert names.INIT_STRATEGIES == tuple(sorted(n for n in dir(initialization) if n.startswith("init_to_")))
 
 
 def test_check_names_accepts_the_example_and_names_each_unknown():
-    assert registry.check_names(EXAMPLE_CONFIG) == []
+    assert names.check_names(EXAMPLE_CONFIG) == []
     config = json.loads(json.dumps(EXAMPLE_CONFIG))
     config["models"]["regression"]["function"] = "lin_reg"
     config["fits"]["renyi"]["guide"]["name"] = "AutoFoo"
-    problems = registry.check_names(config)
+    problems = names.check_names(config)
     assert len(problems) == 2
     assert problems[0].startswith("models.regression.function: unknown model 'lin_reg'")
     assert problems[1].startswith("fits.renyi.guide.name: unknown guide 'AutoFoo'")
@@ -366,13 +366,13 @@ def test_check_reference_reads_the_file_without_running_it(tmp_path):
     path.write_text("raise RuntimeError('never run')\nfrom x import imported\n"
                     "def model():\n    pass\nfactory = model\n")
     for name in ("model", "factory", "imported"):
-        registry.check_reference(f"{path}:{name}", "models.m.function")
+        userfiles.check_reference(f"{path}:{name}", "models.m.function")
     with pytest.raises(ConfigError, match=r"models\.m\.function: .*m\.py has no function 'nope'; "
                                           r"functions in that file: model"):
-        registry.check_reference(f"{path}:nope", "models.m.function")
+        userfiles.check_reference(f"{path}:nope", "models.m.function")
     path.write_text("def model(:\n")
     with pytest.raises(ConfigError, match=r"models\.m\.function: .*m\.py, line 1: syntax error"):
-        registry.check_reference(f"{path}:model", "models.m.function")
+        userfiles.check_reference(f"{path}:model", "models.m.function")
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -486,7 +486,7 @@ def regression_data():
 
 
 def example_model():
-    return registry.resolve_model({"function": f"{REPO / EXAMPLE}/model.py:linear_regression"})
+    return resolve.resolve_model({"function": f"{REPO / EXAMPLE}/model.py:linear_regression"})
 
 
 def svi_steps(model, guide, optimizer, elbo, kwargs, steps=4):
@@ -516,13 +516,13 @@ def moved(before, after) -> bool:
 ])
 def test_each_elbo_takes_svi_steps_on_the_users_model(elbo):
     model, kwargs = example_model(), regression_data()
-    guide = registry.resolve_guide({"name": "AutoNormal"}, model)
-    losses, before, after = svi_steps(model, guide, registry.make_optimizer({"name": "Adam", "step_size": 0.05}),
-                                      registry.make_elbo(elbo), kwargs)
+    guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
+    losses, before, after = svi_steps(model, guide, optim.make_optimizer({"name": "Adam", "step_size": 0.05}),
+                                      optim.make_elbo(elbo), kwargs)
     assert np.all(np.isfinite(losses)) and moved(before, after)
 
 
-@pytest.mark.parametrize("optimizer", [{"name": name, "step_size": 0.01} for name in registry.OPTIMIZERS] + [
+@pytest.mark.parametrize("optimizer", [{"name": name, "step_size": 0.01} for name in names.OPTIMIZERS] + [
     {"name": "Adam", "step_size": 0.05, "schedule": {"name": "exponential_decay", "transition_steps": 100, "decay_rate": 0.5}},
     {"name": "ClippedAdam", "step_size": 0.05, "args": {"clip_norm": 1.0},
      "schedule": {"name": "cosine_decay", "decay_steps": 100}},
@@ -535,9 +535,9 @@ def test_each_elbo_takes_svi_steps_on_the_users_model(elbo):
 ], ids=lambda spec: spec["name"] + ("+" + spec["schedule"]["name"] if "schedule" in spec else ""))
 def test_each_optimizer_takes_svi_steps_on_the_users_model(optimizer):
     model, kwargs = example_model(), regression_data()
-    guide = registry.resolve_guide({"name": "AutoNormal"}, model)
-    losses, before, after = svi_steps(model, guide, registry.make_optimizer(optimizer),
-                                      registry.make_elbo({"num_particles": 2}), kwargs)
+    guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
+    losses, before, after = svi_steps(model, guide, optim.make_optimizer(optimizer),
+                                      optim.make_elbo({"num_particles": 2}), kwargs)
     assert np.all(np.isfinite(losses)) and moved(before, after)
 
 
@@ -546,9 +546,9 @@ def test_optax_adam_with_a_constant_schedule_is_numpyros_adam():
     results = []
     for spec in ({"name": "Adam", "step_size": 0.02},
                  {"name": "Adam", "step_size": 0.02, "schedule": {"name": "constant"}}):
-        guide = registry.resolve_guide({"name": "AutoNormal"}, model)
-        results.append(svi_steps(model, guide, registry.make_optimizer(spec),
-                                 registry.make_elbo({}), kwargs, steps=5))
+        guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
+        results.append(svi_steps(model, guide, optim.make_optimizer(spec),
+                                 optim.make_elbo({}), kwargs, steps=5))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
     for name in results[0][2]:
         np.testing.assert_allclose(results[0][2][name], results[1][2][name], rtol=1e-4, atol=1e-6)
@@ -558,9 +558,9 @@ def test_optax_forms_translate_numpyros_argument_names():
     # RMSProp's gamma is optax's decay, Momentum's mass optax's momentum, ClippedAdam's clip_norm a clip
     for spec in ({"name": "RMSProp", "args": {"gamma": 0.5}}, {"name": "Momentum", "args": {"mass": 0.5}},
                  {"name": "ClippedAdam", "args": {"clip_norm": 2.0}}):
-        registry.make_optimizer({**spec, "step_size": 0.1, "schedule": {"name": "constant"}})
+        optim.make_optimizer({**spec, "step_size": 0.1, "schedule": {"name": "constant"}})
     with pytest.raises(ConfigError, match=r"o\.args: .*optax\.adagrad, which takes"):
-        registry.make_optimizer({"name": "Adagrad", "args": {"momentum": 0.9},
+        optim.make_optimizer({"name": "Adagrad", "args": {"momentum": 0.9},
                                  "schedule": {"name": "constant"}}, where="o")
 
 
@@ -621,7 +621,7 @@ def batched(y=jnp.array([0.5, -1.0, 2.0])):
 
 def _autoguide_cases(path: Path):
     """(model reference or None for the example, args as a config gives them) per class."""
-    cases = {name: (None, {}) for name in registry.AUTOGUIDES}
+    cases = {name: (None, {}) for name in names.AUTOGUIDES}
     cases.update({
         "AutoNormal": (None, {"init_loc_fn": "init_to_median", "init_scale": 0.05}),
         "AutoDelta": (None, {"init_loc_fn": {"name": "init_to_value", "values": {"slope": 0.7}}}),
@@ -641,35 +641,35 @@ def _autoguide_cases(path: Path):
 
 
 def test_the_autoguide_cases_cover_every_class(tmp_path):
-    assert set(_autoguide_cases(tmp_path / "dais.py")) == set(registry.AUTOGUIDES)
+    assert set(_autoguide_cases(tmp_path / "dais.py")) == set(names.AUTOGUIDES)
 
 
-@pytest.mark.parametrize("name", registry.AUTOGUIDES)
+@pytest.mark.parametrize("name", names.AUTOGUIDES)
 def test_every_autoguide_class_builds_from_config_names_and_takes_a_step(tmp_path, name):
     from numpyro.infer import autoguide
 
     reference, args = _autoguide_cases(_small_models(tmp_path))[name]
-    model = example_model() if reference is None else registry.resolve_model({"function": reference})
+    model = example_model() if reference is None else resolve.resolve_model({"function": reference})
     kwargs = regression_data() if reference is None else {}
     # args as YAML gives them: plain lists, dicts, strings
-    guide = registry.resolve_guide({"name": name, "args": json.loads(json.dumps(args))}, model,
+    guide = resolve.resolve_guide({"name": name, "args": json.loads(json.dumps(args))}, model,
                                    where=f"fits.{name}.guide")
     assert isinstance(guide, getattr(autoguide, name))
-    registry.prepare_guide(model, guide, kwargs, where=f"fits.{name}")
-    losses, before, after = svi_steps(model, guide, registry.make_optimizer({"name": "Adam", "step_size": 0.01}),
-                                      registry.make_elbo({}), kwargs, steps=2)
+    resolve.prepare_guide(model, guide, kwargs, where=f"fits.{name}")
+    losses, before, after = svi_steps(model, guide, optim.make_optimizer({"name": "Adam", "step_size": 0.01}),
+                                      optim.make_elbo({}), kwargs, steps=2)
     assert np.all(np.isfinite(losses)) and moved(before, after)
 
 
 def test_autoguide_arguments_by_name_reach_the_guide():
     model = example_model()
-    guide = registry.resolve_guide({"name": "AutoNormal", "args": {"init_loc_fn": "init_to_median"}}, model)
+    guide = resolve.resolve_guide({"name": "AutoNormal", "args": {"init_loc_fn": "init_to_median"}}, model)
     assert guide.init_loc_fn.func.__name__ == "init_to_median"
-    guide = registry.resolve_guide({"name": "AutoIAFNormal", "args": {"nonlinearity": "Tanh"}}, model)
+    guide = resolve.resolve_guide({"name": "AutoIAFNormal", "args": {"nonlinearity": "Tanh"}}, model)
     from jax.example_libraries import stax
 
     assert guide._nonlinearity is stax.Tanh
-    guide = registry.resolve_guide({"name": "AutoGuideList", "args": {"guides": [
+    guide = resolve.resolve_guide({"name": "AutoGuideList", "args": {"guides": [
         {"name": "AutoNormal", "expose": ["intercept"]}, {"name": "AutoDelta", "hide": ["intercept"]}]}}, model)
     assert [type(part).__name__ for part in guide._guides] == ["AutoNormal", "AutoDelta"]
     for args, message in (({"nonlinearity": "Swish"}, r"args\.nonlinearity: unknown 'Swish'; valid: Elu"),
@@ -679,7 +679,7 @@ def test_autoguide_arguments_by_name_reach_the_guide():
                           ({"rank": 2}, r"args: .*AutoIAFNormal takes .*num_flows")):
         name = "AutoGuideList" if "guides" in args else "AutoIAFNormal"
         with pytest.raises(ConfigError, match=r"fits\.f\.guide\." + message):
-            registry.resolve_guide({"name": name, "args": args}, model, where="fits.f.guide")
+            resolve.resolve_guide({"name": name, "args": args}, model, where="fits.f.guide")
 
 
 def test_an_autoguide_reads_its_latent_vector_in_one_order_in_every_step():
@@ -689,9 +689,9 @@ def test_an_autoguide_reads_its_latent_vector_in_one_order_in_every_step():
     model, kwargs = example_model(), regression_data()
     orders = []
     for transformed in (False, True):
-        guide = registry.resolve_guide({"name": "AutoMultivariateNormal"}, model)
-        registry.prepare_guide(model, guide, kwargs, where="fits.f")
-        svi = SVI(model, guide, registry.make_optimizer({"name": "Adam"}), registry.make_elbo({}))
+        guide = resolve.resolve_guide({"name": "AutoMultivariateNormal"}, model)
+        resolve.prepare_guide(model, guide, kwargs, where="fits.f")
+        svi = SVI(model, guide, optim.make_optimizer({"name": "Adam"}), optim.make_elbo({}))
         if transformed:
             jax.jit(lambda key: svi.init(key, **kwargs).optim_state)(jax.random.PRNGKey(0))
         else:
@@ -707,16 +707,16 @@ def test_prepare_guide_sets_an_autoguide_up_as_its_own_first_call_would(name):
     from numpyro import handlers
 
     model, kwargs = example_model(), regression_data()
-    prepared = registry.resolve_guide({"name": name}, model)
-    registry.prepare_guide(model, prepared, kwargs, where="fits.f")
-    called = registry.resolve_guide({"name": name}, model)
+    prepared = resolve.resolve_guide({"name": name}, model)
+    resolve.prepare_guide(model, prepared, kwargs, where="fits.f")
+    called = resolve.resolve_guide({"name": name}, model)
     with handlers.block():
         handlers.seed(called, 0)(**kwargs)
     assert list(prepared._init_locs) == list(called._init_locs) == ["intercept", "slope", "sigma"]
     for site, value in called._init_locs.items():
         np.testing.assert_array_equal(prepared._init_locs[site], value)
     # and the same parameters when an SVI starts from them
-    init = [SVI(model, guide, registry.make_optimizer({"name": "Adam"}), registry.make_elbo({}))
+    init = [SVI(model, guide, optim.make_optimizer({"name": "Adam"}), optim.make_elbo({}))
             .init(jax.random.PRNGKey(3), **kwargs) for guide in (prepared, called)]
     first, second = (jax.tree_util.tree_leaves(state.optim_state) for state in init)
     for a, b in zip(first, second):
@@ -732,19 +732,19 @@ def test_prepare_guide_names_the_key_the_file_and_the_line(tmp_path):
                     "    a = numpyro.sample('a', dist.Normal(0, 1))\n"
                     "    numpyro.sample('y', dist.Normal(a * x, 1.0), obs=y[::2] + x)\n")
     reference = f"{path}:model"
-    model = registry.resolve_model({"function": reference})
-    guide = registry.resolve_guide({"name": "AutoNormal"}, model)
+    model = resolve.resolve_model({"function": reference})
+    guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
     with pytest.raises(ConfigError) as error:
-        registry.prepare_guide(model, guide, {"x": np.ones(4, np.float32), "y": np.ones(4, np.float32)},
+        resolve.prepare_guide(model, guide, {"x": np.ones(4, np.float32), "y": np.ones(4, np.float32)},
                                where="fits.mine", sources={"models.m.function": reference,
                                                            "fits.mine.guide.name": "AutoNormal"})
     message = str(error.value)
     assert message.startswith("fits.mine: models.m.function = ")
     assert str(path) in message and "line 5" in message and "keyword arguments: x, y" in message
     # the data's names that the model does not take
-    guide = registry.resolve_guide({"name": "AutoNormal"}, model)
+    guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
     with pytest.raises(ConfigError, match=r"fits\.mine: .*TypeError: .*unexpected keyword argument 'z'"):
-        registry.prepare_guide(model, guide, {"x": np.ones(2), "y": np.ones(2), "z": np.ones(2)},
+        resolve.prepare_guide(model, guide, {"x": np.ones(2), "y": np.ones(2), "z": np.ones(2)},
                                where="fits.mine", sources={"models.m.function": reference})
 
 
@@ -753,4 +753,4 @@ def test_a_file_that_fails_on_import_names_the_key_file_and_line(tmp_path):
     path.write_text("import numpyro\n\nundefined_name + 1\n")
     with pytest.raises(ConfigError, match=r"models\.m\.function: importing .*mine\.py failed: "
                                           r"NameError: .*mine\.py, line 3"):
-        registry.resolve_model({"function": f"{path}:model"}, where="models.m")
+        resolve.resolve_model({"function": f"{path}:model"}, where="models.m")

@@ -62,7 +62,7 @@ def library(*modules):
     return [os.path.relpath(Path(workflow.basedir) / "sviflow" / module) for module in modules]
 
 
-MODEL_CODE = ("models.py", "guides.py", "registry.py")
+MODEL_CODE = ("models.py", "guides.py", "names.py", "userfiles.py", "resolve.py", "optim.py")
 
 # A JAX job (fit, predict, reference) runs XLA's thread pools, for compiling and for the
 # compiled steps; two such jobs on one core spin against each other. Claiming two of
