@@ -7,7 +7,7 @@ rule check:
             predictive=f"results/predictive/{wildcards.fit}.h5",
         )),
         # numpy, h5py and ArviZ only: the JAX work (the log weights) is the predict step's
-        library=library("diagnostics.py", "convergence.py", "truth.py"),
+        library=library("assess.py", "diagnostics.py", "convergence.py", "truth.py"),
     output:
         check="results/checks/{fit}.h5",
     params:
