@@ -213,11 +213,15 @@ class Plan:
         self.models = list(config["models"])
         self.comparisons = list(config.get("comparisons") or {})
         self.engine = config.get("engine") or {}
+        # every output of this config under one folder (results by default): two configs run
+        # in one directory, each with its own, keep each other's results
+        self.results = os.path.normpath(config.get("results") or default("results"))
         self.check()
 
     # --- checks -------------------------------------------------------------------------------
 
     def check(self) -> None:
+        self._check_results()
         self._check_names()
         self._cross_check()
         # every file reference, now: an input function's error is not reported when the job's
@@ -230,6 +234,17 @@ class Plan:
         for dataset in self.datasets:
             self.data_file_inputs(dataset)
         self._check_outputs()
+
+    def _check_results(self) -> None:
+        results = self.config.get("results")
+        if results is None:
+            return
+        path = Path(results)
+        if path.is_absolute() or ".." in path.parts or not results.strip() or self.results == ".":
+            raise ConfigError(f"results: {results!r}: give a folder inside the working directory "
+                              f"(a relative path without '..'), such as results/my_experiment")
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"results: {results!r} is a file; give a folder")
 
     def _check_names(self) -> None:
         """Names become file names and wildcard values: the schema's pattern, matched in full
@@ -299,6 +314,10 @@ class Plan:
 
     # --- paths --------------------------------------------------------------------------------
 
+    def out(self, path: str) -> str:
+        """``path`` under this config's results folder: ``out("fits/{fit}.h5")``."""
+        return f"{self.results}/{path}"
+
     def user_file(self, name: str, where: str) -> tuple[str, str | None]:
         """path.py:function in the config -> the same with the path relative to the working
         directory (as given, relative to the config file), and that path; checks that the file
@@ -324,17 +343,17 @@ class Plan:
         paths = {}
         for fit in self.fits:
             paths[f"fits.{fit}"] = [
-                f"results/fits/{fit}.h5", f"results/predictive/{fit}.h5", f"results/checks/{fit}.h5",
-                f"results/arviz/{fit}.nc",
-                *(f"results/figures/{fit}/{name}.png" for name in self.figures(fit))]
+                self.out(f"fits/{fit}.h5"), self.out(f"predictive/{fit}.h5"), self.out(f"checks/{fit}.h5"),
+                self.out(f"arviz/{fit}.nc"),
+                *(self.out(f"figures/{fit}/{name}.png") for name in self.figures(fit))]
         for dataset in self.datasets:
-            paths[f"datasets.{dataset}"] = [f"results/data/{dataset}.h5"]
+            paths[f"datasets.{dataset}"] = [self.out(f"data/{dataset}.h5")]
         for name in self.comparisons:
-            paths[f"comparisons.{name}"] = [f"results/figures/comparisons/{name}.png"]
+            paths[f"comparisons.{name}"] = [self.out(f"figures/comparisons/{name}.png")]
         for reference in self.reference_ids():
-            paths[f"the reference {reference}"] = [f"results/references/{reference}.h5"]
-        paths["the workflow"] = ["results/summary.csv", "results/summary.md",
-                                 "results/checks/strict.ok"]
+            paths[f"the reference {reference}"] = [self.out(f"references/{reference}.h5")]
+        paths["the workflow"] = [self.out("summary.csv"), self.out("summary.md"),
+                                 self.out("checks/strict.ok")]
         return paths
 
     # --- the jobs' config slices ----------------------------------------------------------------
@@ -460,7 +479,7 @@ class Plan:
         model, dataset = self.split_reference(reference)
         inputs = {"code": self.code_files(model=model)}
         if dataset is not None:
-            inputs["data"] = f"results/data/{dataset}.h5"
+            inputs["data"] = self.out(f"data/{dataset}.h5")
         return inputs
 
     # --- inputs -------------------------------------------------------------------------------
@@ -486,7 +505,7 @@ class Plan:
     def fit_data(self, fit: str) -> str | None:
         """The data file of a fit, or None for a model without data."""
         data = self.config["fits"][fit].get("data")
-        return f"results/data/{data}.h5" if data else None
+        return self.out(f"data/{data}.h5") if data else None
 
     def fit_inputs(self, fit: str) -> dict:
         inputs = {"code": self.code_files(fit=fit)}
@@ -497,13 +516,13 @@ class Plan:
     def with_reference(self, fit_name: str, **inputs) -> dict:
         """``inputs`` plus the fit's reference posterior, where its model has one."""
         if self.reference_method(self.config["fits"][fit_name]["model"]) != "none":
-            inputs["reference"] = f"results/references/{self.reference_id(fit_name)}.h5"
+            inputs["reference"] = self.out(f"references/{self.reference_id(fit_name)}.h5")
         return inputs
 
     def plot_inputs(self, fit: str) -> dict:
-        inputs = self.with_reference(fit, fit=f"results/fits/{fit}.h5",
-                                     predictive=f"results/predictive/{fit}.h5",
-                                     check=f"results/checks/{fit}.h5")
+        inputs = self.with_reference(fit, fit=self.out(f"fits/{fit}.h5"),
+                                     predictive=self.out(f"predictive/{fit}.h5"),
+                                     check=self.out(f"checks/{fit}.h5"))
         if self.fit_data(fit):
             inputs["data"] = self.fit_data(fit)
         return inputs
@@ -546,12 +565,12 @@ class Plan:
                     if fit in fits)
 
     def all_outputs(self) -> list[str]:
-        outputs = ["results/summary.csv", "results/summary.md"]
-        outputs += [f"results/figures/{fit}/{name}.png" for fit in self.fits
+        outputs = [self.out("summary.csv"), self.out("summary.md")]
+        outputs += [self.out(f"figures/{fit}/{name}.png") for fit in self.fits
                     for name in self.figures(fit)]
-        outputs += [f"results/figures/comparisons/{name}.png" for name in self.comparisons]
+        outputs += [self.out(f"figures/comparisons/{name}.png") for name in self.comparisons]
         if self.config["checks"]["strict"]:
-            outputs.append("results/checks/strict.ok")
+            outputs.append(self.out("checks/strict.ok"))
         return outputs
 
     def wildcard_constraints(self) -> dict[str, str]:

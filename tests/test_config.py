@@ -232,3 +232,23 @@ def test_the_library_reads_its_defaults_from_the_schema():
                                     if k != "draws"}
     assert optim.make_elbo({}).num_particles == cfg.default("fits", "elbo", "num_particles")
     assert cfg.default("engine", "trajectory_points") == 1000
+
+
+def test_a_results_key_puts_every_output_under_its_folder():
+    """Issue 18, item 4: each config its own results."""
+    config = coin_config()
+    config["results"] = "results/other/"
+    the_plan = plan(config)
+    paths = [path for owned in the_plan.output_paths().values() for path in owned]
+    assert paths and all(path.startswith("results/other/") for path in paths)
+    assert "results/other/summary.md" in the_plan.all_outputs()
+    assert the_plan.fit_inputs("beta")["data"] == "results/other/data/coin_12_8.h5"
+    assert plan(coin_config()).out("summary.md") == "results/summary.md"
+
+
+@pytest.mark.parametrize("results", ["/tmp/elsewhere", "../outside", ".", "results/../.."])
+def test_a_results_folder_outside_the_working_directory_is_refused(results):
+    config = coin_config()
+    config["results"] = results
+    with pytest.raises(ConfigError, match=r"^results: .*a folder inside the working directory"):
+        plan(config)

@@ -94,3 +94,36 @@ def test_second_run_does_nothing(tiny_run):
 def test_lint_is_clean(workflow_copy):
     result = run_snakemake(workflow_copy, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_second_config_in_the_same_directory_keeps_the_first_ones_results(tiny_run, tmp_path):
+    """Issue 18, item 4: a config with its own `results:` folder, run where the tiny config ran,
+    writes only under that folder; the first run's summary and files stay as they were, and
+    neither run's next dry run has anything to do."""
+    import shutil
+
+    import yaml
+
+    workdir = tmp_path / "workflow"
+    shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns(".snakemake"), symlinks=True)
+    before = {path: path.read_bytes() for path in (workdir / "results").rglob("*") if path.is_file()}
+    second = {"results": "results/second",
+              "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact",
+                                                                          "num_draws": 2000}}},
+              "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 3, "tails": 9}}},
+              "fits": {"beta": {"model": "coin", "data": "coin_12_8", "guide": {"name": "beta"},
+                                "optimizer": {"name": "Adam", "step_size": 5.0e-3}, "steps": 200}},
+              "predictive": {"num_samples": 500, "num_mock": 20},
+              "checks": {"quality": {"elbo_particles": 500, "khat_particles": 500}}}
+    (workdir / "second.yaml").write_text(yaml.safe_dump(second))
+    run_snakemake(workdir, "--cores", "2", "--configfile", "second.yaml", "--replace-workflow-config")
+
+    after = {path: path.read_bytes() for path in before if path.exists()}
+    changed = sorted(str(path.relative_to(workdir)) for path in before if after.get(path) != before[path])
+    assert not changed, f"the second config overwrote the first one's files: {changed[:10]}"
+    summary = (workdir / "results" / "second" / "summary.md").read_text()
+    assert "beta" in summary and "beta_4_particles" not in summary
+    assert "beta_4_particles" in (workdir / "results" / "summary.md").read_text()
+    for config in (TINY, ("--configfile", "second.yaml", "--replace-workflow-config")):
+        result = run_snakemake(workdir, "-n", "--cores", "2", *config)
+        assert "Nothing to be done" in result.stdout + result.stderr

@@ -3,20 +3,20 @@ rule check:
     input:
         unpack(lambda wildcards: with_reference(
             wildcards.fit,
-            fit=f"results/fits/{wildcards.fit}.h5",
-            predictive=f"results/predictive/{wildcards.fit}.h5",
+            fit=out(f"fits/{wildcards.fit}.h5"),
+            predictive=out(f"predictive/{wildcards.fit}.h5"),
         )),
         # numpy, h5py and ArviZ only: the JAX work (the log weights) is the predict step's
         library=library("assess.py", "diagnostics.py", "convergence.py", "truth.py"),
     output:
-        check="results/checks/{fit}.h5",
+        check=out("checks/{fit}.h5"),
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
         checks=check_settings(),
     log:
-        "results/logs/check/{fit}.log",
+        out("logs/check/{fit}.log"),
     benchmark:
-        "results/benchmarks/check/{fit}.tsv"
+        out("benchmarks/check/{fit}.tsv")
     resources:
         mem_mb=2000,
         runtime=10,

@@ -88,6 +88,7 @@ dataset_spec = PLAN.dataset_spec
 check_settings = PLAN.check_settings
 weighted_draws = PLAN.weighted_draws
 all_outputs = PLAN.all_outputs
+out = PLAN.out  # a path under the config's results folder (key results)
 
 
 def reference_model(reference):
@@ -97,7 +98,7 @@ def reference_model(reference):
 
 def figure_output(name):
     """A figure of a fit as a report item; its caption is workflow/report/<name>.rst."""
-    return report(f"results/figures/{{fit}}/{name}.png", caption=f"../report/{name}.rst",
+    return report(out(f"figures/{{fit}}/{name}.png"), caption=f"../report/{name}.rst",
                   category="{fit}", labels={"figure": name.replace("_", " "), "fit": "{fit}"})
 
 

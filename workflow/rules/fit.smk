@@ -4,13 +4,13 @@ rule fit:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
         library=library("engine.py", "convergence.py", "laplace.py", *MODEL_CODE),
     output:
-        fit="results/fits/{fit}.h5",
+        fit=out("fits/{fit}.h5"),
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
     log:
-        "results/logs/fit/{fit}.log",
+        out("logs/fit/{fit}.log"),
     benchmark:
-        "results/benchmarks/fit/{fit}.tsv"
+        out("benchmarks/fit/{fit}.tsv")
     threads: JAX_THREADS
     resources:
         mem_mb=2000,

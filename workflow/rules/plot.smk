@@ -23,9 +23,9 @@ for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
         wildcard_constraints:
             fit="|".join(map(re.escape, _fits)),
         log:
-            "results/logs/plot/{fit}.log",
+            out("logs/plot/{fit}.log"),
         benchmark:
-            "results/benchmarks/plot/{fit}.tsv"
+            out("benchmarks/plot/{fit}.tsv")
         resources:
             mem_mb=2000,
             runtime=10,
@@ -38,18 +38,18 @@ for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
 rule compare:
     """Loss curves of several fits in one figure (the post's 1 vs 32 particles)."""
     input:
-        fits=lambda wildcards: [f"results/fits/{f}.h5" for f in config["comparisons"][wildcards.comparison]["fits"]],
+        fits=lambda wildcards: [out(f"fits/{f}.h5") for f in config["comparisons"][wildcards.comparison]["fits"]],
         library=library("plots.py"),
     output:
-        figure=report("results/figures/comparisons/{comparison}.png",
+        figure=report(out("figures/comparisons/{comparison}.png"),
                       caption="../report/comparison.rst", category="comparisons",
                       labels={"comparison": "{comparison}"}),
     params:
         title=lambda wildcards: config["comparisons"][wildcards.comparison].get("title", ""),
     log:
-        "results/logs/compare/{comparison}.log",
+        out("logs/compare/{comparison}.log"),
     benchmark:
-        "results/benchmarks/compare/{comparison}.tsv"
+        out("benchmarks/compare/{comparison}.tsv")
     resources:
         mem_mb=2000,
         runtime=10,

@@ -3,18 +3,18 @@ rule predict:
     model + samples; and the log weights of the guide's draws, for the check's ELBO and k-hat."""
     input:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
-        fit="results/fits/{fit}.h5",
+        fit=out("fits/{fit}.h5"),
         library=library("predictive.py", *MODEL_CODE),
     output:
-        predictive="results/predictive/{fit}.h5",
+        predictive=out("predictive/{fit}.h5"),
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
         predictive=_sorted(config.get("predictive", {})),
         weighted=weighted_draws(),
     log:
-        "results/logs/predict/{fit}.log",
+        out("logs/predict/{fit}.log"),
     benchmark:
-        "results/benchmarks/predict/{fit}.tsv"
+        out("benchmarks/predict/{fit}.tsv")
     threads: JAX_THREADS
     resources:
         mem_mb=4000,

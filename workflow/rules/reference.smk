@@ -10,14 +10,14 @@ rule reference:
         draws=lambda wildcards: reference_file(reference_model(wildcards.reference)) or [],
         library=library("references.py", *MODEL_CODE),
     output:
-        reference="results/references/{reference}.h5",
+        reference=out("references/{reference}.h5"),
     params:
         model=lambda wildcards: model_spec(reference_model(wildcards.reference)),
         reference=lambda wildcards: reference_settings(reference_model(wildcards.reference)),
     log:
-        "results/logs/reference/{reference}.log",
+        out("logs/reference/{reference}.log"),
     benchmark:
-        "results/benchmarks/reference/{reference}.tsv"
+        out("benchmarks/reference/{reference}.tsv")
     threads: JAX_THREADS
     resources:
         mem_mb=4000,

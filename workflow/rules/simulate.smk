@@ -4,14 +4,14 @@ rule simulate:
         lambda wildcards: data_file_inputs(wildcards.dataset),
         library=library("data.py"),
     output:
-        data="results/data/{dataset}.h5",
+        data=out("data/{dataset}.h5"),
     params:
         name=lambda wildcards: wildcards.dataset,
         spec=lambda wildcards: dataset_spec(wildcards.dataset),
     log:
-        "results/logs/simulate/{dataset}.log",
+        out("logs/simulate/{dataset}.log"),
     benchmark:
-        "results/benchmarks/simulate/{dataset}.tsv"
+        out("benchmarks/simulate/{dataset}.tsv")
     resources:
         mem_mb=1000,
         runtime=10,

@@ -3,23 +3,23 @@ rule summarize:
     az.summary of every fit with its verdict: one CSV, one Markdown page. One job, so that
     ArviZ is imported once (1.5 s), not once per fit."""
     input:
-        predictive=expand("results/predictive/{fit}.h5", fit=FITS),
-        checks=expand("results/checks/{fit}.h5", fit=FITS),
+        predictive=expand(out("predictive/{fit}.h5"), fit=FITS),
+        checks=expand(out("checks/{fit}.h5"), fit=FITS),
         data=sorted({path for path in map(fit_data, FITS) if path}),
         library=library("summary.py"),
     output:
-        netcdf=expand("results/arviz/{fit}.nc", fit=FITS),
-        csv=report("results/summary.csv", caption="../report/summary.rst", category="summary"),
-        markdown="results/summary.md",
+        netcdf=expand(out("arviz/{fit}.nc"), fit=FITS),
+        csv=report(out("summary.csv"), caption="../report/summary.rst", category="summary"),
+        markdown=out("summary.md"),
     params:
         fits=FITS,
         data={fit: fit_data(fit) for fit in FITS},
         specs={fit: {"name": fit, "model": config["fits"][fit]["model"],
                      "guide": config["fits"][fit]["guide"]["name"]} for fit in FITS},
     log:
-        "results/logs/summarize.log",
+        out("logs/summarize.log"),
     benchmark:
-        "results/benchmarks/summarize.tsv"
+        out("benchmarks/summarize.tsv")
     resources:
         mem_mb=2000,
         runtime=10,
@@ -32,14 +32,14 @@ rule summarize:
 rule strict:
     """With checks.strict: fail, after the summary is written, when a fit did not pass."""
     input:
-        checks=expand("results/checks/{fit}.h5", fit=FITS),
-        summary="results/summary.md",
+        checks=expand(out("checks/{fit}.h5"), fit=FITS),
+        summary=out("summary.md"),
     output:
-        ok="results/checks/strict.ok",
+        ok=out("checks/strict.ok"),
     params:
         fits=FITS,
     log:
-        "results/logs/strict.log",
+        out("logs/strict.log"),
     conda:
         "../../environment.yml"
     script:
