@@ -71,19 +71,14 @@ def many_fits_config(n: int, steps: int) -> dict:
 
 
 def fit_spec(config: dict, fit: str, seeds: list[int]) -> dict:
-    """The fit step's params, as workflow/rules/common.smk builds them."""
-    entry = config["fits"][fit]
-    model = config["models"][entry["model"]]
-    return {"spec": {
-        "name": fit,
-        "model": {"name": entry["model"], "function": model["function"], "args": model.get("args", {})},
-        "data": entry.get("data"), "guide": dict(entry["guide"]),
-        "optimizer": entry.get("optimizer", {"name": "Adam", "step_size": 5.0e-4}),
-        "elbo": entry.get("elbo", {"name": "Trace_ELBO", "num_particles": 1}),
-        "steps": entry["steps"], "seeds": seeds,
-        "stable_update": entry.get("stable_update", False),
-        "engine": {"trajectory_points": (config.get("engine") or {}).get("trajectory_points", 1000)},
-    }}
+    """The fit step's params, as the workflow builds them (sviflow.config.Plan), with ``seeds``."""
+    import copy
+
+    from sviflow.config import Plan, validate
+
+    config = copy.deepcopy(config)
+    validate(config)
+    return {"spec": {**Plan(config).fit_spec(fit), "seeds": seeds}}
 
 
 # --- helpers ---------------------------------------------------------------------------------
