@@ -456,6 +456,10 @@ def summarize(inputs, outputs, params, progress_file=None):
     table = summary_table(fits, idatas, checks)
     write_text(table.to_csv(index=False), outputs["csv"])
     write_markdown(table, checks, fits, outputs["markdown"])
+    if outputs.get("verdicts"):  # the report's landing page
+        from sviflow.verdicts import verdict_table
+
+        write_text(verdict_table(fits, checks), outputs["verdicts"])
     for fit, check in zip(fits, checks):
         if check.attrs["verdict"] != "converged":
             log.warning("fit %s: %s (%s)", fit, check.attrs["verdict"], check.attrs["sentence"])
