@@ -80,28 +80,38 @@ def _distance_cell(numbers: dict) -> str:
     parts = []
     if np.isfinite(numbers["kl"]) or numbers["kl_infinite"]:
         if numbers["kl_infinite"]:
-            parts.append(f"KL(q&#8214;p) &infin; (the guide's support is wider; estimate "
-                         f"{_number(numbers['kl'])} nats)")
+            parts.append(f"KL &infin; (support wider; estimate {_number(numbers['kl'])} nats)")
         else:
-            parts.append(f"KL(q&#8214;p) {_number(numbers['kl'])} nats")
+            parts.append(f"KL {_number(numbers['kl'])} nats")
     if np.isfinite(numbers["mean_error_sd"]):
-        parts.append(f"mean off by &le; {_number(numbers['mean_error_sd'], 2)} ref. sd")
+        parts.append(f"mean off &le; {_number(numbers['mean_error_sd'], 2)} sd")
     if np.isfinite(numbers["sd_ratio"]):
-        parts.append(f"sd &times;{_number(numbers['sd_ratio'], 3)} of the ref.")
+        parts.append(f"sd &times;{_number(numbers['sd_ratio'], 3)}")
     if np.isfinite(numbers["energy_distance"]):
-        parts.append(f"energy distance {_number(numbers['energy_distance'], 2)}")
+        parts.append(f"energy {_number(numbers['energy_distance'], 2)}")
     return "<br>".join(parts) or "no reference"
 
 
-CELL = "border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left"
+CELL = "border:1px solid #ccc;padding:3px 4px;vertical-align:top;text-align:left"
+
+
+def _reasons_cell(check) -> str:
+    """The failing checks in a few words, and every reason in full behind a click: the landing
+    page's column is narrow (Snakemake gives the description 32 rem beside the rule graph)."""
+    problems = check.attrs.get("problems") or []
+    short = "; ".join(problems) if problems else "every check passed"
+    reasons = check.attrs.get("reasons") or []
+    full = "".join(f"<li>{html.escape(reason)}</li>" for reason in reasons)
+    return (f"{html.escape(short)}<details><summary style=\"cursor:pointer;color:#555\">"
+            f"the reasons in full</summary><ul style=\"margin:0;padding-left:1.1em\">{full}</ul>"
+            "</details>") if full else html.escape(short)
 
 
 def verdict_table(fits: list[str], checks: list) -> str:
-    """One HTML table, a row per fit: the verdict (coloured), its reasons in words, k-hat, KL or
-    the distances to the reference, why the fit stopped, and a link to the fit's figures (the
-    report's folder of that name: Snakemake's ``app.showCategory``)."""
-    header = ["fit", "verdict", "reasons", "PSIS k-hat", "against the reference", "stopped",
-              "figures"]
+    """One HTML table, a row per fit: the fit with a link to its figures (the report's folder of
+    that name, through Snakemake's ``app.showCategory``), the verdict (coloured), its reasons in
+    words, k-hat, KL or the distances to the reference, and why the fit stopped."""
+    header = ["fit", "verdict", "reasons", "PSIS k-hat", "against the reference", "stopped"]
     rows = []
     for fit, check in zip(fits, checks):
         numbers = verdict_numbers(check)
@@ -109,23 +119,23 @@ def verdict_table(fits: list[str], checks: list) -> str:
                 if np.isfinite(numbers["khat"]) else "n/a")
         stop = html.escape(numbers["stop"] or "")
         if numbers["steps_run"] is not None and str(numbers["steps_run"]) not in stop:
-            stop += f" ({int(numbers['steps_run'])} steps)"
+            stop += f", {int(numbers['steps_run'])} steps"
         # percent-encoded, as Snakemake's own links to a category: the browser decodes it
-        link = (f'<a href="javascript:app.showCategory(&quot;{quote(fit)}&quot;)" '
-                f'style="color:#1f77b4;text-decoration:underline">figures of {html.escape(fit)}</a>')
-        cells = [f"<code>{html.escape(fit)}</code>", _badge(check),
-                 html.escape(check.attrs.get("sentence") or ""), khat, _distance_cell(numbers),
-                 stop, link]
+        link = (f'<a class="sviflow-figures" href="javascript:app.showCategory(&quot;{quote(fit)}&quot;)" '
+                f'style="color:#1f77b4;text-decoration:underline">figures</a>')
+        cells = [f"<b>{html.escape(fit)}</b><br>{link}", _badge(check), _reasons_cell(check), khat,
+                 _distance_cell(numbers), stop]
         rows.append(f'<tr data-fit="{html.escape(fit)}">'
                     + "".join(f'<td style="{CELL}">{cell}</td>' for cell in cells) + "</tr>")
     head = "".join(f'<th style="{CELL};background:#eee">{html.escape(h)}</th>' for h in header)
-    return (f'<table id="{TABLE_ID}" style="border-collapse:collapse;font-size:0.85em;'
-            f'margin:0.5em 0 1em 0"><thead><tr>{head}</tr></thead><tbody>'
+    return (f'<table id="{TABLE_ID}" style="border-collapse:collapse;font-size:0.8em;'
+            f'line-height:1.35;margin:0.5em 0 1em 0"><thead><tr>{head}</tr></thead><tbody>'
             + "\n".join(rows) + "</tbody></table>\n")
 
 
 def verdict_paragraph(fit: str, check) -> str:
     """The verdict of one fit and its reasons in full, for the captions of its figures (whose
     titles carry only the verdict and its reasons in a few words)."""
-    return (f'<p class="sviflow-reasons">Verdict of fit <code>{html.escape(fit)}</code>: '
-            f"{_badge(check)} {html.escape(check.attrs.get('sentence') or '')}</p>\n")
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in check.attrs.get("reasons") or [])
+    return (f'<div class="sviflow-reasons"><p>Verdict of fit <b>{html.escape(fit)}</b>: '
+            f"{_badge(check)}</p><ul>{reasons}</ul></div>\n")
