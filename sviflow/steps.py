@@ -53,6 +53,19 @@ def _model_and_guide(spec: dict, kwargs: dict):
     return model, guide
 
 
+def model(inputs, outputs, params, progress_file=None):
+    """A model's config slice (function, arguments, precision) as JSON: the file its fits and
+    its reference start from (workflow/rules/model.smk says why)."""
+    import json
+
+    from sviflow.h5io import written_atomically
+
+    with written_atomically(outputs["spec"]) as temporary, open(temporary, "w") as handle:
+        json.dump(params["spec"], handle, indent=1, sort_keys=True)
+    log.info("model %s: function %s, args %s", params["spec"]["name"], params["spec"]["function"],
+             params["spec"].get("args"))
+
+
 def simulate(inputs, outputs, params, progress_file=None):
     """A dataset from its generator or its file -> ``sviflow.data``."""
     from sviflow.data import load_dataset

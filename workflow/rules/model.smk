@@ -4,7 +4,6 @@
 # DAG (snakemake/report/rulegraph_spec.py keeps one job of each rule per level of its
 # topological sort), and without it a fit with data (after simulate) sits one level deeper than
 # a fit without, so fit, reference, predict and check were each drawn twice.
-import json
 
 
 rule model:
@@ -12,13 +11,16 @@ rule model:
     output:
         spec="results/models/{model}.json",
     params:
-        spec=lambda wildcards: json.dumps(model_spec(wildcards.model), sort_keys=True),
+        spec=lambda wildcards: model_spec(wildcards.model),
     wildcard_constraints:
         model="|".join(map(re.escape, MODELS)) or "no-models",
     log:
         "results/logs/model/{model}.log",
     localrule: True
+    resources:
+        mem_mb=500,
+        runtime=5,
     conda:
         "../../environment.yml"
-    shell:
-        "printf '%s\\n' {params.spec:q} > {output.spec} 2> {log}"
+    script:
+        "../../scripts/model.py"
