@@ -345,14 +345,17 @@ class Plan:
             paths[f"fits.{fit}"] = [
                 self.out(f"fits/{fit}.h5"), self.out(f"predictive/{fit}.h5"), self.out(f"checks/{fit}.h5"),
                 self.out(f"arviz/{fit}.nc"),
-                *(self.out(f"figures/{fit}/{name}.png") for name in self.figures(fit))]
+                *(self.out(f"figures/{fit}/{name}.png") for name in self.figures(fit)),
+                self.out(f"figures/{fit}/verdict.html")]
         for dataset in self.datasets:
             paths[f"datasets.{dataset}"] = [self.out(f"data/{dataset}.h5")]
         for name in self.comparisons:
             paths[f"comparisons.{name}"] = [self.out(f"figures/comparisons/{name}.png")]
+        for model in self.models:
+            paths[f"models.{model}"] = [self.out(f"models/{model}.json")]
         for reference in self.reference_ids():
             paths[f"the reference {reference}"] = [self.out(f"references/{reference}.h5")]
-        paths["the workflow"] = [self.out("summary.csv"), self.out("summary.md"),
+        paths["the workflow"] = [self.out("summary.csv"), self.out("summary.md"), self.out("verdicts.html"),
                                  self.out("checks/strict.ok")]
         return paths
 

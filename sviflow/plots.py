@@ -22,23 +22,21 @@ VERDICT_COLOURS = {"converged": "tab:green", "not converged": "tab:red",
 
 
 def _title(fig, fit: str, check) -> None:
-    """The verdict, and its first reason, above every figure of a fit."""
+    """The verdict, and every failing check in a few words, above every figure of a fit. The
+    reasons in full are the caption's (sviflow.verdicts.verdict_paragraph): a title is short."""
     import textwrap
 
     verdict = check.attrs["verdict"]
     if check.attrs.get("diverged"):
         verdict = "DIVERGED: not a result"
-    reasons = check.attrs.get("reasons") or []
-    # every failing check in a few words (the sentences are in the check file and the
-    # summary), or the first note; wrapped to the figure's width (about 5.5 pt a character
-    # at 10 pt), at most two lines
-    problems = check.attrs.get("problems")
-    text = "; ".join(problems) if problems else (reasons[0] if reasons else "")
+    # wrapped to the figure's width (about 5.5 pt a character at 10 pt), at most two lines
+    problems = check.attrs.get("problems") or []
     width = max(40, int(fig.get_figwidth() * 72 / 5.5))
-    first = "\n".join(textwrap.wrap(text, width=width, max_lines=2, placeholder=" ...")) if text else ""
-    fig.suptitle(f"{fit}: {verdict}" + (f"\n{first}" if first else ""),
+    short = "\n".join(textwrap.wrap("; ".join(problems), width=width, max_lines=2,
+                                    placeholder=" ...")) if problems else ""
+    fig.suptitle(f"{fit}: {verdict}" + (f"\n{short}" if short else ""),
                  color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
-                 fontsize=10 if first else 11)
+                 fontsize=10 if short else 11)
 
 
 def _setting(check, group: str, key: str, default):
@@ -46,10 +44,12 @@ def _setting(check, group: str, key: str, default):
     return ((check.config.get("checks") or {}).get(group) or {}).get(key, default)
 
 
-def _save(fig, path) -> None:
+def _save(fig, path):
+    """``fig`` to ``path``; the figure is returned (closed to pyplot) for tests to read."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def loss_figure(fitted, check, fit: str, path) -> None:
@@ -75,8 +75,10 @@ def loss_figure(fitted, check, fit: str, path) -> None:
             top.set_ylim(low - pad, high + pad)
     log_z = check.get("quality", {}).get("log_z")
     if log_z is not None and np.isfinite(log_z):
+        # the floor of the loss's expectation, the KL's zero: a single step's loss, an estimate
+        # from one draw, goes below it
         top.axhline(-float(log_z), color="tab:green", lw=1, ls=":",
-                    label=f"-log Z (exact evidence): {-float(log_z):.3f}, the floor of the loss")
+                    label=f"-log Z = {-float(log_z):.3f} (exact evidence), the floor of the expected loss")
     for step in check["diverged_step"]:
         if step >= 0:
             top.axvline(step + 1, color="tab:red", lw=1.5, label=f"diverged at step {step}")
@@ -99,32 +101,79 @@ def loss_figure(fitted, check, fit: str, path) -> None:
     bottom.set_xlabel("optimisation step")
     bottom.grid(alpha=0.3)
     _title(fig, fit, check)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def trajectory_figure(fitted, check, fit: str, path) -> None:
+# guide parameters that are angles, in radians in the fit file: drawn in degrees, as the summary
+# gives them (sviflow.truth: "theta (deg)", "angle of major axis (deg)")
+ANGLE_PARAMS = ("theta",)
+
+
+def parameter_components(params: dict) -> list[tuple[str, str, np.ndarray]]:
+    """(label, unit, values of shape (seed, point)) of every free component of the guide's
+    parameter trajectories: a Cholesky factor's (``*scale_tril``) upper triangle is zero by
+    construction, not a parameter, and is left out; an angle is in degrees."""
+    components = []
+    for name in sorted(params):
+        values = np.asarray(params[name], dtype=float)  # (seed, point, ...)
+        unit = ""
+        if name in ANGLE_PARAMS:
+            values, unit = np.degrees(values), "deg"
+        shape = values.shape[2:]
+        if not shape:
+            components.append((name, unit, values))
+            continue
+        for index in np.ndindex(*shape):
+            if name.endswith("scale_tril") and len(index) >= 2 and index[-1] > index[-2]:
+                continue  # above the diagonal: a structural zero
+            label = f"{name}[{','.join(map(str, index))}]"
+            components.append((label, unit, values[(slice(None), slice(None), *index)]))
+    return components
+
+
+def _window_label(check, window) -> str:
+    """What the grey band is, in words: the share of the steps the convergence rule judges."""
+    share = float(_setting(check, "convergence", "window", 0.2))
+    since = [int(s) for s in np.ravel((check.attrs.get("stop") or {}).get("since_step") or [0])]
+    text = f"judging window: the last {share:.0%} of steps".replace("%", " %")
+    if max(since, default=0) > 0:
+        text += f" (since the step size was lowered, step {max(since)})"
+    return text
+
+
+def trajectory_figure(fitted, check, fit: str, path):
     """The guide's mean (and +- 1 sd) of every latent component along the run, with the window
-    that the convergence rule reads shaded: the rule's own units."""
+    that the convergence rule reads shaded: the rule's own units. Below, the trajectories of
+    the guide's parameters (the post's numbers), structural zeros left out, angles in degrees."""
     steps = fitted["trajectory"]["step"]
     moments = fitted["trajectory"]["moments"]
     labels = list(fitted.attrs.get("moment_labels") or [])
     mean, sd = np.asarray(moments["mean"], float), np.asarray(moments["sd"], float)
     shown = labels[:9]
-    n = max(1, len(shown))
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    parameters = parameter_components(fitted["trajectory"].get("params") or {})[:9]
+    cols = min(max(len(shown), len(parameters), 1), 3)
+    moment_rows = math.ceil(max(1, len(shown)) / cols)
+    param_rows = math.ceil(len(parameters) / cols)
+    rows = moment_rows + param_rows
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows + 0.4), squeeze=False)
     window = np.asarray(check["window"]) if "window" in check else None
+    has_window = window is not None and len(window)
     convergence = check.get("convergence", {})
-    for index, (ax, label) in enumerate(zip(axes.ravel(), shown)):
+    moment_axes = axes[:moment_rows].ravel()
+    param_axes = axes[moment_rows:].ravel()
+
+    def shade(ax):
+        if has_window:
+            ax.axvspan(window[:, 0].min(), window[:, 1].max(), color="grey", alpha=0.2, lw=0,
+                       label=_window_label(check, window))
+
+    for index, (ax, label) in enumerate(zip(moment_axes, shown)):
         for seed in range(mean.shape[0]):
             line, = ax.plot(steps, mean[seed, :, index], lw=0.8)
             ax.fill_between(steps, mean[seed, :, index] - sd[seed, :, index],
                             mean[seed, :, index] + sd[seed, :, index], color=line.get_color(),
                             alpha=0.15, lw=0)
-        if window is not None and len(window):
-            ax.axvspan(window[:, 0].min(), window[:, 1].max(), color="grey", alpha=0.2, lw=0,
-                       label="window of the convergence rule")
+        shade(ax)
         if "shift" in convergence:
             shift = float(np.max(np.asarray(convergence["shift"])[:, index]))
             rhat = float(np.max(np.asarray(convergence["rhat"])[:, index]))
@@ -134,21 +183,87 @@ def trajectory_figure(fitted, check, fit: str, path) -> None:
             ax.set_title(f"{label}: guide mean +- sd", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if index == 0 and window is not None and len(window):
-            ax.legend(fontsize=7, loc="best")
-    for ax in axes.ravel()[n:]:
+    for ax in moment_axes[len(shown):]:
         ax.set_visible(False)
+    for ax, (label, unit, values) in zip(param_axes, parameters):
+        for seed_values in values:
+            ax.plot(steps, seed_values, lw=0.8)
+        shade(ax)
+        ax.set_title(f"parameter {label}" + (f" ({unit})" if unit else ""), fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in param_axes[len(parameters):]:
+        ax.set_visible(False)
+    if has_window:  # once, for every panel: what the grey band is
+        handles, names = moment_axes[0].get_legend_handles_labels()
+        fig.legend(handles[:1], names[:1], loc="lower center", fontsize=8, frameon=False)
     _title(fig, fit, check)
-    _save(fig, path)
+    fig.tight_layout(rect=(0, 0.06 if has_window else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
 
 
 def _pooled(sites: dict) -> dict:
     return {k: v.reshape(-1, *v.shape[2:]) for k, v in sites.items()}
 
 
-def posterior_figure(predictive, check, reference, fit: str, path) -> None:
-    """1 latent: the guide's samples against the reference pdf; 2: the reference density beside
-    the guide's samples; more: marginals."""
+def _beta_pdf(x, a: float, b: float):
+    """Beta(a, b) density in closed form (scipy.stats alone costs this job 0.5 s to import)."""
+    x = np.asarray(x, dtype=float)
+    inside = (x > 0) & (x < 1)
+    safe = np.where(inside, x, 0.5)
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    return np.where(inside, np.exp(log_norm + (a - 1) * np.log(safe) + (b - 1) * np.log1p(-safe)), 0.0)
+
+
+def _normal_pdf(x, mean: float, sd: float):
+    return np.exp(-0.5 * ((np.asarray(x, dtype=float) - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+
+
+def _kde(values, x):
+    """Gaussian kernel density estimate of ``values`` at ``x``, Scott's bandwidth."""
+    values = np.asarray(values, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if values.size < 2 or not np.std(values) > 0:
+        return np.zeros(np.shape(x))
+    bandwidth = np.std(values) * values.size ** (-1 / 5)
+    density = np.zeros(np.shape(x))
+    for chunk in np.array_split(values, max(1, values.size // 2000)):
+        density += np.exp(-0.5 * ((np.asarray(x)[:, None] - chunk[None, :]) / bandwidth) ** 2).sum(axis=1)
+    return density / (values.size * bandwidth * math.sqrt(2 * math.pi))
+
+
+def guide_densities(fitted, values, x) -> list[tuple[str, np.ndarray]]:
+    """(label, density at ``x``) of the guide's marginal of a 1-D latent site: the post's "SVI
+    Result". The post's Beta and Normal guides in closed form from their fitted parameters (one
+    line per seed); any other guide as a Gaussian KDE of its draws ``values``, which the label
+    says."""
+    guide = ((fitted.config or {}).get("guide") or {}).get("name") if fitted is not None else None
+    params = fitted["params"] if fitted is not None else {}
+    seeds = (fitted.attrs.get("seeds") or []) if fitted is not None else []
+    lines = []
+
+    def seed_label(index):
+        return f", seed {seeds[index]}" if len(seeds) > 1 and index < len(seeds) else ""
+
+    if guide == "beta" and {"alpha_q", "beta_q"} <= set(params):
+        for index, (a, b) in enumerate(zip(np.ravel(params["alpha_q"]), np.ravel(params["beta_q"]))):
+            lines.append((f"guide density Beta({a:.3g}, {b:.3g}), the post's 'SVI Result'{seed_label(index)}",
+                          _beta_pdf(x, float(a), float(b))))
+    elif guide == "normal" and {"mean", "sd"} <= set(params):
+        for index, (m, sd) in enumerate(zip(np.ravel(params["mean"]), np.ravel(params["sd"]))):
+            lines.append((f"guide density Normal({m:.3g}, {sd:.3g}), the post's 'SVI Result'{seed_label(index)}",
+                          _normal_pdf(x, float(m), float(sd))))
+    else:
+        lines.append((f"guide density: Gaussian KDE of its {np.size(values)} draws (no closed form)",
+                      _kde(values, x)))
+    return lines[:4]
+
+
+def posterior_figure(predictive, check, reference, fit: str, path, fitted=None):
+    """1 latent: the guide's density (closed form or a KDE), its draws and the reference pdf;
+    2: the reference density beside the guide's samples; more: marginals."""
     latent = predictive.attrs.get("latent_sites") or []
     samples = _pooled(predictive["posterior"])
     if check.attrs.get("diverged") or not samples:
@@ -160,20 +275,25 @@ def posterior_figure(predictive, check, reference, fit: str, path) -> None:
     scalar = [s for s in latent if samples[s].ndim == 1]
     if len(latent) == 1 and scalar:
         site = latent[0]
-        fig, ax = plt.subplots(figsize=(8, 3.2))
-        ax.hist(samples[site], bins=80, density=True, color="tab:blue", alpha=0.4,
-                label="guide samples")
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        ax.hist(samples[site], bins=80, density=True, color="tab:blue", alpha=0.3,
+                label=f"histogram of the guide's {len(samples[site])} draws")
+        x = None
         if reference is not None and "density" in reference:
             x = reference["density"].get("x", reference["density"].get("axis_0"))
             ax.plot(x, reference["density"]["pdf"], color="k", lw=1.5,
                     label=f"reference posterior ({reference.attrs['method']})")
             if "exact" in reference:
                 heads, tails = reference["exact"]["heads"], reference["exact"]["tails"]
-                # the Beta density in closed form: scipy.stats alone costs this job 0.5 s to import
-                log_norm = math.lgamma(heads + tails) - math.lgamma(heads) - math.lgamma(tails)
-                pdf = np.exp(log_norm + (heads - 1) * np.log(x) + (tails - 1) * np.log1p(-x))
-                ax.plot(x, pdf, color="grey", ls="--", lw=1,
+                ax.plot(x, _beta_pdf(x, float(heads), float(tails)), color="grey", ls="--", lw=1,
                         label=f"the post's 'truth' Beta({heads:g}, {tails:g}) (normalised likelihood)")
+        if x is None:
+            low, high = np.percentile(samples[site], [0.1, 99.9])
+            pad = 0.1 * (high - low or 1.0)
+            x = np.linspace(low - pad, high + pad, 400)
+        for (label, density), colour in zip(guide_densities(fitted, samples[site], x),
+                                            ("tab:orange", "tab:red", "tab:purple", "tab:brown")):
+            ax.plot(x, density, color=colour, lw=1.5, label=label)
         ax.set_xlabel(site)
         ax.set_ylabel("density")
         ax.set_yticklabels([])
@@ -209,7 +329,9 @@ def posterior_figure(predictive, check, reference, fit: str, path) -> None:
         fig, axes = plt.subplots(math.ceil(len(names) / cols), cols, figsize=(3.6 * cols, 2.6 * math.ceil(len(names) / cols)), squeeze=False)
         for ax, (site, index) in zip(axes.ravel(), names):
             values = samples[site].reshape(len(samples[site]), -1)[:, index]
-            ax.hist(values, bins=60, density=True, alpha=0.5, label="guide")
+            ax.hist(values, bins=60, density=True, alpha=0.4, label="guide draws")
+            grid = np.linspace(*np.percentile(values, [0.1, 99.9]), 200)
+            ax.plot(grid, _kde(values, grid), color="tab:orange", lw=1.2, label="guide (KDE)")
             if reference is not None and site in reference["draws"]:
                 ref = reference["draws"][site].reshape(len(reference["draws"][site]), -1)[:, index]
                 ax.hist(ref, bins=60, density=True, histtype="step", color="k", label="reference")
@@ -218,43 +340,67 @@ def posterior_figure(predictive, check, reference, fit: str, path) -> None:
         for ax in axes.ravel()[len(names):]:
             ax.set_visible(False)
     _title(fig, fit, check)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def mock_observation_figure(predictive, data, check, fit: str, path) -> None:
-    """The post's two mock-observation histograms: model + guide, model + posterior samples."""
+def mock_observation_figure(predictive, data, check, fit: str, path):
+    """The post's two mock-observation histograms, model + guide and model + posterior samples:
+    for 0/1 observations the share of 0s and of 1s among all mock draws (the post's two bars),
+    and below, how many 1s each mock set of the model's size has."""
     observed = predictive.attrs.get("observed_sites") or []
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
     paths = (("mock_from_guide", "model + guide"), ("mock_from_samples", "model + posterior samples"))
-    for ax, (key, label) in zip(axes, paths):
-        sites = _pooled(predictive[key]) if predictive[key] else {}
+    drawn = {key: _pooled(predictive[key]) if predictive[key] else {} for key, _ in paths}
+    binary = any(np.isin(sites[site], (0, 1)).all() for sites in drawn.values()
+                 for site in observed if site in sites)
+    rows = 2 if binary else 1
+    fig, axes = plt.subplots(rows, 2, figsize=(9, 3.0 * rows + 0.3), sharey="row", squeeze=False)
+    for column, (key, label) in enumerate(paths):
+        bars, sets = axes[0, column], axes[rows - 1, column]
+        sites = drawn[key]
         for site in observed:
             if site not in sites:
                 continue
             values = sites[site].reshape(len(sites[site]), -1)
-            binary = np.isin(values, (0, 1)).all()
-            if binary:
+            obs = (np.asarray(data["observed"][site]) if data is not None and site in data["observed"]
+                   else None)
+            if np.isin(values, (0, 1)).all():
+                shares = [np.mean(values == 0), np.mean(values == 1)]
+                bars.bar([0, 1], shares, width=0.75, color="tab:blue", alpha=0.7,
+                         label=f"all {values.size} mock values of {site}")
+                if obs is not None:
+                    observed_shares = [np.mean(obs == 0), np.mean(obs == 1)]
+                    bars.hlines(observed_shares, [-0.375, 0.625], [0.375, 1.375], colors="k",
+                                linestyles="--", label=f"the data's {obs.size} values")
+                bars.set_xticks([0, 1], ["0 (tails)", "1 (heads)"])
+                bars.set_ylabel("share of the draws")
+                bars.set_ylim(0, 1)
+                bars.set_title(f"{label}: 0s and 1s", fontsize=10)
                 counts = values.sum(axis=1)
                 bins = np.arange(values.shape[1] + 2) - 0.5
-                ax.hist(counts, bins=bins, density=True, alpha=0.6, label=f"{len(counts)} mock sets")
-                ax.set_xlabel(f"number of 1s ('heads') in {values.shape[1]} draws of {site}")
-                if data is not None and site in data["observed"]:
-                    obs = np.asarray(data["observed"][site])
-                    ax.axvline(obs.mean() * values.shape[1], color="k", ls="--",
-                               label=f"data rate x {values.shape[1]}")
+                sets.hist(counts, bins=bins, density=True, alpha=0.6,
+                          label=f"{len(counts)} mock sets of {values.shape[1]}")
+                sets.set_xlabel(f"number of 1s ('heads') in a mock set of {values.shape[1]} draws of {site}")
+                sets.set_ylabel("share of the sets")
+                sets.set_title(f"{label}: 1s per mock set", fontsize=10)
+                if obs is not None:
+                    sets.axvline(obs.mean() * values.shape[1], color="k", ls="--",
+                                 label=f"data's share of 1s x {values.shape[1]}")
             else:
-                ax.hist(values.ravel(), bins=60, density=True, alpha=0.6, label="mock values")
-                if data is not None and site in data["observed"]:
-                    ax.hist(np.ravel(data["observed"][site]), bins=30, density=True,
-                            histtype="step", color="k", label="data")
-                ax.set_xlabel(site)
-        ax.set_title(label, fontsize=10)
-        ax.set_ylabel("frequency")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # nothing drawn when the fit made no draws
-            ax.legend(fontsize=8)
+                sets.hist(values.ravel(), bins=60, density=True, alpha=0.6, label="mock values")
+                if obs is not None:
+                    sets.hist(np.ravel(obs), bins=30, density=True, histtype="step", color="k",
+                              label="data")
+                sets.set_xlabel(site)
+                sets.set_ylabel("density")
+                sets.set_title(label, fontsize=10)
+        for ax in {id(bars): bars, id(sets): sets}.values():
+            if not ax.get_title():
+                ax.set_title(label, fontsize=10)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:  # nothing drawn when the fit made no draws
+                ax.legend(fontsize=8)
     _title(fig, fit, check)
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def _ellipse(ax, covariance, mean, **style):
@@ -297,7 +443,7 @@ def covariance_figure(fitted, predictive, check, reference, fit: str, path) -> N
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     _title(fig, fit, check)
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def plot_fit(inputs: dict, outputs: dict, params: dict) -> None:
@@ -314,11 +460,18 @@ def plot_fit(inputs: dict, outputs: dict, params: dict) -> None:
     if "trajectories" in outputs:
         trajectory_figure(fitted, check, fit, outputs["trajectories"])
     if "posterior" in outputs:
-        posterior_figure(predictive, check, reference, fit, outputs["posterior"])
+        posterior_figure(predictive, check, reference, fit, outputs["posterior"], fitted=fitted)
     if "mock_observations" in outputs:
         mock_observation_figure(predictive, data, check, fit, outputs["mock_observations"])
     if "covariance" in outputs:
         covariance_figure(fitted, predictive, check, reference, fit, outputs["covariance"])
+    if "verdict" in outputs:  # the verdict in full, which every caption of the fit includes
+        from sviflow.h5io import written_atomically
+        from sviflow.verdicts import verdict_paragraph
+
+        with written_atomically(outputs["verdict"]) as temporary:
+            with open(temporary, "w") as handle:
+                handle.write(verdict_paragraph(fit, check))
 
 
 def plot_loss_comparison(fit_paths: list[str], path, title: str = "") -> None:
@@ -329,14 +482,18 @@ def plot_loss_comparison(fit_paths: list[str], path, title: str = "") -> None:
         fitted = read_artifact(fit_path, "fit")
         spec = fitted.config
         losses = fitted["losses"][0]
-        label = f"{spec.get('name')}: num_particles = {spec.get('elbo', {}).get('num_particles', 1)}"
+        seeds = fitted.attrs.get("seeds") or []
+        # the first seed's curve: the post's figure has one run per setting
+        label = (f"{spec.get('name')}: num_particles = {spec.get('elbo', {}).get('num_particles', 1)}"
+                 + (f" (seed {seeds[0]}, the first of {len(seeds)})" if len(seeds) > 1 else ""))
         ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.5, label=label)
         finite = losses[np.isfinite(losses)]
         if finite.size:
             lows.append(np.percentile(finite, 0.5))
             highs.append(np.percentile(finite, 99.0))
             late = np.median(finite[-max(1, len(finite) // 10):])
-            ax.axhline(late, ls="--", lw=0.8, color=ax.lines[-1].get_color())
+            ax.axhline(late, ls="--", lw=0.8, color=ax.lines[-1].get_color(),
+                       label=f"{spec.get('name')}: median of the last 10 % of steps, {late:.3f}")
     if lows:
         pad = 0.1 * (max(highs) - min(lows) or 1.0)
         ax.set_ylim(min(lows) - pad, max(highs) + pad)
@@ -344,5 +501,5 @@ def plot_loss_comparison(fit_paths: list[str], path, title: str = "") -> None:
     ax.set_ylabel("loss (negative ELBO)")
     ax.set_title(title or "loss curves", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    return _save(fig, path)

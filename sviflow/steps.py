@@ -53,6 +53,19 @@ def _model_and_guide(spec: dict, kwargs: dict):
     return model, guide
 
 
+def model(inputs, outputs, params, progress_file=None):
+    """A model's config slice (function, arguments, precision) as JSON: the file its fits and
+    its reference start from (workflow/rules/model.smk says why)."""
+    import json
+
+    from sviflow.h5io import written_atomically
+
+    with written_atomically(outputs["spec"]) as temporary, open(temporary, "w") as handle:
+        json.dump(params["spec"], handle, indent=1, sort_keys=True)
+    log.info("model %s: function %s, args %s", params["spec"]["name"], params["spec"]["function"],
+             params["spec"].get("args"))
+
+
 def simulate(inputs, outputs, params, progress_file=None):
     """A dataset from its generator or its file -> ``sviflow.data``."""
     from sviflow.data import load_dataset
@@ -345,6 +358,10 @@ def summarize(inputs, outputs, params, progress_file=None):
     table = summary_table(fits, idatas, checks)
     write_text(table.to_csv(index=False), outputs["csv"])
     write_markdown(table, checks, fits, outputs["markdown"])
+    if outputs.get("verdicts"):  # the report's landing page
+        from sviflow.verdicts import verdict_table
+
+        write_text(verdict_table(fits, checks), outputs["verdicts"])
     for fit, check in zip(fits, checks):
         if check.attrs["verdict"] != "converged":
             log.warning("fit %s: %s (%s)", fit, check.attrs["verdict"], check.attrs["sentence"])

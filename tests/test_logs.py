@@ -35,7 +35,8 @@ def test_every_log_says_what_the_job_read_and_wrote_and_when_it_ended(tiny_run):
     expected = {f"{step}/{fit}.log" for step in ("fit", "predict", "check", "plot") for fit in FITS}
     expected |= {"compare/particles.log", "simulate/coin_12_8.log",
                  "reference/coin--coin_12_8.log", "reference/correlated--none.log",
-                 "reference/multimodal--none.log", "summarize.log"}
+                 "reference/multimodal--none.log", "summarize.log",
+                 "model/coin.log", "model/multimodal.log", "model/correlated.log"}
     assert {path.relative_to(root).as_posix() for path in logs} == expected
     for path in logs:
         lines = path.read_text().splitlines()

@@ -23,9 +23,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY, run_snakemake
+from sviflow.h5io import read_artifact
+from sviflow.verdicts import VERDICT_COLOURS
 
 pytestmark = [pytest.mark.workflow, pytest.mark.browser]
 
@@ -211,7 +214,94 @@ def test_report_is_one_self_contained_file(report):
     assert 'src="http' not in text and "src='http" not in text  # nothing to fetch: opens offline
 
 
+def _check(run: Path, fit: str):
+    return read_artifact(run / "results" / "checks" / f"{fit}.h5", "check")
+
+
+def _rgb(hex_colour: str) -> str:
+    """'#2ca02c' as the browser's computed style gives it: 'rgb(44, 160, 44)'."""
+    red, green, blue = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def _landing(page: Browser) -> None:
+    """The report as it opens: the landing page, nothing clicked."""
+    mark = len(page.events)
+    page.send("Page.reload")
+    deadline = time.monotonic() + 30
+    while not any(e.get("method") == "Page.loadEventFired" for e in page.events[mark:]):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the report did not load again")
+        page.js("0")  # reads chromium's messages, the load event among them
+        time.sleep(0.05)
+    page.wait_for("document.readyState === 'complete' && typeof app !== 'undefined' "
+                  "&& document.querySelectorAll('nav a').length > 0")
+
+
+VERDICT_ROWS = """[...document.querySelectorAll('#sviflow-verdicts tbody tr')].map(r => {
+  const badge = r.querySelector('.sviflow-verdict'), box = badge.getBoundingClientRect();
+  return {fit: r.dataset.fit, verdict: badge.innerText.trim(),
+          colour: getComputedStyle(badge).backgroundColor, shown: box.width > 0 && box.height > 0,
+          cells: [...r.cells].map(c => c.innerText.trim())}; })"""
+
+
+def test_landing_page_shows_every_fits_verdict(page, tiny_run, tmp_path):
+    """Issue 18.1: the first page a user sees has a table, a row per fit, with the verdict as the
+    check file has it (coloured), its reasons, k-hat, KL or the distances, and the stop."""
+    _landing(page)
+    rows = page.wait_for(f"document.querySelector('#sviflow-verdicts') && {VERDICT_ROWS}")
+    assert [row["fit"] for row in rows] == list(FIGURES)  # every fit, in the config's order
+    for row in rows:
+        check = _check(tiny_run, row["fit"])
+        fit, verdict, reasons, khat, against, stopped = row["cells"]
+        assert row["shown"] and row["verdict"] == verdict == check.attrs["verdict"], row
+        assert row["colour"] == _rgb(VERDICT_COLOURS[check.attrs["verdict"]]), row
+        assert fit.startswith(row["fit"]) and fit.endswith("figures")
+        assert all(problem in reasons for problem in check.attrs["problems"]), (reasons, check.attrs["problems"])
+        assert f"{float(np.max(check['quality']['khat'])):.2g}" in khat, khat
+        assert f"limit {check.attrs['khat_limit']:.2g}" in khat, khat
+        assert f"KL {float(np.max(check['quality']['kl'])):.3g}" in against or "KL ∞" in against, against
+        assert check.attrs["stop"]["reason"] in stopped, stopped
+    # the reasons in full, one click away: every reason of the check in the row's details
+    page.js("document.querySelectorAll('#sviflow-verdicts details').forEach(d => d.open = true)")
+    rows = page.js(VERDICT_ROWS)
+    for row in rows:
+        assert all(reason in row["cells"][2] for reason in _check(tiny_run, row["fit"]).attrs["reasons"])
+    # the table sits in the description's column, clear of the workflow graph beside it
+    table_right = page.js("document.querySelector('#sviflow-verdicts').getBoundingClientRect().right")
+    graph_left = page.js("document.querySelector('#rulegraph').getBoundingClientRect().left")
+    assert table_right <= graph_left, (table_right, graph_left)
+    png = page.screenshot()
+    (tmp_path / "verdicts.png").write_bytes(png)
+    _not_blank(png)
+
+
+@pytest.mark.parametrize("fit", sorted(FIGURES))
+def test_verdict_table_links_to_each_fits_figures(page, fit):
+    _landing(page)
+    page.wait_for("document.querySelector('#sviflow-verdicts') !== null")
+    page.js(f"document.querySelector('#sviflow-verdicts tr[data-fit={json.dumps(fit)}] "
+            "a.sviflow-figures').click()")
+    page.wait_for(f"{BREADCRUMB}.includes({json.dumps(fit)}) && "
+                  "document.querySelectorAll('nav tbody tr').length > 0")
+    assert sorted(row[0] for row in page.js(ROWS)) == sorted(FIGURES[fit])
+
+
+def test_workflow_graph_draws_each_rule_once(report):
+    """Issue 18.5: Snakemake's report keeps one node per rule per level of the DAG; fits with
+    and without data at different levels drew fit, reference, predict and check twice."""
+    text = report.read_text()
+    start = text.index("rulegraph_spec = ") + len("rulegraph_spec = ")
+    spec, _ = json.JSONDecoder().raw_decode(text[start:])
+    (nodes,) = [data["values"] for data in spec["data"] if data["name"] == "node-data"]
+    drawn = Counter(node["rule"] for node in nodes)
+    assert drawn == Counter({rule: 1 for rule in (
+        "model", "simulate", "fit", "reference", "predict", "check", "compare", "plot",
+        "plot_with_mock", "plot_with_covariance", "summarize", "all")}), drawn
+
+
 def test_landing_page_lists_every_fit_and_renders(page, tmp_path):
+    _landing(page)
     text = page.js("document.querySelector('#app').innerText")
     menu = text.split("RESULTS", 1)[1].split("\n\n", 1)[0].split()
     assert menu == sorted([*FIGURES, "comparisons", "summary"])
@@ -250,6 +340,10 @@ def test_each_fit_folder_shows_its_figures_with_captions(page, tiny_run, fit):
         assert CAPTIONS[figure] in description, info
         assert re.search(rf"\bfit {re.escape(fit)}\b", description), description  # this fit's
         assert "{{" not in description  # the Jinja of the caption was rendered
+        # the verdict in full (the figure's title has it in a few words)
+        check = _check(tiny_run, fit)
+        assert f"Verdict of fit {fit}: {check.attrs['verdict']}" in description, description
+        assert all(reason in description for reason in check.attrs["reasons"]), description
         _open_folder(page, fit)
 
 
@@ -266,7 +360,7 @@ def test_a_figure_view_is_a_real_picture(page, tiny_run, tmp_path):
 
 def test_summary_and_comparison_are_listed_with_captions(page, tiny_run):
     rows = _open_folder(page, "summary")
-    assert rows == [["results/summary.csv", ""]]
+    assert rows == [["results/summary.csv", ""], ["results/verdicts.html", ""]]
     # the eye is a download of the table itself
     href = page.js("document.querySelector('nav tbody tr td:last-child a').getAttribute('href')")
     assert href.startswith("data:text/csv")

@@ -2,6 +2,8 @@ rule fit:
     """One SVI fit: all its seeds in one vmap, the steps as lax.scan in chunks."""
     input:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
+        # its model's file: every fit at the same depth of the DAG (workflow/rules/model.smk)
+        model=lambda wildcards: out(f"models/{config['fits'][wildcards.fit]['model']}.json"),
         library=library("engine.py", "convergence.py", "laplace.py", *MODEL_CODE),
     output:
         fit=out("fits/{fit}.h5"),

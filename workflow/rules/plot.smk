@@ -15,9 +15,11 @@ for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
             "plot_with_" + "_and_".join(_extra) if _extra else "plot"
         input:
             unpack(plot_inputs),
-            library=library("plots.py"),
+            library=library("plots.py", "verdicts.py"),
         output:
             **{name: figure_output(name) for name in _names},
+            # the verdict and its reasons in full, which the captions embed (the titles are short)
+            verdict=out("figures/{fit}/verdict.html"),
         params:
             spec=lambda wildcards: {"name": wildcards.fit},
         wildcard_constraints:

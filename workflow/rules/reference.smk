@@ -6,6 +6,8 @@ rule reference:
     """The reference posterior of one model on one dataset, computed once for all its fits."""
     input:
         unpack(lambda wildcards: reference_inputs(wildcards.reference)),
+        # its model's file: every reference at the same depth of the DAG (workflow/rules/model.smk)
+        model=lambda wildcards: out(f"models/{reference_model(wildcards.reference)}.json"),
         # method draws: the file of draws, so that an edit of it reruns the reference
         draws=lambda wildcards: reference_file(reference_model(wildcards.reference)) or [],
         library=library("references.py", *MODEL_CODE),

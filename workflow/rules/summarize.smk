@@ -6,11 +6,13 @@ rule summarize:
         predictive=expand(out("predictive/{fit}.h5"), fit=FITS),
         checks=expand(out("checks/{fit}.h5"), fit=FITS),
         data=sorted({path for path in map(fit_data, FITS) if path}),
-        library=library("summary.py"),
+        library=library("summary.py", "verdicts.py"),
     output:
         netcdf=expand(out("arviz/{fit}.nc"), fit=FITS),
         csv=report(out("summary.csv"), caption="../report/summary.rst", category="summary"),
         markdown=out("summary.md"),
+        # embedded in the landing page (workflow/report/workflow.rst), and listed under summary
+        verdicts=report(out("verdicts.html"), caption="../report/verdicts.rst", category="summary"),
     params:
         fits=FITS,
         data={fit: fit_data(fit) for fit in FITS},
