@@ -1,18 +1,16 @@
 # One job draws all the figures of a fit: matplotlib is imported once, not once per figure.
 # Which figures a fit has depends on it (mock observations: a model with data; the covariance:
 # AutoMultivariateNormal), and a rule's outputs are fixed: so one rule per set of figures,
-# each constrained to the fits that have that set (only the sets some fit has are defined).
-for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
+# each constrained to the fits that have that set (only the sets some fit has are defined:
+# sviflow.config.Plan.plot_sets, which tests read too).
+for _extra, _fits in PLAN.plot_sets().items():
     _names = PLOT_FIGURES + tuple(OPTIONAL_FIGURES[key] for key in _extra)
-    _fits = [fit for fit in FITS if tuple(figures(fit)) == _names]
-    if not _fits:
-        continue
 
     rule:
         """A fit's figures: loss with plateau windows, parameter trajectories, the posterior; mock
         observations and the recovered covariance where they apply."""
         name:
-            "plot_with_" + "_and_".join(_extra) if _extra else "plot"
+            PLAN.plot_rule_name(_extra)
         input:
             unpack(plot_inputs),
             library=library("plots.py", "verdicts.py"),
