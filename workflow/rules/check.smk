@@ -17,6 +17,8 @@ rule check:
         "results/logs/check/{fit}.log",
     benchmark:
         "results/benchmarks/check/{fit}.tsv"
+    group:
+        "fit_chain"  # with its fit (fit.smk)
     resources:
         mem_mb=2000,
         runtime=10,

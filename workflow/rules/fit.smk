@@ -11,6 +11,10 @@ rule fit:
         "results/logs/fit/{fit}.log",
     benchmark:
         "results/benchmarks/fit/{fit}.tsv"
+    # on a cluster: one sbatch job runs this fit and its predict, check and plot jobs, one after
+    # the other (workflow/profiles/README.md, "Group jobs"); local runs ignore groups
+    group:
+        "fit_chain"
     threads: JAX_THREADS
     resources:
         mem_mb=2000,

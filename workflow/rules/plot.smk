@@ -26,6 +26,8 @@ for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
             "results/logs/plot/{fit}.log",
         benchmark:
             "results/benchmarks/plot/{fit}.tsv"
+        group:
+            "fit_chain"  # with its fit (fit.smk)
         resources:
             mem_mb=2000,
             runtime=10,
@@ -37,6 +39,9 @@ for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
 
 rule compare:
     """Loss curves of several fits in one figure (the post's 1 vs 32 particles)."""
+    # one figure from the fits' loss traces, about a second: on a cluster it runs in the main
+    # Snakemake process (workflow/profiles/README.md)
+    localrule: True
     input:
         fits=lambda wildcards: [f"results/fits/{f}.h5" for f in config["comparisons"][wildcards.comparison]["fits"]],
         library=library("plots.py"),

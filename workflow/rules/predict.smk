@@ -15,6 +15,8 @@ rule predict:
         "results/logs/predict/{fit}.log",
     benchmark:
         "results/benchmarks/predict/{fit}.tsv"
+    group:
+        "fit_chain"  # with its fit (fit.smk)
     threads: JAX_THREADS
     resources:
         mem_mb=4000,

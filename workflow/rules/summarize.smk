@@ -2,6 +2,9 @@ rule summarize:
     """Every fit as an ArviZ InferenceData (seeds are chains, netCDF via h5netcdf), and
     az.summary of every fit with its verdict: one CSV, one Markdown page. One job, so that
     ArviZ is imported once (1.5 s), not once per fit."""
+    # light (it reads the files the fits wrote): on a cluster it runs in the main Snakemake
+    # process, not as a SLURM job (workflow/profiles/README.md)
+    localrule: True
     input:
         predictive=expand("results/predictive/{fit}.h5", fit=FITS),
         checks=expand("results/checks/{fit}.h5", fit=FITS),
@@ -31,6 +34,7 @@ rule summarize:
 
 rule strict:
     """With checks.strict: fail, after the summary is written, when a fit did not pass."""
+    localrule: True  # reads the verdicts, a fraction of a second
     input:
         checks=expand("results/checks/{fit}.h5", fit=FITS),
         summary="results/summary.md",
