@@ -23,6 +23,6 @@ rule check:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/check.py"

@@ -20,6 +20,6 @@ rule fit:
         mem_mb=2000,
         runtime=60,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/fit.py"

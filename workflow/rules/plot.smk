@@ -32,7 +32,7 @@ for _extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
             mem_mb=2000,
             runtime=10,
         conda:
-            "../../environment.yml"
+            CONDA_ENV
         script:
             "../../scripts/plot.py"
 
@@ -59,6 +59,6 @@ rule compare:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/compare.py"

@@ -22,6 +22,6 @@ rule predict:
         mem_mb=4000,
         runtime=30,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/predict.py"

@@ -19,6 +19,6 @@ rule simulate:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/simulate.py"

@@ -27,7 +27,7 @@ rule summarize:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/summarize.py"
 
@@ -45,6 +45,6 @@ rule strict:
     log:
         "results/logs/strict.log",
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/strict.py"
