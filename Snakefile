@@ -23,6 +23,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/conda.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/reference.smk"

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -23,6 +24,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 SLURM_PROFILE = ("--workflow-profile", "workflow/profiles/slurm")
 HDF5_DIRS = ("data", "references", "fits", "predictive", "checks")
 UP_STATES = ("idle", "mixed", "allocated", "completing")
+SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
 
 
 def _cluster_problem() -> str | None:
@@ -63,48 +65,89 @@ def _squeue(run_id: str) -> list[dict]:
     """SLURM's record of every job named ``run_id`` (the plugin names a run's jobs so)."""
     result = subprocess.run(
         ["squeue", "--states=all", "--noheader", f"--name={run_id}",
-         "--format=%i|%T|%k|%Z|%j"],
+         "--format=%i|%T|%k|%Z|%j|%C|%m|%l"],
         capture_output=True, text=True, timeout=60, check=True)
     jobs = []
     for line in result.stdout.splitlines():
-        job_id, state, comment, workdir, name = line.strip().split("|")
+        job_id, state, comment, workdir, name, cpus, memory, limit = line.strip().split("|")
         jobs.append({"id": job_id, "state": state, "comment": comment, "workdir": workdir,
-                     "name": name})
+                     "name": name, "cpus": int(cpus), "memory": memory, "time_limit": limit})
     return jobs
 
 
-def _expected_comments() -> set[str]:
-    """The plugin's sbatch --comment of the jobs the tiny config must have submitted."""
-    config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
-    comments = {"rule_summarize"}
-    comments |= {f"rule_simulate_wildcards_{dataset}" for dataset in config["datasets"]}
-    comments |= {f"rule_compare_wildcards_{name}" for name in config["comparisons"]}
-    for fit, entry in config["fits"].items():
-        comments |= {f"rule_{rule}_wildcards_{fit}"
-                     for rule in ("fit", "predict", "check")}
-        comments.add(f"rule_{plot_rule(config, fit)}_wildcards_{fit}")
-        comments.add(f"rule_reference_wildcards_{entry['model']}--{entry.get('data', 'none')}")
+# A fit's jobs are one SLURM job (group fit_chain, workflow/rules/fit.smk), with its plot rule
+CHAIN = ("fit", "predict", "check")
+
+
+def _tiny_config() -> dict:
+    return yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+
+
+def _chain_comment(config: dict, fit: str) -> str:
+    """The plugin's sbatch --comment of a group job: rule_<group>_<its rules, sorted>."""
+    return "rule_fit_chain_" + "_".join(sorted((*CHAIN, plot_rule(config, fit))))
+
+
+def _expected_comments() -> Counter:
+    """The sbatch --comment of every job the tiny config must have submitted, with counts:
+    one per reference, one group job per fit, nothing else."""
+    config = _tiny_config()
+    comments = Counter(_chain_comment(config, fit) for fit in config["fits"])
+    comments.update({f"rule_reference_wildcards_{entry['model']}--{entry.get('data', 'none')}"
+                     for entry in config["fits"].values()})
     return comments
 
 
+def _resource(rule: str, name: str, attempt: int = 1) -> int:
+    """A resource of ``rule`` as SLURM gets it: the SLURM profile's set-resources, else the
+    rule's own (the plot rules', in plot.smk's loop), else the profile's default-resources."""
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    if name in profile.get("set-resources", {}).get(rule, {}):
+        return eval(str(profile["set-resources"][rule][name]), {"attempt": attempt})
+    if rule.startswith("plot"):
+        plot_rules = (REPO / "workflow/rules/plot.smk").read_text().split("rule compare:")[0]
+        declared = re.search(rf"{name}=(\d+)", plot_rules)
+        if declared:
+            return int(declared.group(1))
+    return eval(str(profile["default-resources"][name]), {"attempt": attempt})
+
+
 def test_every_job_is_a_completed_slurm_job(slurm_run):
-    """SLURM itself (squeue) knows each job Snakemake submitted: the run's jobs, one per rule
-    and wildcards, all COMPLETED, run in the workflow's directory."""
+    """SLURM itself (squeue) knows each job Snakemake submitted: one per reference and one
+    group job per fit (its fit, predict, check and plot), all COMPLETED, run in the workflow's
+    directory; the data, the comparison and the summary ran outside SLURM."""
     workdir, output = slurm_run
     run_id = re.search(r"SLURM run ID: (\S+)", output)
     assert run_id, f"no SLURM run ID in Snakemake's output:\n{output[-3000:]}"
-    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
+    submitted = SUBMITTED.findall(output)
     assert submitted, f"Snakemake submitted nothing to SLURM:\n{output[-3000:]}"
 
     jobs = _squeue(run_id.group(1))
-    assert {job["id"] for job in jobs} == set(submitted.values())
+    assert sorted(job["id"] for job in jobs) == sorted(submitted)
     assert {job["state"] for job in jobs} == {"COMPLETED"}, jobs
     assert {job["workdir"] for job in jobs} == {str(workdir.resolve())}
     assert all(job["name"].startswith("sviflow_") for job in jobs)  # slurm-jobname-prefix
-    comments = [job["comment"] for job in jobs]
-    assert len(comments) == len(set(comments)), "a job was submitted twice"
-    missing = _expected_comments() - set(comments)
-    assert not missing, f"never submitted to SLURM: {sorted(missing)}"
+    # 8 for the tiny config (3 references, 5 fits), not the 24 of one job per rule
+    assert Counter(job["comment"] for job in jobs) == _expected_comments()
+    assert len(jobs) == len(submitted) == sum(_expected_comments().values())
+    for rule in ("simulate", "compare", "summarize"):
+        assert f"localrule {rule}:" in output, f"{rule} did not run in Snakemake's process"
+
+
+def test_a_fit_chain_asks_slurm_for_what_its_jobs_need(slurm_run):
+    """A group job runs its jobs one after the other: SLURM gets the most CPUs and memory of
+    any of them and the sum of their wall times (Snakemake's GroupResources.basic_layered), not
+    the sum of the CPUs."""
+    _, output = slurm_run
+    config = _tiny_config()
+    jobs = {job["comment"]: job for job in _squeue(re.search(r"SLURM run ID: (\S+)", output).group(1))}
+    for fit in config["fits"]:
+        job = jobs[_chain_comment(config, fit)]
+        rules = (*CHAIN, plot_rule(config, fit))
+        assert job["cpus"] == 2  # fit and predict claim 2 (JAX_THREADS); not 2 + 2 + 1 + 1
+        assert job["memory"] == f"{max(_resource(r, 'mem_mb') for r in rules)}M"
+        minutes = sum(_resource(r, "runtime") for r in rules)
+        assert job["time_limit"] == f"{minutes // 60}:{minutes % 60:02d}:00", job
 
 
 def _datasets(path: Path) -> dict[str, np.ndarray]:
@@ -140,3 +183,35 @@ def test_slurm_results_equal_a_local_run(slurm_run, tiny_run):
                     assert a.attrs.get(attribute) == b.attrs.get(attribute), (
                         f"{folder}/{name}: attribute {attribute} differs")
     assert compared > 100  # every fit's arrays, not a handful
+
+
+def test_slurm_summaries_equal_a_local_run(slurm_run, tiny_run):
+    """The summary (ArviZ's az.summary of every fit, the verdicts), written by the main process
+    from the group jobs' files, is the local run's, byte for byte."""
+    workdir, _ = slurm_run
+    for name in ("summary.csv", "summary.md"):
+        assert (workdir / "results" / name).read_bytes() == (tiny_run / "results" / name).read_bytes(), name
+
+
+def _planned_groups(workdir: Path, *args: str) -> list[str]:
+    """The group jobs a dry run through the SLURM profile plans (no job is submitted)."""
+    result = run_snakemake(workdir, "-n", *SLURM_PROFILE, *TINY, *args)
+    return re.findall(r"Group job (\S+) \(jobs", result.stdout + result.stderr)
+
+
+def test_grouping_follows_the_command_line(tmp_path):
+    """One group job per fit by default; --group-components batches fit chains into one
+    submission, --groups moves rules into a group of their own (here every figure in one job);
+    a local run has no groups."""
+    workdir = copy_workflow(tmp_path / "workflow")
+    fits = len(_tiny_config()["fits"])
+    assert _planned_groups(workdir) == ["fit_chain"] * fits
+    assert _planned_groups(workdir, "--group-components", f"fit_chain={fits}") == ["fit_chain"]
+    plots = [f"{rule}=plots" for rule in ("plot", "plot_with_mock", "plot_with_covariance")]
+    assert sorted(_planned_groups(workdir, "--groups", *plots, "--group-components",
+                                  f"plots={fits}")) == ["fit_chain"] * fits + ["plots"]
+    # a local run of one fit and its prediction: two jobs of their own, not one group job
+    local = run_snakemake(workdir, "--cores", "2", *TINY, "results/predictive/multimodal.h5")
+    output = local.stdout + local.stderr
+    assert "localrule fit:" in output and "localrule predict:" in output, output[-3000:]
+    assert "Group job" not in output

@@ -17,10 +17,12 @@ rule check:
         out("logs/check/{fit}.log"),
     benchmark:
         out("benchmarks/check/{fit}.tsv")
+    group:
+        "fit_chain"  # with its fit (fit.smk)
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/check.py"

@@ -13,11 +13,15 @@ rule fit:
         out("logs/fit/{fit}.log"),
     benchmark:
         out("benchmarks/fit/{fit}.tsv")
+    # on a cluster: one sbatch job runs this fit and its predict, check and plot jobs, one after
+    # the other (workflow/profiles/README.md, "Group jobs"); local runs ignore groups
+    group:
+        "fit_chain"
     threads: JAX_THREADS
     resources:
         mem_mb=2000,
         runtime=60,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/fit.py"

@@ -21,6 +21,6 @@ rule model:
         mem_mb=500,
         runtime=5,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/model.py"

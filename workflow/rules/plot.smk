@@ -26,17 +26,22 @@ for _extra, _fits in PLAN.plot_sets().items():
             out("logs/plot/{fit}.log"),
         benchmark:
             out("benchmarks/plot/{fit}.tsv")
+        group:
+            "fit_chain"  # with its fit (fit.smk)
         resources:
             mem_mb=2000,
             runtime=10,
         conda:
-            "../../environment.yml"
+            CONDA_ENV
         script:
             "../../scripts/plot.py"
 
 
 rule compare:
     """Loss curves of several fits in one figure (the post's 1 vs 32 particles)."""
+    # one figure from the fits' loss traces, about a second: on a cluster it runs in the main
+    # Snakemake process (workflow/profiles/README.md)
+    localrule: True
     input:
         fits=lambda wildcards: [out(f"fits/{f}.h5") for f in config["comparisons"][wildcards.comparison]["fits"]],
         library=library("plots.py"),
@@ -54,6 +59,6 @@ rule compare:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/compare.py"

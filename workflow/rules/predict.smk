@@ -15,11 +15,13 @@ rule predict:
         out("logs/predict/{fit}.log"),
     benchmark:
         out("benchmarks/predict/{fit}.tsv")
+    group:
+        "fit_chain"  # with its fit (fit.smk)
     threads: JAX_THREADS
     resources:
         mem_mb=4000,
         runtime=30,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/predict.py"

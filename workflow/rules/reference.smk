@@ -25,6 +25,6 @@ rule reference:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/reference.py"

@@ -1,5 +1,8 @@
 rule simulate:
     """The observed data of one dataset, from its generator or its file."""
+    # numpy only, about a second: on a cluster it runs in the main Snakemake process, not as a
+    # SLURM job that would wait for the scheduler (workflow/profiles/README.md)
+    localrule: True
     input:
         lambda wildcards: data_file_inputs(wildcards.dataset),
         library=library("data.py"),
@@ -16,6 +19,6 @@ rule simulate:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/simulate.py"

@@ -2,6 +2,9 @@ rule summarize:
     """Every fit as an ArviZ InferenceData (seeds are chains, netCDF via h5netcdf), and
     az.summary of every fit with its verdict: one CSV, one Markdown page. One job, so that
     ArviZ is imported once (1.5 s), not once per fit."""
+    # light (it reads the files the fits wrote): on a cluster it runs in the main Snakemake
+    # process, not as a SLURM job (workflow/profiles/README.md)
+    localrule: True
     input:
         predictive=expand(out("predictive/{fit}.h5"), fit=FITS),
         checks=expand(out("checks/{fit}.h5"), fit=FITS),
@@ -26,13 +29,14 @@ rule summarize:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/summarize.py"
 
 
 rule strict:
     """With checks.strict: fail, after the summary is written, when a fit did not pass."""
+    localrule: True  # reads the verdicts, a fraction of a second
     input:
         checks=expand(out("checks/{fit}.h5"), fit=FITS),
         summary=out("summary.md"),
@@ -43,6 +47,6 @@ rule strict:
     log:
         out("logs/strict.log"),
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     script:
         "../../scripts/strict.py"
