@@ -37,7 +37,9 @@ COIN_FITS = ("beta", "beta_4_particles", "normal")  # the fits of the coin model
 FIGURE_RULES = {"beta": ("plot_with_mock",), "beta_4_particles": ("plot_with_mock",),
                 "normal": ("plot_with_mock",), "multimodal": ("plot",),
                 "autoguide": ("plot_with_covariance",)}
-HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
+# a job's block: "rule NAME:" and its indented lines; inside a group job (the SLURM profile's
+# fit_chain, which a dry run shows as in a cluster run) the block is indented by four more
+HEADER = re.compile(r"^( *)(?:local)?(?:rule|checkpoint) (\S+):$")
 
 
 def planned_jobs(workdir: Path) -> dict[tuple[str, str], str]:
@@ -52,16 +54,18 @@ def planned_jobs(workdir: Path) -> dict[tuple[str, str], str]:
         jobs[key] = block["reason"]
 
     for line in text.splitlines():
-        if current is not None and not line.startswith("    "):  # the block's indented lines end
+        indent = len(line) - len(line.lstrip(" "))
+        if current is not None and indent <= current["indent"]:  # the block's lines end
             close(current)
             current = None
         header = HEADER.match(line)
         if header:
-            current = {"rule": header.group(1), "wildcards": "", "reason": ""}
-        elif current is not None and line.startswith("    wildcards: "):
-            current["wildcards"] = line.removeprefix("    wildcards: ")
-        elif current is not None and line.startswith("    reason: "):
-            current["reason"] = line.removeprefix("    reason: ")
+            current = {"rule": header.group(2), "wildcards": "", "reason": "",
+                       "indent": len(header.group(1))}
+        elif current is not None and line.lstrip().startswith("wildcards: "):
+            current["wildcards"] = line.lstrip().removeprefix("wildcards: ")
+        elif current is not None and line.lstrip().startswith("reason: "):
+            current["reason"] = line.lstrip().removeprefix("reason: ")
     if current is not None:
         close(current)
     if not jobs:
