@@ -4,7 +4,9 @@ as a user runs it (the real command line, in a subprocess)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,50 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = ("--configfile", "tests/configs/tiny.yaml", "--replace-workflow-config")
 WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "sviflow", "tests/configs",
                   "environment.yml", "pyproject.toml")
+
+
+# a job's block in a dry run: "rule NAME:" and its indented lines; inside a group job (the SLURM
+# profile's fit_chain, which a dry run shows as a cluster run would) indented by four more
+_JOB_HEADER = re.compile(r"^( *)(?:local)?(?:rule|checkpoint) (\S+):$")
+_JOB_STATS = re.compile(r"Job stats:\njob\s+count\n-+\s+-+\n(.*?)\ntotal\s+(\d+)\n", re.S)
+
+
+def dry_run_jobs(text: str) -> dict[tuple[str, str], str]:
+    """{(rule, "k=v, ..."): reason} of every job in the text of ``snakemake --dry-run``,
+    checked against its own "Job stats" table, so that a change of format cannot pass as
+    "nothing planned"."""
+    jobs, current = {}, None
+
+    def close(block):
+        key = (block["rule"], block["wildcards"])
+        assert key not in jobs, f"job {key} twice in the dry run"
+        jobs[key] = block["reason"]
+
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip(" "))
+        if current is not None and indent <= current["indent"]:  # the block's lines end
+            close(current)
+            current = None
+        header = _JOB_HEADER.match(line)
+        if header:
+            current = {"rule": header.group(2), "wildcards": "", "reason": "",
+                       "indent": len(header.group(1))}
+        elif current is not None and line.lstrip().startswith("wildcards: "):
+            current["wildcards"] = line.lstrip().removeprefix("wildcards: ")
+        elif current is not None and line.lstrip().startswith("reason: "):
+            current["reason"] = line.lstrip().removeprefix("reason: ")
+    if current is not None:
+        close(current)
+    if not jobs:
+        assert "Nothing to be done" in text, text[-3000:]
+        return jobs
+    stats = _JOB_STATS.search(text)
+    assert stats, text[-3000:]
+    counted = Counter({rule: int(count) for rule, count in
+                       (row.split() for row in stats.group(1).splitlines())})
+    assert Counter(rule for rule, _ in jobs) == counted
+    assert len(jobs) == int(stats.group(2))
+    return jobs
 
 
 def copy_workflow(destination: Path) -> Path:

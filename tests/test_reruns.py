@@ -20,15 +20,13 @@ so the blocks are parsed and the parse is checked against the dry run's own "Job
 
 from __future__ import annotations
 
-import re
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import TINY, run_snakemake
+from conftest import TINY, dry_run_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -37,48 +35,10 @@ COIN_FITS = ("beta", "beta_4_particles", "normal")  # the fits of the coin model
 FIGURE_RULES = {"beta": ("plot_with_mock",), "beta_4_particles": ("plot_with_mock",),
                 "normal": ("plot_with_mock",), "multimodal": ("plot",),
                 "autoguide": ("plot_with_covariance",)}
-# a job's block: "rule NAME:" and its indented lines; inside a group job (the SLURM profile's
-# fit_chain, which a dry run shows as in a cluster run) the block is indented by four more
-HEADER = re.compile(r"^( *)(?:local)?(?:rule|checkpoint) (\S+):$")
-
-
 def planned_jobs(workdir: Path) -> dict[tuple[str, str], str]:
     """{(rule, "k=v, ..."): reason} of every job ``snakemake --dry-run`` would run."""
     result = run_snakemake(workdir, "--dry-run", *TINY)
-    text = result.stdout + "\n" + result.stderr
-    jobs, current = {}, None
-
-    def close(block):
-        key = (block["rule"], block["wildcards"])
-        assert key not in jobs, f"job {key} twice in the dry run"
-        jobs[key] = block["reason"]
-
-    for line in text.splitlines():
-        indent = len(line) - len(line.lstrip(" "))
-        if current is not None and indent <= current["indent"]:  # the block's lines end
-            close(current)
-            current = None
-        header = HEADER.match(line)
-        if header:
-            current = {"rule": header.group(2), "wildcards": "", "reason": "",
-                       "indent": len(header.group(1))}
-        elif current is not None and line.lstrip().startswith("wildcards: "):
-            current["wildcards"] = line.lstrip().removeprefix("wildcards: ")
-        elif current is not None and line.lstrip().startswith("reason: "):
-            current["reason"] = line.lstrip().removeprefix("reason: ")
-    if current is not None:
-        close(current)
-    if not jobs:
-        assert "Nothing to be done" in text, text[-3000:]
-        return jobs
-    # the dry run's own count of jobs per rule: the parse missed or invented none
-    stats = re.search(r"Job stats:\njob\s+count\n-+\s+-+\n(.*?)\ntotal\s+(\d+)\n", text, re.S)
-    assert stats, text[-3000:]
-    counted = Counter({rule: int(count) for rule, count in
-                       (row.split() for row in stats.group(1).splitlines())})
-    assert Counter(rule for rule, _ in jobs) == counted
-    assert len(jobs) == int(stats.group(2))
-    return jobs
+    return dry_run_jobs(result.stdout + "\n" + result.stderr)
 
 
 def fit_jobs(fit: str, figure_rules: tuple[str, ...] | None = None) -> set[tuple[str, str]]:

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from numpyro.infer import SVI
 
-from conftest import REPO, copy_workflow, run_snakemake
+from conftest import REPO, copy_workflow, dry_run_jobs, run_snakemake
 from sviflow import data, guides, models, names, optim, resolve, userfiles
 from sviflow.errors import ConfigError
 
@@ -35,7 +35,6 @@ EXAMPLE_ARGS = ("--configfile", str(EXAMPLE / "config.yaml"), "--replace-workflo
 EXAMPLE_CONFIG = yaml.safe_load((REPO / EXAMPLE / "config.yaml").read_text())
 FITS = list(EXAMPLE_CONFIG["fits"])
 VERDICTS = ("converged", "not converged", "converged, poor approximation")
-HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -54,27 +53,8 @@ def output(result) -> str:
 
 
 def planned_jobs(workdir: Path, *args: str) -> Counter:
-    """(rule, wildcards) of every job Snakemake's dry run plans, checked against its own
-    "Job stats" table so that a change of format cannot pass as "nothing planned"."""
-    text = output(run_snakemake(workdir, "--dry-run", *args))
-    jobs, rule = [], None
-    for line in text.splitlines():
-        header = HEADER.match(line)
-        if header:
-            rule = header.group(1)
-            jobs.append((rule, ""))
-        elif rule is not None and line.startswith("    wildcards: "):
-            jobs[-1] = (rule, line.removeprefix("    wildcards: "))
-        elif not line.startswith("    "):
-            rule = None
-    if not jobs:
-        assert "Nothing to be done" in text, text[-3000:]
-        return Counter()
-    stats = re.search(r"Job stats:\njob\s+count\n-+\s+-+\n(.*?)\ntotal\s+(\d+)\n", text, re.S)
-    assert stats, text[-3000:]
-    counted = Counter({r: int(c) for r, c in (row.split() for row in stats.group(1).splitlines())})
-    assert Counter(r for r, _ in jobs) == counted
-    return Counter(jobs)
+    """(rule, wildcards) of every job Snakemake's dry run plans."""
+    return Counter(dry_run_jobs(output(run_snakemake(workdir, "--dry-run", *args))))
 
 
 def read_h5(path: Path) -> tuple[dict, dict]:
