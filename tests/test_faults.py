@@ -642,3 +642,101 @@ def test_an_empty_cache_dir_turns_the_cache_off(workflow_copy, tmp_path):
     assert (workflow_copy / "results" / "fits" / "diverged.h5").is_file()
     assert _outside(before, after, {"results", ".snakemake"}) == []
     assert not inherited.exists()
+
+
+# --- 9. never silently wrong (issue 17): refused before the step's work, in one line ----------
+
+SITES_MODEL = '''
+import numpyro
+import numpyro.distributions as dist
+
+
+def two(y=None):
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.HalfNormal(1.0))
+    with numpyro.plate("n", 3 if y is None else y.shape[0]):
+        numpyro.sample("y", dist.Normal(a, b), obs=y)
+
+
+def observes_only(y=None):
+    with numpyro.plate("n", 3 if y is None else y.shape[0]):
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+
+def guide_without_b(y=None):
+    numpyro.sample("a", dist.Normal(numpyro.param("a_loc", 0.0), 1.0))
+
+
+def guide_with_c(y=None):
+    numpyro.sample("a", dist.Normal(numpyro.param("a_loc", 0.0), 1.0))
+    numpyro.sample("b", dist.LogNormal(numpyro.param("b_loc", 0.0), 1.0))
+    numpyro.sample("c", dist.Normal(0.0, 1.0))
+'''
+
+REFUSED = {
+    # fit or dataset: (its job's target, its log, the one line Snakemake's output shows)
+    "without_b": ("results/fits/without_b.h5", "results/logs/fit/without_b.log",
+                  "sviflow fit: fits.without_b: the guide fits.without_b.guide.name = "
+                  "'tests/configs/faults/sites.py:guide_without_b' has no sample site for the "
+                  "model's latent site(s) 'b' (the model 'tests/configs/faults/sites.py:two' "
+                  "samples 'a', 'b'; the guide 'a')"),
+    "with_c": ("results/fits/with_c.h5", "results/logs/fit/with_c.log",
+               "sviflow fit: fits.with_c: the guide fits.with_c.guide.name = "
+               "'tests/configs/faults/sites.py:guide_with_c' samples 'c', which the model "
+               "'tests/configs/faults/sites.py:two' does not sample (its latent sites: 'a', 'b')"),
+    "no_latent": ("results/fits/no_latent.h5", "results/logs/fit/no_latent.log",
+                  "sviflow fit: fits.no_latent: the model models.observes_only.function = "
+                  "'tests/configs/faults/sites.py:observes_only' has no latent sample site on the "
+                  "data of datasets.three: there is nothing to fit"),
+    "nan_cell": ("results/data/nan_cell.h5", "results/logs/simulate/nan_cell.log",
+                 "sviflow simulate: datasets.nan_cell.file: tests/configs/faults/nan.csv, line 3, "
+                 "column 'y': 'nan' is not a finite number"),
+    "ragged": ("results/data/ragged.h5", "results/logs/simulate/ragged.log",
+               "sviflow simulate: datasets.ragged.file: tests/configs/faults/ragged.json: arrays of "
+               "one value per observation (the observed arrays' first axis, every 1-D covariate) "
+               "differ in length: 'y': 3; 'x': 2"),
+}
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """One run of jobs that each must refuse: guides that disagree with their model, a model
+    without a latent site, a CSV with a nan and JSON arrays of two lengths (--keep-going: all
+    of them run)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("faults-refusals") / "workflow")
+    folder = workdir / "tests" / "configs" / "faults"
+    (folder / "sites.py").write_text(SITES_MODEL)
+    (folder / "three.csv").write_text("y\n0.5\n1.5\n2.5\n")
+    (folder / "nan.csv").write_text("x,y\n1,0.5\n2,nan\n3,2.5\n")
+    (folder / "ragged.json").write_text('{"x": [1.0, 2.0], "y": [0.5, 1.5, 2.5]}')
+    fit = {"data": "three", "optimizer": {"name": "Adam", "step_size": 0.01}, "steps": 50}
+    config = {
+        "models": {"two": {"function": "sites.py:two"},
+                   "observes_only": {"function": "sites.py:observes_only"}},
+        "datasets": {"three": {"file": "three.csv", "observed": ["y"]},
+                     "nan_cell": {"file": "nan.csv", "observed": ["y"]},
+                     "ragged": {"file": "ragged.json", "observed": ["y"]}},
+        "fits": {"without_b": {"model": "two", "guide": {"name": "sites.py:guide_without_b"}, **fit},
+                 "with_c": {"model": "two", "guide": {"name": "sites.py:guide_with_c"}, **fit},
+                 "no_latent": {"model": "observes_only", "guide": {"name": "AutoNormal"}, **fit}},
+        "engine": {"chunks": 2, "trajectory_points": 10},
+    }
+    args = _write_config(workdir, "refusals.yaml", config)
+    result = run_snakemake(workdir, "--cores", "2", "--keep-going", *args,
+                           *(target for target, _, _ in REFUSED.values()), check=False)
+    return workdir, result
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_guide_model_or_dataset_that_would_mislead_is_refused_in_one_line(refusals, case):
+    """Each job fails with one line (no traceback) on Snakemake's output and in its log, naming
+    the fit or dataset, and the sites or the file's line and column; a fit is refused before
+    its first SVI step, and nothing is written."""
+    workdir, result = refusals
+    target, log, message = REFUSED[case]
+    assert result.returncode != 0
+    assert message in _output(result), _output(result)[-4000:]
+    text = (workdir / log).read_text()
+    assert message.split(": ", 1)[1] in text
+    assert "Traceback" not in text and "mean loss of chunk" not in text
+    assert not (workdir / target).exists()

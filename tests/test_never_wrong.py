@@ -77,3 +77,89 @@ def test_a_scalar_and_a_matrix_of_another_size_are_legitimate(tmp_path):
     dataset = data.load_dataset({"file": str(path), "observed": ["y"],
                                  "covariates": ["x", "scale", "K", "u"]}, where="datasets.d")
     assert dataset["covariates"]["K"].shape == (2, 2) and dataset["covariates"]["u"].shape == (2, 1)
+
+
+# --- 2. guide and model disagree: refused before fitting ---------------------------------------
+
+def _two_site_model(y=None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.HalfNormal(1.0))
+    numpyro.sample("y", dist.Normal(a, b), obs=y)
+
+
+def _guide_of(*names, observed=False):
+    def guide(y=None):
+        import numpyro
+        import numpyro.distributions as dist
+        from numpyro.distributions import constraints
+
+        for name in names:
+            loc = numpyro.param(f"{name}_loc", 0.5, constraint=constraints.positive)
+            numpyro.sample(name, dist.LogNormal(loc, 0.1))
+        if observed:
+            numpyro.sample("y", dist.Normal(0.0, 1.0))
+    return guide
+
+
+KWARGS = {"y": np.array([0.5, 1.5], dtype=np.float32)}
+
+
+@pytest.mark.parametrize("guide, message", [
+    (_guide_of("a"), r"fits\.f: the guide fits\.f\.guide\.name = 'g\.py:guide' has no sample site "
+                     r"for the model's latent site\(s\) 'b' \(the model 'm\.py:model' samples 'a', "
+                     r"'b'; the guide 'a'\).*add numpyro\.sample\('b', \.\.\.\)"),
+    (_guide_of("a", "b", "c"), r"fits\.f: the guide .* samples 'c', which the model 'm\.py:model' "
+                               r"does not sample \(its latent sites: 'a', 'b'\)"),
+    (_guide_of("a", "b", observed=True), r"samples 'y', which the model 'm\.py:model' observes"),
+])
+def test_a_guide_that_disagrees_with_its_model_is_refused(guide, message):
+    from sviflow import sites
+
+    model_sites = sites.check_model(_two_site_model, KWARGS, "fits.f", "models.m.function",
+                                    "m.py:model", "d")
+    assert model_sites == (["a", "b"], ["y"])
+    with pytest.raises(ConfigError, match=message):
+        sites.check_guide(model_sites, guide, KWARGS, "fits.f", "g.py:guide", "m.py:model")
+
+
+def test_a_matching_guide_an_auxiliary_site_and_an_autoguide_pass():
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer.autoguide import AutoNormal
+
+    from sviflow import guides, models, sites
+
+    def with_auxiliary(y=None):
+        u = numpyro.sample("u", dist.Normal(0.0, 1.0), infer={"is_auxiliary": True})
+        numpyro.sample("a", dist.Delta(u))
+        numpyro.sample("b", dist.LogNormal(u, 1.0))
+
+    model_sites = sites.check_model(_two_site_model, KWARGS, "fits.f", "models.m.function", "m", None)
+    for guide in (_guide_of("b", "a"), with_auxiliary, AutoNormal(_two_site_model)):
+        sites.check_guide(model_sites, guide, KWARGS, "fits.f", "g", "m")
+    # the post's guides on the post's models
+    coin = {"obs": np.array([1.0, 0.0], dtype=np.float32)}
+    for guide in (guides.beta_guide(), guides.normal_guide()):
+        coin_sites = sites.check_model(models.coin_flips, coin, "fits.f", "k", "coin_flips", "c")
+        sites.check_guide(coin_sites, guide, coin, "fits.f", "beta", "coin_flips")
+    multimodal = sites.check_model(models.multimodal_2d, {}, "fits.f", "k", "multimodal_2d", None)
+    sites.check_guide(multimodal, guides.mixture_2d_guide(), {}, "fits.f", "mixture_2d", "m")
+
+
+def test_a_model_without_a_latent_site_is_refused():
+    import numpyro
+    import numpyro.distributions as dist
+
+    from sviflow import sites
+
+    def observes_only(y=None):
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+    with pytest.raises(ConfigError, match=r"fits\.f: the model models\.m\.function = 'm\.py:model' "
+                                          r"has no latent sample site on the data of datasets\.d: "
+                                          r"there is nothing to fit \(its sample sites: 'y', all "
+                                          r"observed\)"):
+        sites.check_model(observes_only, KWARGS, "fits.f", "models.m.function", "m.py:model", "d")
