@@ -41,6 +41,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from sviflow.errors import disk_error
+
 # 2: predictive files carry the log weights (the check needs no JAX); 3: compressed and
 # checksummed, the predictive posterior holds the model's latent sites only (not the guide's
 # auxiliaries, the same draws again) and path 3 as many mock sets as path 2; 4: the SHA-256 of
@@ -252,8 +254,9 @@ def written_atomically(path):
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
                                                  dir=path.parent)
     except OSError as error:
-        raise ArtifactError(f"cannot write {path}: {error.strerror}; check that its folder "
-                            f"exists and is writable") from error
+        problem = disk_error(error)
+        advice = problem[1] if problem else "check that its folder exists and is writable"
+        raise ArtifactError(f"cannot write {path}: {error.strerror}; {advice}") from error
     os.close(descriptor)
     try:
         yield temporary
@@ -262,30 +265,45 @@ def written_atomically(path):
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        problem = disk_error(error)
+        if problem is not None and not isinstance(error, ArtifactError):
+            # a full disk (or quota); HDF5's own writes (netCDF) say so inside a RuntimeError
+            raise ArtifactError(f"cannot write {path}: {os.strerror(problem[0])}; "
+                                f"{problem[1]}") from error
         raise
 
 
 def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
                    seeds=None, attrs: dict | None = None) -> Path:
-    """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically."""
+    """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically.
+
+    HDF5 builds the file in memory (the core driver, no backing store) and Python writes its
+    image to disk: a disk that fills up then raises one OSError (ENOSPC) from ``write``. Written
+    by HDF5 itself, the failed flush left objects that h5py could neither close nor free, and
+    the job died in a segfault."""
     if kind not in SCHEMAS:
         raise ValueError(f"unknown artifact kind {kind!r}")
-    with written_atomically(path) as temporary, h5py.File(temporary, "w", libver=LIBVER) as handle:
-        handle.attrs["schema"] = f"sviflow.{kind}"
-        handle.attrs["schema_version"] = SCHEMA_VERSION
-        handle.attrs["config"] = _attr(config or {})
-        handle.attrs["seeds"] = _attr(list(seeds) if seeds is not None else [])
-        handle.attrs["versions"] = _attr(package_versions())
-        handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        for key, value in (attrs or {}).items():
-            handle.attrs[key] = _attr(value)
-        _write_tree(handle, tree)
-        # read back as a reader reads it, so that the reader's digest is this one
-        digest = hashlib.sha256()
-        _walk(handle, digest)
-        handle.attrs[DIGEST_ATTR] = digest.hexdigest()
+    with written_atomically(path) as temporary:
+        with h5py.File(temporary, "w", libver=LIBVER, driver="core", backing_store=False) as handle:
+            handle.attrs["schema"] = f"sviflow.{kind}"
+            handle.attrs["schema_version"] = SCHEMA_VERSION
+            handle.attrs["config"] = _attr(config or {})
+            handle.attrs["seeds"] = _attr(list(seeds) if seeds is not None else [])
+            handle.attrs["versions"] = _attr(package_versions())
+            handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = _attr(value)
+            _write_tree(handle, tree)
+            # read back as a reader reads it, so that the reader's digest is this one
+            digest = hashlib.sha256()
+            _walk(handle, digest)
+            handle.attrs[DIGEST_ATTR] = digest.hexdigest()
+            handle.flush()
+            image = handle.id.get_file_image()
+        with open(temporary, "wb") as output:
+            output.write(image)
     return Path(path)
 
 

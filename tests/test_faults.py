@@ -201,6 +201,19 @@ BAD_CONFIGS = {
                               ["fits: 'a/b' does not match", "letters, digits"]),
     "fit name leaving results/": (_rename_fit("../x"),
                                   ["fits: '../x' does not match", "letters, digits"]),
+    # issue 17: estimated before any job, from the config alone
+    "a billion steps": (lambda c: _fit(c).update(steps=1.0e9),
+                        ["fits.beta: results/fits/beta.h5 would hold about 4,000 MB before "
+                         "compression, above engine.max_output_mb = 1000",
+                         "losses 4,000.0 MB (1,000,000,000 steps x 1 seed(s) x 4 bytes)",
+                         "lower fits.beta.steps", "or raise engine.max_output_mb"]),
+    "3e8 posterior samples": (lambda c: c.update(predictive={"num_samples": 300_000_000}),
+                              ["fits.beta: results/predictive/beta.h5 would hold about 3,600 MB",
+                               "posterior 1,200.0 MB (300,000,000 draws x 1 seed(s) x 1 "
+                               "component(s))", "lower predictive.num_samples"]),
+    "cache_dir is a file": (lambda c: c.update(engine={"cache_dir": "Snakefile"}),
+                            ["engine.cache_dir: 'Snakefile' is a file, not a folder",
+                             "or '' to turn the cache off"]),
 }
 
 
@@ -740,3 +753,86 @@ def test_a_guide_model_or_dataset_that_would_mislead_is_refused_in_one_line(refu
     assert message.split(": ", 1)[1] in text
     assert "Traceback" not in text and "mean loss of chunk" not in text
     assert not (workdir / target).exists()
+
+
+LOOPING_MODEL = '''
+import numpyro
+import numpyro.distributions as dist
+
+
+def forever():
+    numpyro.sample("a", dist.Normal(0.0, 1.0))
+    print("a print of the model's")
+    while True:  # never ends when traced
+        pass
+'''
+
+
+def test_a_fit_that_never_ends_is_stopped_at_its_runtime(workflow_copy):
+    """A model that loops forever when traced hung its job, and the run, forever (a local job had
+    no time limit). Now the rule's runtime (here 1 minute, --set-resources) ends it with one line
+    naming the rule, the fit, the limit and how to raise it; nothing is written; and the model's
+    print is in the job's log, not on the terminal."""
+    folder = workflow_copy / "tests" / "configs" / "faults"
+    (folder / "loop.py").write_text(LOOPING_MODEL)
+    args = _write_config(workflow_copy, "loop.yaml", {
+        "models": {"loop": {"function": "loop.py:forever"}},
+        "fits": {"hang": {"model": "loop", "guide": {"name": "AutoNormal"}, "steps": 10}}})
+    start = time.monotonic()
+    result = run_snakemake(workflow_copy, "--cores", "2", *args, "results/fits/hang.h5",
+                           "--set-resources", "fit:runtime=1", check=False, timeout=400)
+    elapsed = time.monotonic() - start
+    message = ("sviflow fit: rule fit, fits.hang: stopped after 1 minute(s), its time limit "
+               "(resources: runtime = 1, in minutes)")
+    assert result.returncode != 0
+    assert message in _output(result), _output(result)[-4000:]
+    assert "snakemake --set-resources fit:runtime=2" in _output(result)
+    assert elapsed < 240, elapsed
+    log = (workflow_copy / "results" / "logs" / "fit" / "hang.log").read_text()
+    assert message.removeprefix("sviflow fit: ") in log
+    assert "a print of the model's" in log and "a print of the model's" not in _output(result)
+    fits = workflow_copy / "results" / "fits"
+    assert not fits.exists() or list(fits.iterdir()) == []
+
+
+@contextlib.contextmanager
+def _full_disk(folder: Path, size: str = "8k"):
+    """``folder`` as a tmpfs of ``size``: a disk that fills up (root and mount(8) only)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk is simulated with a tiny tmpfs: needs root and mount")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_gives_one_line_and_no_partial_file(base_run, tmp_path):
+    """results/fits/ on a disk of 4 kB: the fit's write fails with ENOSPC (HDF5 reports it
+    inside a RuntimeError as it flushes); the job ends with the one line a permission denied
+    gets, on Snakemake's output and in the log, and leaves no file behind (no traceback, and
+    no segfault from h5py's finalisers)."""
+    workdir = _clone(base_run, tmp_path / "workflow")
+    config = _base_config(workdir)
+    config["fits"]["extra"] = {**config["fits"]["beta"], "seed": 5}
+    args = _write_config(workdir, "extra.yaml", config)
+    fits = workdir / "results" / "fits"
+    shutil.rmtree(fits)  # the target needs none of them
+    with _full_disk(fits, "4k"):
+        # a file in it: Snakemake removes the empty folders of failed outputs, and a mount
+        # point cannot be removed
+        (fits / "keep").write_text("x")
+        result = run_snakemake(workdir, "--cores", "1", *args, "results/fits/extra.h5", check=False)
+        left = sorted(p.name for p in fits.iterdir())
+    message = ("cannot write results/fits/extra.h5: No space left on device; free space on its "
+               "disk (df -h shows how much is left) and run snakemake again")
+    assert result.returncode != 0
+    assert f"sviflow fit: {message}" in _output(result), _output(result)[-4000:]
+    assert message in (workdir / "results" / "logs" / "fit" / "extra.log").read_text()
+    assert "Traceback" not in _output(result)
+    assert "SIGSEGV" not in _output(result) and "Segmentation" not in _output(result)
+    assert left == ["keep"]

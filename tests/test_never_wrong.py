@@ -163,3 +163,96 @@ def test_a_model_without_a_latent_site_is_refused():
                                           r"there is nothing to fit \(its sample sites: 'y', all "
                                           r"observed\)"):
         sites.check_model(observes_only, KWARGS, "fits.f", "models.m.function", "m.py:model", "d")
+
+
+# --- 4. sizes and time: known before, bounded during ----------------------------------------
+
+def _plan(change=None):
+    import copy
+
+    import yaml
+
+    from conftest import REPO
+    from sviflow.config import Plan, validate
+
+    config = copy.deepcopy(yaml.safe_load((REPO / "tests/configs/faults/base.yaml").read_text()))
+    if change:
+        change(config)
+    validate(config)
+    return Plan(config, REPO / "tests/configs/faults")
+
+
+def test_the_estimate_counts_each_array_a_fit_writes():
+    estimate = _plan().estimate("beta")  # 200 steps, 2 seeds, 50 points, 200 samples, coin: 20 flips
+    parts = {key: value[0] for key, value in estimate["parts"].items()}
+    assert estimate["components"] == 1
+    assert parts["losses"] == 200 * 2 * 4
+    assert parts["trajectory"] == 126 * 2 * 5 * 4       # at most 2.5 x 50 + 1 points
+    assert parts["posterior"] == 200 * 2 * 1 * 4
+    assert parts["log_weights"] == 200 * 2 * 8          # the checks ask for 200 (khat_particles)
+    assert parts["mock"] == 2 * 2 * 50 * 20 * 4         # 50 sets of the 20 flips
+    assert estimate["fit"] == parts["losses"] + parts["trajectory"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["fits"]["beta"].update(steps=1.0e9),
+     r"fits\.beta: results/fits/beta\.h5 would hold about 8,000 MB before compression, above "
+     r"engine\.max_output_mb = 1000 \(losses 8,000\.0 MB \(1,000,000,000 steps x 2 seed\(s\)"),
+    (lambda c: c["fits"]["beta"].update(steps={"max": 10**9}), r"fits\.beta: .* 8,000 MB"),
+    (lambda c: c["predictive"].update(num_samples=300_000_000),
+     r"fits\.beta: results/predictive/beta\.h5 would hold about 7,200 MB .*lower "
+     r"predictive\.num_samples"),
+    (lambda c: c["engine"].update(max_output_mb=0.001), r"fits\.beta: .* above engine\.max_output_mb = 0\.001"),
+])
+def test_a_config_whose_files_would_be_too_large_is_refused(change, message):
+    with pytest.raises(ConfigError, match=message):
+        _plan(change)
+
+
+def test_a_large_limit_lets_a_large_config_through():
+    _plan(lambda c: (c["fits"]["beta"].update(steps=1.0e9), c["engine"].update(max_output_mb=1e5)))
+
+
+LOOPING = '''
+import numpyro
+import numpyro.distributions as dist
+
+
+def forever():
+    numpyro.sample("a", dist.Normal(0.0, 1.0))
+    print("a print of the model's")
+    while True:
+        pass
+'''
+
+
+def test_a_step_by_hand_stops_at_its_runtime_and_its_prints_go_to_the_log(tmp_path):
+    """scripts/fit.py --runtime 0.05 (3 s) on a model that never ends when traced: one line,
+    exit code 1, nothing written; the model's print is in the log, not on the terminal."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from sviflow.config import Plan, validate
+
+    (tmp_path / "loop.py").write_text(LOOPING)
+    config = {"models": {"loop": {"function": "loop.py:forever"}},
+              "fits": {"hang": {"model": "loop", "guide": {"name": "AutoNormal"}, "steps": 10}}}
+    validate(config)
+    spec = Plan(config, tmp_path).fit_spec("hang")
+    spec["model"]["function"] = f"{tmp_path / 'loop.py'}:forever"
+    (tmp_path / "spec.json").write_text(json.dumps({"spec": spec}))
+    log, output = tmp_path / "fit.log", tmp_path / "out" / "hang.h5"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "fit.py"), "--output",
+                             f"fit={output}", "--params", f"@{tmp_path / 'spec.json'}", "--log",
+                             str(log), "--runtime", "0.05"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    message = ("sviflow fit: rule fit, fits.hang: stopped after 0.05 minute(s), its time limit "
+               "(resources: runtime = 0.05, in minutes)")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message) and "run it with --runtime 1.05" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    text = log.read_text()
+    assert "a print of the model's" in text and message.removeprefix("sviflow fit: ") in text
+    assert not output.parent.exists() or not any(output.parent.iterdir())
