@@ -234,6 +234,8 @@ class Plan:
         for dataset in self.datasets:
             self.data_file_inputs(dataset)
         self._check_outputs()
+        self.check_sizes()
+        self.check_cache_dir()
 
     def _check_results(self) -> None:
         results = self.config.get("results")
@@ -311,6 +313,110 @@ class Plan:
         if "comparisons" in self.fits:
             raise ConfigError("fits.comparisons: results/figures/comparisons/ holds the "
                               "comparisons' figures; give the fit another name")
+
+    # --- sizes: what a job would write, known before it runs --------------------------------
+
+    # latent components of the built-in models (a user's model is not traced here: counted as 1)
+    BUILTIN_COMPONENTS = {"coin_flips": 1, "multimodal_2d": 2, "correlated_gaussian_2d": 2}
+
+    def _observations(self, fit: str) -> int | None:
+        """Values of one mock set: known for the coin generator and the coin model without data;
+        None where only the data file or the model knows (a file is not read here)."""
+        entry = self.config["fits"][fit]
+        model = self.config["models"][entry["model"]]
+        data = (self.config.get("datasets") or {}).get(entry.get("data"))
+        if data is None:
+            if model["function"] == "coin_flips":
+                return int((model.get("args") or {}).get("num_flips", 10))
+            return 0 if model["function"] in self.BUILTIN_COMPONENTS else None
+        if data.get("generator") == "coin_flips":
+            args = data.get("args") or {}
+            return int(args["n"]) if "n" in args else int(args.get("heads", 0)) + int(args.get("tails", 0))
+        return None
+
+    def estimate(self, fit: str) -> dict:
+        """What a fit's jobs would write, in bytes, from the config alone (no data read, no model
+        traced): ``{"fit": bytes, "predictive": bytes, "parts": {name: (bytes, how)},
+        "components": latent components or None}``.
+
+        The fit file: the losses (every step of every seed) and the thinned trajectory (at most
+        2.5 x trajectory_points points; per point the guide's mean and sd of every component and
+        a Gaussian guide's params, d^2 + 2d). The predictive file: the posterior draws
+        (num_samples x components per seed), the log weights (float64, as many as the check
+        needs) and both mock paths (num_mock sets of one value per observation, at most
+        max_mock_values per seed and path). Numbers at the precision's width, before compression
+        (the files are compressed, the job's arrays in memory are not). A user's model counts as
+        one latent component, and mock sets of a data file at max_mock_values: an estimate
+        that is low for models of many components."""
+        entry = self.config["fits"][fit]
+        model = self.config["models"][entry["model"]]
+        width = 8 if (model.get("precision") or self.engine.get("precision")) == "float64" else 4
+        seeds = len(entry["seed"]) if isinstance(entry["seed"], list) else 1
+        steps = int(entry["steps"]["max"] if isinstance(entry["steps"], dict) else entry["steps"])
+        components = self.BUILTIN_COMPONENTS.get(model["function"])
+        d = components or 1
+        points = min(steps, int(2.5 * int(self.engine.get("trajectory_points", default("engine", "trajectory_points")))) + 1)
+        predictive = self.config.get("predictive") or schema_defaults("predictive")
+        num_samples = int(predictive["num_samples"])
+        observations = self._observations(fit)
+        max_mock = int(predictive["max_mock_values"])
+        mock_values = max_mock if observations is None else min(int(predictive["num_mock"]) * observations, max_mock)
+        parts = {
+            "losses": (steps * seeds * width, f"{steps:,} steps x {seeds} seed(s) x {width} bytes"),
+            "trajectory": (points * seeds * (d * d + 4 * d) * width,
+                           f"{points:,} points x {seeds} seed(s) x {d * d + 4 * d} values"),
+            "posterior": (num_samples * seeds * d * width,
+                          f"{num_samples:,} draws x {seeds} seed(s) x {d} component(s)"
+                          + ("" if components else " (a model of yours: counted as 1)")),
+            "log_weights": (self.weighted_draws() * seeds * 8,
+                            f"{self.weighted_draws():,} draws x {seeds} seed(s) x 8 bytes"),
+            "mock": (2 * seeds * mock_values * width, f"2 paths x {seeds} seed(s) x {mock_values:,} values"),
+        }
+        return {"fit": parts["losses"][0] + parts["trajectory"][0],
+                "predictive": sum(parts[k][0] for k in ("posterior", "log_weights", "mock")),
+                "parts": parts, "components": components}
+
+    def max_output_bytes(self) -> float:
+        return float(self.engine.get("max_output_mb", default("engine", "max_output_mb"))) * 1e6
+
+    def check_sizes(self) -> None:
+        """Refuse a fit whose fit or predictive file would exceed engine.max_output_mb: steps:
+        1.0e9 would store 4 GB of losses per seed, predictive.num_samples: 3e8 held more than a
+        job's memory (its predict job deadlocked), and neither said so before it ran."""
+        limit = self.max_output_bytes()
+        advice = {"fit": "lower fits.{fit}.steps (or engine.trajectory_points)",
+                  "predictive": "lower predictive.num_samples (and checks.quality.khat_particles, "
+                                "elbo_particles), predictive.num_mock or max_mock_values"}
+        for fit in self.fits:
+            estimate = self.estimate(fit)
+            for kind, keys in (("fit", ("losses", "trajectory")),
+                               ("predictive", ("posterior", "log_weights", "mock"))):
+                if estimate[kind] > limit:
+                    shown = "; ".join(f"{key} {estimate['parts'][key][0] / 1e6:,.1f} MB "
+                                      f"({estimate['parts'][key][1]})" for key in keys)
+                    folder = "fits" if kind == "fit" else "predictive"
+                    raise ConfigError(
+                        f"fits.{fit}: {self.out(f'{folder}/{fit}.h5')} would hold about "
+                        f"{estimate[kind] / 1e6:,.0f} MB before compression, above "
+                        f"engine.max_output_mb = {limit / 1e6:g} ({shown}); "
+                        f"{advice[kind].format(fit=fit)}, or raise engine.max_output_mb if the disk "
+                        f"and the job's memory can take it")
+
+    def check_cache_dir(self) -> None:
+        """engine.cache_dir must be a folder or creatable as one (relative to the working
+        directory): a file there ended every JAX job in a FileExistsError traceback."""
+        directory = self.engine.get("cache_dir")
+        if not directory:
+            return
+        path = Path(directory)
+        for part in (path, *path.parents):
+            if part.exists():
+                if not part.is_dir():
+                    what = "is a file" if part == path else f"lies under {part}, which is a file"
+                    raise ConfigError(f"engine.cache_dir: {directory!r} {what}, not a folder: it "
+                                      f"holds the compilation cache; give a folder's path (or "
+                                      f"remove the file), or '' to turn the cache off")
+                return
 
     # --- paths --------------------------------------------------------------------------------
 

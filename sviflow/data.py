@@ -6,12 +6,19 @@ None when the model predicts) and ``covariates`` (always passed).
 Numbers keep their kind: a column (or array) whose values are all whole numbers becomes int32,
 so that it can index an array in the model (a group label, a count); any other becomes float32,
 the precision JAX computes in by default.
+
+What is refused as it is read, naming the file and the line and column (CSV) or the array and
+element: a value that is not a finite number (``nan``, ``inf``, JSON's ``NaN`` and ``Infinity``,
+or one beyond float32's range, which float32 would make inf): a model given one fails far away,
+"Cannot find valid initial parameters", or fits to a NaN loss; and observed and covariate arrays
+of one value per observation that differ in length (``check_lengths``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +59,9 @@ def _typed(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float32)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _csv_number(text: str):
     """A CSV cell as int (whole-number text) or float; ValueError otherwise."""
     text = text.strip()
@@ -59,6 +69,30 @@ def _csv_number(text: str):
         return int(text)
     except ValueError:
         return float(text)
+
+
+def _not_finite(value) -> str | None:
+    """Why a number cannot be data, or None: not finite, or beyond float32's range."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "is not a finite number (a missing or undefined value?)"
+        if abs(value) > FLOAT32_MAX:
+            return f"is beyond float32's range (+-{FLOAT32_MAX:.3g}): it would be read as inf"
+    return None
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    """``what``: "{path}: array 'y'"; refuses the first element that is not finite data."""
+    if array.dtype.kind != "f" or array.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(array) | (np.abs(array) > FLOAT32_MAX)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        value = float(array[index])
+        element = f", element [{', '.join(map(str, index))}]" if array.ndim else ""
+        raise ConfigError(f"{what}{element}: {value!r} {_not_finite(value)}; "
+                          f"{int(bad.sum())} such value(s) in all; remove or replace them")
 
 
 def _columns_from_csv(path: Path) -> dict[str, np.ndarray]:
@@ -82,10 +116,15 @@ def _columns_from_csv(path: Path) -> dict[str, np.ndarray]:
                                   f"header has {len(names)} ({', '.join(names)})")
             for name, cell in zip(names, row):
                 try:
-                    columns[name].append(_csv_number(cell))
+                    number = _csv_number(cell)
                 except ValueError:
                     raise ConfigError(f"{path}, line {reader.line_num}, column {name!r}: "
                                       f"{cell!r} is not a number") from None
+                problem = _not_finite(number)
+                if problem:
+                    raise ConfigError(f"{path}, line {reader.line_num}, column {name!r}: "
+                                      f"{cell.strip()!r} {problem}; remove or replace it")
+                columns[name].append(number)
     if not columns[names[0]]:
         raise ConfigError(f"{path}: no rows of data below the header")
     return {name: _typed(np.array(values)) for name, values in columns.items()}
@@ -108,6 +147,7 @@ def _columns_from_json(path: Path) -> dict[str, np.ndarray]:
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise ConfigError(f"{path}: array {name!r} holds {array.dtype.kind!r}-kind values, "
                               f"not numbers (first: {np.ravel(array)[:1].tolist()})")
+        _check_finite(array, f"{path}: array {name!r}")  # JSON's NaN, Infinity; 1e39
         columns[name] = _typed(array)
     return columns
 
@@ -123,6 +163,7 @@ def _columns_from_hdf5(path: Path) -> dict[str, np.ndarray]:
                 array = np.asarray(item[()])
                 if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
                     raise ConfigError(f"{path}: dataset {name!r} holds {array.dtype}, not numbers")
+                _check_finite(array, f"{path}: dataset {name!r}")
                 columns[name] = _typed(array)
             return columns
     except OSError as error:
@@ -170,8 +211,30 @@ def load_dataset(spec: dict, where: str = "dataset") -> dict:
     if both:
         raise ConfigError(f"{where}: {', '.join(both)} both observed and covariate; a column is one "
                           f"or the other")
-    return {"observed": {n: columns[n] for n in observed},
-            "covariates": {n: columns[n] for n in covariates}}
+    dataset = {"observed": {n: columns[n] for n in observed},
+               "covariates": {n: columns[n] for n in covariates}}
+    check_lengths(dataset, f"{where}.file: {path}")
+    return dataset
+
+
+def check_lengths(dataset: dict, what: str) -> None:
+    """One value per observation means one length: the leading axis of every observed array
+    (a scalar aside) and the length of every 1-D covariate must be the same. A covariate of
+    another shape, a scalar or a matrix (a design matrix, a distance matrix), is passed as it is;
+    a per-group vector (J values for N observations) would be refused, so give it as a 2-D
+    array, (J, 1), or compute it in the model. A CSV's columns are one length by construction."""
+    lengths = {name: int(np.shape(value)[0]) for name, value in dataset["observed"].items()
+               if np.ndim(value) >= 1}
+    lengths.update({name: int(np.shape(value)[0]) for name, value in dataset["covariates"].items()
+                    if np.ndim(value) == 1})
+    if len(set(lengths.values())) > 1:
+        counts: dict[int, list[str]] = {}
+        for name, length in lengths.items():
+            counts.setdefault(length, []).append(name)
+        shown = "; ".join(f"{', '.join(map(repr, names))}: {length}" for length, names in counts.items())
+        raise ConfigError(f"{what}: arrays of one value per observation (the observed arrays' first "
+                          f"axis, every 1-D covariate) differ in length: {shown}; give them one "
+                          f"length (a per-group vector as a 2-D array, (J, 1))")
 
 
 def model_kwargs(dataset: dict | None, predict: bool = False) -> dict:

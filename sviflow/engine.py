@@ -47,7 +47,14 @@ def enable_compilation_cache(directory) -> None:
         return
     import os
 
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:  # a file in its place (the workflow refuses it before any job)
+        from sviflow.errors import ConfigError
+
+        raise ConfigError(f"engine.cache_dir: cannot use {str(directory)!r} as the compilation "
+                          f"cache's folder: {error.strerror or error}; give a folder's path, or '' "
+                          f"to turn the cache off") from error
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no minimum (0: JAX's default)

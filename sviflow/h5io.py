@@ -16,6 +16,13 @@ names the type read back); every other non-empty array is chunked too. Every chu
 carries HDF5's Fletcher32 checksum and scalars are stored inside their object header, which
 HDF5 checksums as it checksums all metadata of these files (format 1.10 and later): HDF5
 verifies it on every read, and a damaged file is refused naming the file and the dataset.
+HDF5 checksums neither the values of attributes kept in a fractal heap (a file with more than
+eight root attributes keeps them all there: the config, the fit's stop) nor a heap's other
+objects: of 200 random single-byte flips in a fit file, 21 read back as different attributes,
+silently. So every file also carries a SHA-256 of everything it holds (``DIGEST_ATTR``, from
+version 4 on): every dataset's values, type and shape, every attribute of every object, and every
+name, read back as a reader reads them; the reader computes it again and refuses a file whose
+digest differs or is missing.
 
 ``SCHEMAS`` below is the one definition of the layout; ``describe_schemas()`` renders it for the
 docs.
@@ -24,6 +31,7 @@ docs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -33,15 +41,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from sviflow.errors import disk_error
+
 # 2: predictive files carry the log weights (the check needs no JAX); 3: compressed and
 # checksummed, the predictive posterior holds the model's latent sites only (not the guide's
-# auxiliaries, the same draws again) and path 3 as many mock sets as path 2
-SCHEMA_VERSION = 3
+# auxiliaries, the same draws again) and path 3 as many mock sets as path 2; 4: the SHA-256 of
+# the whole file's contents (DIGEST_ATTR), without which a version 4 file is refused
+SCHEMA_VERSION = 4
 
 # The oldest version read, by kind: version 3 changed the predictive layout, and the fit and
 # check layouts (the guide's moments along the run, the convergence rule's numbers); data and
 # reference files of version 2 are read as they are (the storage is HDF5's to undo), not remade.
+# Version 4 changed no layout: a version 3 file is read, without the digest it does not have.
 OLDEST_READABLE = {"data": 2, "reference": 2}
+OLDEST_READABLE_DEFAULT = 3
+DIGEST_ATTR = "sviflow_sha256"  # root attribute: the SHA-256 of the rest of the file (_walk)
 
 COMPRESS_ABOVE = 1024  # bytes: smaller arrays gain nothing from gzip but its header
 GZIP_LEVEL = 4  # level 9 saves under 2 % more on these arrays and writes 3 x slower
@@ -240,8 +254,9 @@ def written_atomically(path):
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
                                                  dir=path.parent)
     except OSError as error:
-        raise ArtifactError(f"cannot write {path}: {error.strerror}; check that its folder "
-                            f"exists and is writable") from error
+        problem = disk_error(error)
+        advice = problem[1] if problem else "check that its folder exists and is writable"
+        raise ArtifactError(f"cannot write {path}: {error.strerror}; {advice}") from error
     os.close(descriptor)
     try:
         yield temporary
@@ -250,26 +265,45 @@ def written_atomically(path):
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        problem = disk_error(error)
+        if problem is not None and not isinstance(error, ArtifactError):
+            # a full disk (or quota); HDF5's own writes (netCDF) say so inside a RuntimeError
+            raise ArtifactError(f"cannot write {path}: {os.strerror(problem[0])}; "
+                                f"{problem[1]}") from error
         raise
 
 
 def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
                    seeds=None, attrs: dict | None = None) -> Path:
-    """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically."""
+    """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically.
+
+    HDF5 builds the file in memory (the core driver, no backing store) and Python writes its
+    image to disk: a disk that fills up then raises one OSError (ENOSPC) from ``write``. Written
+    by HDF5 itself, the failed flush left objects that h5py could neither close nor free, and
+    the job died in a segfault."""
     if kind not in SCHEMAS:
         raise ValueError(f"unknown artifact kind {kind!r}")
-    with written_atomically(path) as temporary, h5py.File(temporary, "w", libver=LIBVER) as handle:
-        handle.attrs["schema"] = f"sviflow.{kind}"
-        handle.attrs["schema_version"] = SCHEMA_VERSION
-        handle.attrs["config"] = _attr(config or {})
-        handle.attrs["seeds"] = _attr(list(seeds) if seeds is not None else [])
-        handle.attrs["versions"] = _attr(package_versions())
-        handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        for key, value in (attrs or {}).items():
-            handle.attrs[key] = _attr(value)
-        _write_tree(handle, tree)
+    with written_atomically(path) as temporary:
+        with h5py.File(temporary, "w", libver=LIBVER, driver="core", backing_store=False) as handle:
+            handle.attrs["schema"] = f"sviflow.{kind}"
+            handle.attrs["schema_version"] = SCHEMA_VERSION
+            handle.attrs["config"] = _attr(config or {})
+            handle.attrs["seeds"] = _attr(list(seeds) if seeds is not None else [])
+            handle.attrs["versions"] = _attr(package_versions())
+            handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = _attr(value)
+            _write_tree(handle, tree)
+            # read back as a reader reads it, so that the reader's digest is this one
+            digest = hashlib.sha256()
+            _walk(handle, digest)
+            handle.attrs[DIGEST_ATTR] = digest.hexdigest()
+            handle.flush()
+            image = handle.id.get_file_image()
+        with open(temporary, "wb") as output:
+            output.write(image)
     return Path(path)
 
 
@@ -281,25 +315,71 @@ class _Damaged(Exception):
         self.name, self.error = name, error
 
 
-def _read_tree(group: h5py.Group) -> dict:
+# what h5py raises for a damaged object: OSError for a failed checksum, RuntimeError while
+# iterating over damaged attributes, KeyError for a link whose object cannot be opened,
+# ValueError or TypeError for a type or shape that cannot be decoded
+_DAMAGE = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+def _feed(digest, *parts) -> None:
+    """Each part with its length first: no two sequences of parts hash alike."""
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+
+
+def _feed_value(digest, value) -> None:
+    if isinstance(value, (str, bytes)):
+        _feed(digest, type(value).__name__, value)
+        return
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":  # strings: their text, not Python object pointers
+        _feed(digest, "strings", array.shape, *(str(v) for v in array.ravel().tolist()))
+        return
+    _feed(digest, array.dtype.str, array.shape, np.ascontiguousarray(array).tobytes())
+
+
+def _walk(group: h5py.Group, digest, path: str = "/") -> dict:
+    """The tree of arrays under ``group`` as written (a narrowed dataset back in its written
+    type), with every name, attribute and value fed to ``digest`` (hashlib) in sorted order.
+    A damaged object raises _Damaged."""
+    try:
+        for name in sorted(group.attrs):
+            if path == "/" and name == DIGEST_ATTR:
+                continue
+            _feed(digest, "attribute", path, name)
+            _feed_value(digest, group.attrs[name])
+        keys = sorted(group.keys())
+    except _DAMAGE as error:
+        raise _Damaged(path, OSError(str(error))) from error
     tree = {}
-    for key in group.keys():
+    for key in keys:
+        name = f"{path.rstrip('/')}/{key}"
         try:
             item = group[key]  # opening checks the object header's checksum
-        except (OSError, KeyError) as error:
-            raise _Damaged(f"{group.name.rstrip('/')}/{key}", OSError(str(error))) from error
-        if isinstance(item, h5py.Group):
-            tree[key] = _read_tree(item)
+            is_group = isinstance(item, h5py.Group)
+        except _DAMAGE as error:
+            raise _Damaged(name, OSError(str(error))) from error
+        _feed(digest, "group" if is_group else "dataset", name)
+        if is_group:
+            tree[key] = _walk(item, digest, name)
             continue
         try:
+            for attribute in sorted(item.attrs):
+                _feed(digest, "attribute", name, attribute)
+                _feed_value(digest, item.attrs[attribute])
             if item.dtype.kind in ("O", "S"):
-                tree[key] = item.asstr()[()]
+                value = item.asstr()[()]
+                _feed_value(digest, value)
+                tree[key] = value
                 continue
             value = item[()]
+            _feed_value(digest, value)
             written = item.attrs.get(DTYPE_ATTR)
-        except OSError as error:
-            raise _Damaged(item.name, error) from error
-        tree[key] = value.astype(np.dtype(written)) if written is not None else value
+            tree[key] = value.astype(np.dtype(written)) if written is not None else value
+        except _DAMAGE as error:
+            raise _Damaged(name, error if isinstance(error, OSError) else OSError(str(error))) from error
     return tree
 
 
@@ -335,15 +415,20 @@ def read_artifact(path, kind: str) -> Artifact:
     if not path.exists():
         raise ArtifactError(f"{path}: no such file; run the step that makes it "
                             f"(snakemake {path})")
+    digest = hashlib.sha256()
     try:
         with h5py.File(path, "r") as handle:
-            attrs = {key: _decode(value) for key, value in handle.attrs.items()}
-            tree = _read_tree(handle)
+            try:
+                attrs = {key: _decode(value) for key, value in handle.attrs.items()}
+            except _DAMAGE as error:
+                raise _Damaged("/", OSError(str(error))) from error
+            tree = _walk(handle, digest)
     except _Damaged as damaged:
-        raise ArtifactError(f"{path}: damaged: dataset {damaged.name} does not read back as it was "
+        what = "its root attributes" if damaged.name == "/" else f"dataset {damaged.name}"
+        raise ArtifactError(f"{path}: damaged: {what} does not read back as it was "
                             f"written, its checksum fails or its data are cut off (HDF5: "
                             f"{damaged.error}); delete it and run snakemake again to remake it") from damaged.error
-    except OSError as error:
+    except _DAMAGE as error:
         raise ArtifactError(f"{path}: not a readable HDF5 file ({error}); it is corrupt or "
                             f"truncated: delete it and run snakemake again to remake it") from error
     schema = attrs.get("schema")
@@ -351,7 +436,7 @@ def read_artifact(path, kind: str) -> Artifact:
         raise ArtifactError(f"{path}: expected a sviflow.{kind} file, found schema {schema!r}; "
                             f"check the path, or delete the file and run snakemake to remake it")
     version = attrs.get("schema_version")
-    oldest = OLDEST_READABLE.get(kind, SCHEMA_VERSION)
+    oldest = OLDEST_READABLE.get(kind, OLDEST_READABLE_DEFAULT)
     if not (isinstance(version, int) and oldest <= version <= SCHEMA_VERSION):
         also = f" (sviflow.{kind} files also from version {oldest} on)" if oldest < SCHEMA_VERSION else ""
         raise ArtifactError(f"{path}: written with schema version {version}, this sviflow reads "
@@ -361,6 +446,12 @@ def read_artifact(path, kind: str) -> Artifact:
     missing += [f"attribute {key}" for key in ATTRIBUTES.get(kind, {}) if key not in attrs]
     if missing:
         raise ArtifactError(f"{path}: incomplete sviflow.{kind} file, missing {', '.join(missing)}; "
+                            f"delete it and run snakemake again to remake it")
+    stored = attrs.pop(DIGEST_ATTR, None)
+    if stored != digest.hexdigest() and (stored is not None or version >= 4):
+        found = "has lost its SHA-256" if stored is None else "does not match its SHA-256"
+        raise ArtifactError(f"{path}: damaged: its contents {found} (root attribute {DIGEST_ATTR}, "
+                            f"written with the file): a byte of it changed after it was written; "
                             f"delete it and run snakemake again to remake it")
     return Artifact(tree, attrs, path)
 
@@ -377,7 +468,8 @@ def _has(tree: dict, key: str) -> bool:
 def describe_schemas() -> str:
     """The layout of every artifact kind, as Markdown."""
     lines = [f"All artifacts: root attributes schema (sviflow.<kind>), schema_version "
-             f"({SCHEMA_VERSION}), config (JSON), seeds (JSON), versions (JSON), created.", ""]
+             f"({SCHEMA_VERSION}), config (JSON), seeds (JSON), versions (JSON), created, "
+             f"{DIGEST_ATTR} (SHA-256 of everything else the file holds).", ""]
     for kind, entries in SCHEMAS.items():
         lines.append(f"### sviflow.{kind}")
         lines.extend(f"- `{key}`: {doc}" for key, doc in entries.items())

@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from sviflow.config import BUDGET_DEFAULTS, default, schema_defaults
+from sviflow.errors import ConfigError
 from sviflow.h5io import read_artifact, write_artifact
 
 log = logging.getLogger("sviflow")
@@ -40,17 +41,36 @@ def _dataset(inputs: dict):
     return read_artifact(inputs["data"], "data") if inputs.get("data") else None
 
 
-def _model_and_guide(spec: dict, kwargs: dict):
+def _model_and_guide(spec: dict, kwargs: dict, check_sites: bool = False):
+    """The fit's model and guide, set up; with ``check_sites`` (the fit step, before any SVI
+    step) also -> the model's (latent, observed) sites, once the model is known to have a latent
+    site and the guide to sample exactly those (sviflow.sites)."""
     from sviflow.resolve import prepare_guide, resolve_guide, resolve_model
 
+    where, model_key = f"fits.{spec['name']}", f"models.{spec['model']['name']}.function"
     model = resolve_model(spec["model"], where=f"models.{spec['model']['name']}")
-    guide = resolve_guide(spec["guide"], model, where=f"fits.{spec['name']}.guide")
+    guide = resolve_guide(spec["guide"], model, where=f"{where}.guide")
+    sources = {model_key: spec["model"]["function"], f"{where}.guide.name": spec["guide"]["name"]}
+    if check_sites:
+        from sviflow import sites
+
+        try:
+            model_sites = sites.check_model(model, kwargs, where, model_key,
+                                            spec["model"]["function"], spec.get("data"))
+        except ConfigError:
+            raise
+        except Exception:
+            # the model fails when traced: prepare_guide says so with its file and line
+            prepare_guide(model, guide, kwargs, where=where, sources=sources)
+            raise
     # once, eagerly, before any jit or vmap: fixes an autoguide's latent order in every step,
     # and a model that fails says so with its config key and file
-    prepare_guide(model, guide, kwargs, where=f"fits.{spec['name']}",
-                  sources={f"models.{spec['model']['name']}.function": spec["model"]["function"],
-                           f"fits.{spec['name']}.guide.name": spec["guide"]["name"]})
-    return model, guide
+    prepare_guide(model, guide, kwargs, where=where, sources=sources)
+    if not check_sites:
+        return model, guide
+    sites.check_guide(model_sites, guide, kwargs, where, spec["guide"]["name"],
+                      spec["model"]["function"])
+    return model, guide, model_sites
 
 
 def model(inputs, outputs, params, progress_file=None):
@@ -94,10 +114,9 @@ def fit(inputs, outputs, params, progress_file=None):
     spec = params["spec"]
     where = f"fits.{spec['name']}"
     kwargs = model_kwargs(_dataset(inputs))
-    model, guide = _model_and_guide(spec, kwargs)
-    from sviflow.predictive import site_names
-
-    latent, _ = site_names(model, kwargs)
+    # refused before any SVI step: a model without a latent site, a guide that leaves one out
+    # or samples one the model does not have
+    model, guide, (latent, _) = _model_and_guide(spec, kwargs, check_sites=True)
     # a budget's defaults (the schema cannot fill them inside its oneOf)
     budget = {**BUDGET_DEFAULTS, **spec["steps"]} if isinstance(spec["steps"], dict) else None
     decay = None

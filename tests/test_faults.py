@@ -29,8 +29,9 @@ pytestmark = pytest.mark.workflow
 
 BASE_CONFIG = "tests/configs/faults/base.yaml"
 BASE = ("--configfile", BASE_CONFIG, "--replace-workflow-config")
-# root attributes that differ between two runs of the same config by design
-VOLATILE_ATTRS = {"created", "timings", "created_at"}
+# root attributes that differ between two runs of the same config by design (the digest covers
+# the creation time)
+VOLATILE_ATTRS = {"created", "timings", "created_at", "sviflow_sha256"}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -200,6 +201,19 @@ BAD_CONFIGS = {
                               ["fits: 'a/b' does not match", "letters, digits"]),
     "fit name leaving results/": (_rename_fit("../x"),
                                   ["fits: '../x' does not match", "letters, digits"]),
+    # issue 17: estimated before any job, from the config alone
+    "a billion steps": (lambda c: _fit(c).update(steps=1.0e9),
+                        ["fits.beta: results/fits/beta.h5 would hold about 4,000 MB before "
+                         "compression, above engine.max_output_mb = 1000",
+                         "losses 4,000.0 MB (1,000,000,000 steps x 1 seed(s) x 4 bytes)",
+                         "lower fits.beta.steps", "or raise engine.max_output_mb"]),
+    "3e8 posterior samples": (lambda c: c.update(predictive={"num_samples": 300_000_000}),
+                              ["fits.beta: results/predictive/beta.h5 would hold about 3,600 MB",
+                               "posterior 1,200.0 MB (300,000,000 draws x 1 seed(s) x 1 "
+                               "component(s))", "lower predictive.num_samples"]),
+    "cache_dir is a file": (lambda c: c.update(engine={"cache_dir": "Snakefile"}),
+                            ["engine.cache_dir: 'Snakefile' is a file, not a folder",
+                             "or '' to turn the cache off"]),
 }
 
 
@@ -422,7 +436,7 @@ def test_input_of_another_schema_version_is_named(base_run, tmp_path):
     result = run_snakemake(workdir, "--cores", "1", *BASE, target, check=False)
     assert result.returncode != 0
     assert ("sviflow predict: results/fits/beta.h5: written with schema version 99, this sviflow "
-            "reads version 3") in _output(result)
+            f"reads version {SCHEMA_VERSION}") in _output(result)
     assert "snakemake --forcerun results/fits/beta.h5" in _output(result)
     # the advice works
     run_snakemake(workdir, "--cores", "2", *BASE, "--forcerun", "results/fits/beta.h5", target)
@@ -641,3 +655,184 @@ def test_an_empty_cache_dir_turns_the_cache_off(workflow_copy, tmp_path):
     assert (workflow_copy / "results" / "fits" / "diverged.h5").is_file()
     assert _outside(before, after, {"results", ".snakemake"}) == []
     assert not inherited.exists()
+
+
+# --- 9. never silently wrong (issue 17): refused before the step's work, in one line ----------
+
+SITES_MODEL = '''
+import numpyro
+import numpyro.distributions as dist
+
+
+def two(y=None):
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.HalfNormal(1.0))
+    with numpyro.plate("n", 3 if y is None else y.shape[0]):
+        numpyro.sample("y", dist.Normal(a, b), obs=y)
+
+
+def observes_only(y=None):
+    with numpyro.plate("n", 3 if y is None else y.shape[0]):
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+
+def guide_without_b(y=None):
+    numpyro.sample("a", dist.Normal(numpyro.param("a_loc", 0.0), 1.0))
+
+
+def guide_with_c(y=None):
+    numpyro.sample("a", dist.Normal(numpyro.param("a_loc", 0.0), 1.0))
+    numpyro.sample("b", dist.LogNormal(numpyro.param("b_loc", 0.0), 1.0))
+    numpyro.sample("c", dist.Normal(0.0, 1.0))
+'''
+
+REFUSED = {
+    # fit or dataset: (its job's target, its log, the one line Snakemake's output shows)
+    "without_b": ("results/fits/without_b.h5", "results/logs/fit/without_b.log",
+                  "sviflow fit: fits.without_b: the guide fits.without_b.guide.name = "
+                  "'tests/configs/faults/sites.py:guide_without_b' has no sample site for the "
+                  "model's latent site(s) 'b' (the model 'tests/configs/faults/sites.py:two' "
+                  "samples 'a', 'b'; the guide 'a')"),
+    "with_c": ("results/fits/with_c.h5", "results/logs/fit/with_c.log",
+               "sviflow fit: fits.with_c: the guide fits.with_c.guide.name = "
+               "'tests/configs/faults/sites.py:guide_with_c' samples 'c', which the model "
+               "'tests/configs/faults/sites.py:two' does not sample (its latent sites: 'a', 'b')"),
+    "no_latent": ("results/fits/no_latent.h5", "results/logs/fit/no_latent.log",
+                  "sviflow fit: fits.no_latent: the model models.observes_only.function = "
+                  "'tests/configs/faults/sites.py:observes_only' has no latent sample site on the "
+                  "data of datasets.three: there is nothing to fit"),
+    "nan_cell": ("results/data/nan_cell.h5", "results/logs/simulate/nan_cell.log",
+                 "sviflow simulate: datasets.nan_cell.file: tests/configs/faults/nan.csv, line 3, "
+                 "column 'y': 'nan' is not a finite number"),
+    "ragged": ("results/data/ragged.h5", "results/logs/simulate/ragged.log",
+               "sviflow simulate: datasets.ragged.file: tests/configs/faults/ragged.json: arrays of "
+               "one value per observation (the observed arrays' first axis, every 1-D covariate) "
+               "differ in length: 'y': 3; 'x': 2"),
+}
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """One run of jobs that each must refuse: guides that disagree with their model, a model
+    without a latent site, a CSV with a nan and JSON arrays of two lengths (--keep-going: all
+    of them run)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("faults-refusals") / "workflow")
+    folder = workdir / "tests" / "configs" / "faults"
+    (folder / "sites.py").write_text(SITES_MODEL)
+    (folder / "three.csv").write_text("y\n0.5\n1.5\n2.5\n")
+    (folder / "nan.csv").write_text("x,y\n1,0.5\n2,nan\n3,2.5\n")
+    (folder / "ragged.json").write_text('{"x": [1.0, 2.0], "y": [0.5, 1.5, 2.5]}')
+    fit = {"data": "three", "optimizer": {"name": "Adam", "step_size": 0.01}, "steps": 50}
+    config = {
+        "models": {"two": {"function": "sites.py:two"},
+                   "observes_only": {"function": "sites.py:observes_only"}},
+        "datasets": {"three": {"file": "three.csv", "observed": ["y"]},
+                     "nan_cell": {"file": "nan.csv", "observed": ["y"]},
+                     "ragged": {"file": "ragged.json", "observed": ["y"]}},
+        "fits": {"without_b": {"model": "two", "guide": {"name": "sites.py:guide_without_b"}, **fit},
+                 "with_c": {"model": "two", "guide": {"name": "sites.py:guide_with_c"}, **fit},
+                 "no_latent": {"model": "observes_only", "guide": {"name": "AutoNormal"}, **fit}},
+        "engine": {"chunks": 2, "trajectory_points": 10},
+    }
+    args = _write_config(workdir, "refusals.yaml", config)
+    result = run_snakemake(workdir, "--cores", "2", "--keep-going", *args,
+                           *(target for target, _, _ in REFUSED.values()), check=False)
+    return workdir, result
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_guide_model_or_dataset_that_would_mislead_is_refused_in_one_line(refusals, case):
+    """Each job fails with one line (no traceback) on Snakemake's output and in its log, naming
+    the fit or dataset, and the sites or the file's line and column; a fit is refused before
+    its first SVI step, and nothing is written."""
+    workdir, result = refusals
+    target, log, message = REFUSED[case]
+    assert result.returncode != 0
+    assert message in _output(result), _output(result)[-4000:]
+    text = (workdir / log).read_text()
+    assert message.split(": ", 1)[1] in text
+    assert "Traceback" not in text and "mean loss of chunk" not in text
+    assert not (workdir / target).exists()
+
+
+LOOPING_MODEL = '''
+import numpyro
+import numpyro.distributions as dist
+
+
+def forever():
+    numpyro.sample("a", dist.Normal(0.0, 1.0))
+    print("a print of the model's")
+    while True:  # never ends when traced
+        pass
+'''
+
+
+def test_a_fit_that_never_ends_is_stopped_at_its_runtime(workflow_copy):
+    """A model that loops forever when traced hung its job, and the run, forever (a local job had
+    no time limit). Now the rule's runtime (here 1 minute, --set-resources) ends it with one line
+    naming the rule, the fit, the limit and how to raise it; nothing is written; and the model's
+    print is in the job's log, not on the terminal."""
+    folder = workflow_copy / "tests" / "configs" / "faults"
+    (folder / "loop.py").write_text(LOOPING_MODEL)
+    args = _write_config(workflow_copy, "loop.yaml", {
+        "models": {"loop": {"function": "loop.py:forever"}},
+        "fits": {"hang": {"model": "loop", "guide": {"name": "AutoNormal"}, "steps": 10}}})
+    start = time.monotonic()
+    result = run_snakemake(workflow_copy, "--cores", "2", *args, "results/fits/hang.h5",
+                           "--set-resources", "fit:runtime=1", check=False, timeout=400)
+    elapsed = time.monotonic() - start
+    message = ("sviflow fit: rule fit, fits.hang: stopped after 1 minute(s), its time limit "
+               "(resources: runtime = 1, in minutes)")
+    assert result.returncode != 0
+    assert message in _output(result), _output(result)[-4000:]
+    assert "snakemake --set-resources fit:runtime=2" in _output(result)
+    assert elapsed < 240, elapsed
+    log = (workflow_copy / "results" / "logs" / "fit" / "hang.log").read_text()
+    assert message.removeprefix("sviflow fit: ") in log
+    assert "a print of the model's" in log and "a print of the model's" not in _output(result)
+    fits = workflow_copy / "results" / "fits"
+    assert not fits.exists() or list(fits.iterdir()) == []
+
+
+@contextlib.contextmanager
+def _full_disk(folder: Path, size: str = "8k"):
+    """``folder`` as a tmpfs of ``size``: a disk that fills up (root and mount(8) only)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk is simulated with a tiny tmpfs: needs root and mount")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_gives_one_line_and_no_partial_file(base_run, tmp_path):
+    """results/fits/ on a disk of 4 kB: the fit's write fails with ENOSPC (HDF5 reports it
+    inside a RuntimeError as it flushes); the job ends with the one line a permission denied
+    gets, on Snakemake's output and in the log, and leaves no file behind (no traceback, and
+    no segfault from h5py's finalisers)."""
+    workdir = _clone(base_run, tmp_path / "workflow")
+    config = _base_config(workdir)
+    config["fits"]["extra"] = {**config["fits"]["beta"], "seed": 5}
+    args = _write_config(workdir, "extra.yaml", config)
+    fits = workdir / "results" / "fits"
+    shutil.rmtree(fits)  # the target needs none of them
+    with _full_disk(fits, "4k"):
+        # a file in it: Snakemake removes the empty folders of failed outputs, and a mount
+        # point cannot be removed
+        (fits / "keep").write_text("x")
+        result = run_snakemake(workdir, "--cores", "1", *args, "results/fits/extra.h5", check=False)
+        left = sorted(p.name for p in fits.iterdir())
+    message = ("cannot write results/fits/extra.h5: No space left on device; free space on its "
+               "disk (df -h shows how much is left) and run snakemake again")
+    assert result.returncode != 0
+    assert f"sviflow fit: {message}" in _output(result), _output(result)[-4000:]
+    assert message in (workdir / "results" / "logs" / "fit" / "extra.log").read_text()
+    assert "Traceback" not in _output(result)
+    assert "SIGSEGV" not in _output(result) and "Segmentation" not in _output(result)
+    assert left == ["keep"]

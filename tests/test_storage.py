@@ -118,8 +118,90 @@ def test_an_undamaged_file_written_before_compression_is_still_read(tmp_path):
     np.testing.assert_array_equal(read_artifact(path, "data")["observed"]["obs"], np.arange(3.0))
     with h5py.File(path, "r+") as handle:
         handle.attrs["schema"] = "sviflow.predictive"
-    with pytest.raises(ArtifactError, match=r"schema version 2, this sviflow reads version 3; delete it"):
+    with pytest.raises(ArtifactError, match=rf"schema version 2, this sviflow reads version "
+                                            rf"{h5io.SCHEMA_VERSION} \(sviflow.predictive files also "
+                                            rf"from version 3 on\); delete it"):
         read_artifact(path, "predictive")
+
+
+# --- single-byte damage anywhere in a file (issue 17, item 3) ----------------------------------
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (str, bytes)) or isinstance(b, (str, bytes)):
+        return a == b
+    a, b = np.asarray(a), np.asarray(b)
+    return (a.shape == b.shape and a.dtype == b.dtype
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+
+
+def _small_fit(path):
+    """A fit file as the fit step writes one, small: eleven root attributes (so HDF5 keeps them
+    in its fractal heap, whose values it does not checksum), JSON ones among them."""
+    rng = np.random.default_rng(1)
+    tree = {"losses": rng.normal(size=(2, 300)), "params": {"alpha_q": np.array([13.1, 12.9])},
+            "last_params": {"alpha_q": np.array([13.0, 12.8])},
+            "trajectory": {"step": np.arange(1, 11) * 30,
+                           "params": {"alpha_q": rng.random((2, 10))},
+                           "moments": {"mean": rng.random((2, 10, 1)), "sd": rng.random((2, 10, 1))}},
+            "first_nonfinite_step": np.full(2, -1), "diverged_step": np.full(2, -1),
+            "skipped_steps": np.zeros(2, np.int64)}
+    attrs = {"timings": {"compile_seconds": 1.5, "run_seconds": 0.25, "chunks": 2, "thin": 30},
+             "diverged": False, "stop": {"mode": "fixed", "steps_run": 300, "reason": "steps",
+                                         "averaged": [True, False], "since_step": [0, 0]},
+             "moment_labels": ["latent_fairness"], "latent_sites": ["latent_fairness"]}
+    return write_artifact(path, "fit", tree, config={"name": "beta", "steps": 300}, seeds=[1, 2],
+                          attrs=attrs)
+
+
+def test_no_single_byte_flip_reads_back_silently_different(tmp_path):
+    """One byte changed anywhere in a fit file (400 random places, and every byte of the JSON
+    attributes' text, where HDF5 checks nothing): the file reads back exactly as written (the
+    byte was unused) or is refused as damaged, naming the file and what to do; it never reads
+    back different. Before the file's SHA-256, 21 of 200 random flips in a real fit file read
+    back as a different config, stop or timings, and 19 escaped as bare RuntimeError or
+    KeyError."""
+    original_path = _small_fit(tmp_path / "beta.h5")
+    original = read_artifact(original_path, "fit")
+    raw = original_path.read_bytes()
+    rng = np.random.default_rng(17)
+    offsets = set(rng.integers(0, len(raw), 400).tolist())
+    for text in (b'"steps_run"', b'"compile_seconds"', b"latent_fairness", b"sviflow.fit"):
+        start = raw.find(text)
+        assert start >= 0, text
+        offsets |= set(range(start, start + len(text)))
+    damaged = tmp_path / "damaged.h5"
+    outcomes = {"refused": 0, "unchanged": 0}
+    for offset in sorted(offsets):
+        data = bytearray(raw)
+        data[offset] ^= int(rng.integers(1, 256))
+        damaged.write_bytes(bytes(data))
+        try:
+            read = read_artifact(damaged, "fit")
+        except ArtifactError as error:
+            # damaged, or (a flip in the schema's name or version) of another kind or version
+            assert str(damaged) in str(error) and "delete" in str(error), str(error)
+            assert "run snakemake" in str(error) and "to remake it" in str(error), str(error)
+            outcomes["refused"] += 1
+            continue
+        assert _same(dict(read), dict(original)) and _same(read.attrs, original.attrs), \
+            f"a flip at byte {offset} of {len(raw)} read back different"
+        outcomes["unchanged"] += 1
+    assert outcomes["refused"] > len(offsets) / 2, outcomes
+
+
+def test_a_file_that_lost_its_digest_is_refused(tmp_path):
+    """The digest attribute gone (its name damaged, or deleted): a version 4 file is refused;
+    a version 3 file, written before there were digests, is read as it is."""
+    path = _small_fit(tmp_path / "beta.h5")
+    with h5py.File(path, "r+") as handle:
+        del handle.attrs[h5io.DIGEST_ATTR]
+    with pytest.raises(ArtifactError, match="has lost its SHA-256.*delete it and run snakemake again"):
+        read_artifact(path, "fit")
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["schema_version"] = 3
+    assert read_artifact(path, "fit").attrs["schema_version"] == 3
 
 
 # --- ArviZ netCDF ------------------------------------------------------------------------------
