@@ -13,8 +13,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "sviflow", "tests/configs",
-                  "environment.yml", "pyproject.toml")
+WORKFLOW_PARTS = (
+    "Snakefile",
+    "workflow",
+    "scripts",
+    "config",
+    "sviflow",
+    "tests/configs",
+    "environment.yml",
+    "pyproject.toml",
+)
 
 
 def copy_workflow(destination: Path) -> Path:
@@ -37,9 +45,11 @@ def copy_workflow(destination: Path) -> Path:
 def clean_env(workdir: Path | None = None, **extra: str) -> dict:
     """The caller's environment without JAX or sviflow settings (a cold start is cold), with
     the copy's sviflow first on the path."""
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("JAX_") or k.startswith("SVIFLOW_") or k == "XLA_FLAGS"
-                   or k == "PYTHONHASHSEED")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("JAX_") or k.startswith("SVIFLOW_") or k == "XLA_FLAGS" or k == "PYTHONHASHSEED")
+    }
     if workdir is not None:
         env["PYTHONPATH"] = str(workdir)
     env.update({k: str(v) for k, v in extra.items()})
@@ -60,25 +70,31 @@ def slurm_start_stall() -> str | None:
     if ping.returncode == 0 and "DOWN" not in ping.stdout:
         return None
     answer = (ping.stdout.strip() or ping.stderr.strip()).splitlines()
-    return (f"`scontrol ping` says: {answer[0] if answer else f'exit {ping.returncode}'}. SLURM's "
-            "commands are installed but its controller is down, so snakemake-executor-plugin-slurm's "
-            "`scontrol show config` makes every Snakemake start wait about 9 s. Start the cluster "
-            "(bash tests/cluster/start-slurm.sh) and rerun")
+    return (
+        f"`scontrol ping` says: {answer[0] if answer else f'exit {ping.returncode}'}. SLURM's "
+        "commands are installed but its controller is down, so snakemake-executor-plugin-slurm's "
+        "`scontrol show config` makes every Snakemake start wait about 9 s. Start the cluster "
+        "(bash tests/cluster/start-slurm.sh) and rerun"
+    )
 
 
-def timed(command: list[str], cwd: Path, env: dict, log: Path | None = None,
-          timeout: float = 7200) -> tuple[float, subprocess.CompletedProcess]:
+def timed(
+    command: list[str], cwd: Path, env: dict, log: Path | None = None, timeout: float = 7200
+) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``command``; -> (wall seconds, result). Fails loudly, with the output's tail."""
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"$ {' '.join(map(str, command))}\n# cwd {cwd}\n# {seconds:.2f} s, "
-                       f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n"
-                       f"{result.stderr}")
+        log.write_text(
+            f"$ {' '.join(map(str, command))}\n# cwd {cwd}\n# {seconds:.2f} s, "
+            f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n"
+            f"{result.stderr}"
+        )
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, command))} failed ({result.returncode}) in {cwd}:"
-                           f"\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise RuntimeError(
+            f"{' '.join(map(str, command))} failed ({result.returncode}) in {cwd}:"
+            f"\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return seconds, result

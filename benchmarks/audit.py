@@ -31,16 +31,34 @@ from pathlib import Path
 
 from _workflow import REPO, SNAKEMAKE, clean_env, copy_workflow, timed
 
-HEAVY = ("jax", "jaxlib", "numpyro", "optax", "matplotlib", "arviz", "scipy", "pandas", "xarray",
-         "h5netcdf", "h5py", "numpy", "tqdm", "yaml")
-FORBIDDEN = {"plot": ("numpyro", "jax", "jaxlib"), "compare": ("numpyro", "jax", "jaxlib"),
-             "check": ("numpyro", "jax", "jaxlib"), "summarize": ("numpyro", "jax", "jaxlib"),
-             "fit": ("matplotlib", "arviz")}
+HEAVY = (
+    "jax",
+    "jaxlib",
+    "numpyro",
+    "optax",
+    "matplotlib",
+    "arviz",
+    "scipy",
+    "pandas",
+    "xarray",
+    "h5netcdf",
+    "h5py",
+    "numpy",
+    "tqdm",
+    "yaml",
+)
+FORBIDDEN = {
+    "plot": ("numpyro", "jax", "jaxlib"),
+    "compare": ("numpyro", "jax", "jaxlib"),
+    "check": ("numpyro", "jax", "jaxlib"),
+    "summarize": ("numpyro", "jax", "jaxlib"),
+    "fit": ("matplotlib", "arviz"),
+}
 WATCHED = ("numpyro", "jax", "matplotlib", "arviz")
 COSTLY_SECONDS = 0.1  # a program requested twice in one job that took this long to compile fails
 TINY = ("--configfile", "tests/configs/tiny.yaml", "--replace-workflow-config")
 
-SITECUSTOMIZE = r'''
+SITECUSTOMIZE = r"""
 import os, sys
 _OUT = os.environ.get("SVIFLOW_IMPORT_AUDIT")
 if _OUT and any(".snakemake/scripts/" in a for a in sys.argv[:1]):
@@ -75,13 +93,17 @@ if _OUT and any(".snakemake/scripts/" in a for a in sys.argv[:1]):
         _exit(code)
 
     os._exit = _dump_and_exit
-''' % {"heavy": HEAVY}
+""" % {"heavy": HEAVY}
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ jax\._src\.\w+: "
-                  r"(?P<kind>PERSISTENT COMPILATION CACHE MISS|Persistent compilation cache hit) "
-                  r"for '(?P<module>[^']+)' with key '(?P<key>[^']+)'")
-FINISHED = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ jax\._src\.dispatch: Finished XLA compilation"
-                      r" of (?P<name>\S+) in (?P<seconds>[\d.e-]+) sec")
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ jax\._src\.\w+: "
+    r"(?P<kind>PERSISTENT COMPILATION CACHE MISS|Persistent compilation cache hit) "
+    r"for '(?P<module>[^']+)' with key '(?P<key>[^']+)'"
+)
+FINISHED = re.compile(
+    r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ jax\._src\.dispatch: Finished XLA compilation"
+    r" of (?P<name>\S+) in (?P<seconds>[\d.e-]+) sec"
+)
 
 
 def compiles(log_text: str) -> dict:
@@ -101,11 +123,21 @@ def compiles(log_text: str) -> dict:
             seconds[last] += float(finished["seconds"])
             last = None
     twice = sorted({k for k in set(misses) | set(hits) if misses[k] + hits[k] > 1})
-    return {"compiled": sum(misses.values()), "loaded": sum(hits.values()),
-            "compile_seconds": sum(seconds.values()),
-            "twice": [{"module": m, "key": k, "times": misses[(m, k)] + hits[(m, k)],
-                       "compiled": misses[(m, k)], "compile_seconds": seconds[(m, k)]}
-                      for m, k in twice]}
+    return {
+        "compiled": sum(misses.values()),
+        "loaded": sum(hits.values()),
+        "compile_seconds": sum(seconds.values()),
+        "twice": [
+            {
+                "module": m,
+                "key": k,
+                "times": misses[(m, k)] + hits[(m, k)],
+                "compiled": misses[(m, k)],
+                "compile_seconds": seconds[(m, k)],
+            }
+            for m, k in twice
+        ],
+    }
 
 
 def step_of(argv0: str) -> str:
@@ -142,8 +174,7 @@ def imports_by_step(records: Path, workdir: Path) -> dict[str, dict]:
     for path in sorted(records.glob("*.json")):
         record = json.loads(path.read_text())
         step = step_of(record["argv"][0])
-        entry = per_step.setdefault(step, {"jobs": 0, "loaded": set(), "violations": {},
-                                           "chains": {}})
+        entry = per_step.setdefault(step, {"jobs": 0, "loaded": set(), "violations": {}, "chains": {}})
         entry["jobs"] += 1
         entry["loaded"] |= set(record["loaded"])
         for module in WATCHED:
@@ -156,8 +187,10 @@ def imports_by_step(records: Path, workdir: Path) -> dict[str, dict]:
                 entry["violations"][module] = chain_text(first.get("chain", []), workdir)
     missing = sorted(step for step in FORBIDDEN if step not in per_step)
     if missing:
-        raise RuntimeError(f"import audit: no record from the {', '.join(missing)} job(s) in "
-                           f"{records}: the sitecustomize hook did not run or did not write")
+        raise RuntimeError(
+            f"import audit: no record from the {', '.join(missing)} job(s) in "
+            f"{records}: the sitecustomize hook did not run or did not write"
+        )
     return per_step
 
 
@@ -168,11 +201,13 @@ def run_audit(out: Path, cores: int = 2) -> dict:
     hook = out / "hook"
     records = out / "imports"
     shutil.rmtree(records, ignore_errors=True)
-    env = clean_env(workdir, JAX_LOG_COMPILES="1", JAX_EXPLAIN_CACHE_MISSES="1",
-                    **install_hook(hook, records))
+    env = clean_env(
+        workdir, JAX_LOG_COMPILES="1", JAX_EXPLAIN_CACHE_MISSES="1", **install_hook(hook, records)
+    )
     env["PYTHONPATH"] = f"{hook}:{workdir}"
-    cold_seconds, _ = timed([SNAKEMAKE, "--cores", str(cores), *TINY], workdir, env,
-                            out / "snakemake_cold.txt")
+    cold_seconds, _ = timed(
+        [SNAKEMAKE, "--cores", str(cores), *TINY], workdir, env, out / "snakemake_cold.txt"
+    )
 
     per_step = imports_by_step(records, workdir)
 
@@ -189,45 +224,79 @@ def run_audit(out: Path, cores: int = 2) -> dict:
     # the fit jobs again, nothing changed: every program must come from the cache
     for log in (logs / "fit").glob("*.log"):
         log.unlink()
-    rerun_seconds, _ = timed([SNAKEMAKE, "--cores", str(cores), *TINY, "--forcerun", "fit",
-                              "--until", "fit"], workdir, env, out / "snakemake_rerun_fits.txt")
-    rerun = {str(log.relative_to(logs)): compiles(log.read_text(errors="replace"))
-             for log in sorted((logs / "fit").glob("*.log"))}
+    rerun_seconds, _ = timed(
+        [SNAKEMAKE, "--cores", str(cores), *TINY, "--forcerun", "fit", "--until", "fit"],
+        workdir,
+        env,
+        out / "snakemake_rerun_fits.txt",
+    )
+    rerun = {
+        str(log.relative_to(logs)): compiles(log.read_text(errors="replace"))
+        for log in sorted((logs / "fit").glob("*.log"))
+    }
 
     result = {
-        "cold_seconds": cold_seconds, "rerun_fits_seconds": rerun_seconds,
-        "imports": {step: {"jobs": e["jobs"], "loaded": sorted(e["loaded"]),
-                           "violations": e["violations"], "chains": e["chains"]}
-                    for step, e in sorted(per_step.items())},
-        "compiles": jobs, "rerun_fit_compiles": rerun,
+        "cold_seconds": cold_seconds,
+        "rerun_fits_seconds": rerun_seconds,
+        "imports": {
+            step: {
+                "jobs": e["jobs"],
+                "loaded": sorted(e["loaded"]),
+                "violations": e["violations"],
+                "chains": e["chains"],
+            }
+            for step, e in sorted(per_step.items())
+        },
+        "compiles": jobs,
+        "rerun_fit_compiles": rerun,
     }
     (out / "audit.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def tables(result: dict) -> str:
-    lines = ["| step | jobs | heavy packages loaded | violations (forbidden package: import chain) |",
-             "|---|---|---|---|"]
+    lines = [
+        "| step | jobs | heavy packages loaded | violations (forbidden package: import chain) |",
+        "|---|---|---|---|",
+    ]
     for step, entry in result["imports"].items():
         rule = FORBIDDEN.get(step)
         violations = "; ".join(f"**{m}**: {c}" for m, c in entry["violations"].items())
-        lines.append(f"| {step} | {entry['jobs']} | {', '.join(entry['loaded'])} | "
-                     f"{violations or ('none (forbidden: ' + ', '.join(rule) + ')' if rule else '-')} |")
-    lines += ["", "Where each job first imports numpyro, jax, matplotlib, arviz (project frames, then "
-              "the first frame outside the project):", "", "| step | package | import chain |",
-              "|---|---|---|"]
+        lines.append(
+            f"| {step} | {entry['jobs']} | {', '.join(entry['loaded'])} | "
+            f"{violations or ('none (forbidden: ' + ', '.join(rule) + ')' if rule else '-')} |"
+        )
+    lines += [
+        "",
+        "Where each job first imports numpyro, jax, matplotlib, arviz (project frames, then "
+        "the first frame outside the project):",
+        "",
+        "| step | package | import chain |",
+        "|---|---|---|",
+    ]
     for step, entry in result["imports"].items():
         for module, chain in entry.get("chains", {}).items():
             lines.append(f"| {step} | {module} | {chain} |")
-    lines += ["", "| job log | programs compiled | loaded from cache | compile s | same program twice |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| job log | programs compiled | loaded from cache | compile s | same program twice |",
+        "|---|---|---|---|---|",
+    ]
     for job, entry in result["compiles"].items():
-        twice = ", ".join(f"{t['module']} x{t['times']} ({t['compile_seconds']:.3f} s)"
-                          for t in entry["twice"]) or "none"
-        lines.append(f"| {job} | {entry['compiled']} | {entry['loaded']} | "
-                     f"{entry['compile_seconds']:.2f} | {twice} |")
-    lines += ["", "Fit jobs forced to run again, nothing changed:", "",
-              "| job log | programs compiled | loaded from cache |", "|---|---|---|"]
+        twice = (
+            ", ".join(f"{t['module']} x{t['times']} ({t['compile_seconds']:.3f} s)" for t in entry["twice"])
+            or "none"
+        )
+        lines.append(
+            f"| {job} | {entry['compiled']} | {entry['loaded']} | {entry['compile_seconds']:.2f} | {twice} |"
+        )
+    lines += [
+        "",
+        "Fit jobs forced to run again, nothing changed:",
+        "",
+        "| job log | programs compiled | loaded from cache |",
+        "|---|---|---|",
+    ]
     for job, entry in result["rerun_fit_compiles"].items():
         lines.append(f"| {job} | {entry['compiled']} | {entry['loaded']} |")
     return "\n".join(lines)
@@ -235,8 +304,11 @@ def tables(result: dict) -> str:
 
 def summary(result: dict) -> dict:
     """The numbers run.py puts in its table."""
-    violations = {f"{step}: {module}": chain for step, entry in result["imports"].items()
-                  for module, chain in entry["violations"].items()}
+    violations = {
+        f"{step}: {module}": chain
+        for step, entry in result["imports"].items()
+        for module, chain in entry["violations"].items()
+    }
     twice = {job: entry["twice"] for job, entry in result["compiles"].items() if entry["twice"]}
     return {
         "import_violations": violations,
@@ -245,13 +317,16 @@ def summary(result: dict) -> dict:
         "requested_twice": {job: sorted({t["module"] for t in items}) for job, items in twice.items()},
         "requested_twice_count": sum(len(items) for items in twice.values()),
         "max_requested_twice_compile_seconds": max(
-            (t["compile_seconds"] for items in twice.values() for t in items), default=0.0),
+            (t["compile_seconds"] for items in twice.values() for t in items), default=0.0
+        ),
         # the goal: no program compiled by XLA twice in a job (a persistent-cache miss each
         # time), nor one that costs >= 0.1 s to compile asked for twice (with the persistent
         # cache on, the second time is a read, not a compile)
-        "costly_twice": {job: costly for job, items in twice.items()
-                         if (costly := [t for t in items if t["compiled"] > 1
-                                        or t["compile_seconds"] >= COSTLY_SECONDS])},
+        "costly_twice": {
+            job: costly
+            for job, items in twice.items()
+            if (costly := [t for t in items if t["compiled"] > 1 or t["compile_seconds"] >= COSTLY_SECONDS])
+        },
         "rerun_fit_compiled": sum(e["compiled"] for e in result["rerun_fit_compiles"].values()),
         "rerun_fit_loaded": sum(e["loaded"] for e in result["rerun_fit_compiles"].values()),
     }

@@ -32,8 +32,11 @@ def same(a, b) -> bool:
     if isinstance(a, (str, bytes)) or isinstance(b, (str, bytes)):
         return a == b
     a, b = np.asarray(a), np.asarray(b)
-    return (a.shape == b.shape and a.dtype == b.dtype
-            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    )
 
 
 def flips(path: Path, kind: str, count: int = 200, seed: int = 0) -> dict:

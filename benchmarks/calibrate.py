@@ -44,8 +44,7 @@ SUITE = REPO / "benchmarks" / "calibration"
 GUIDES = ("AutoNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoDelta")
 MODES = {
     "fixed": {"optimizer": {"name": "Adam", "step_size": 0.01}, "steps": 10000},
-    "budget": {"optimizer": {"name": "Adam", "step_size": 0.05},
-               "steps": {"min": 2000, "max": 100000}},
+    "budget": {"optimizer": {"name": "Adam", "step_size": 0.05}, "steps": {"min": 2000, "max": 100000}},
 }
 GOOD_MEAN, GOOD_SD = 0.3, (0.8, 1.25)
 
@@ -68,8 +67,11 @@ def make_config(entries, guides, modes, seeds, nuts: dict) -> dict:
     models, datasets, fits = {}, {}, {}
     for entry in entries:
         name = entry["name"]
-        models[name] = {"function": str(SUITE / entry["model"]), "args": entry.get("settings") or {},
-                        "reference": {"method": "nuts", **nuts}}
+        models[name] = {
+            "function": str(SUITE / entry["model"]),
+            "args": entry.get("settings") or {},
+            "reference": {"method": "nuts", **nuts},
+        }
         if entry.get("x64"):
             models[name]["precision"] = "float64"
         datasets[name] = {"file": str(SUITE / entry["data"]), "observed": list(entry["observed"])}
@@ -77,18 +79,29 @@ def make_config(entries, guides, modes, seeds, nuts: dict) -> dict:
             for mode in modes:
                 for seed in seeds:
                     fits[fit_name(name, guide, mode, seed)] = {
-                        "model": name, "data": name, "guide": {"name": guide},
+                        "model": name,
+                        "data": name,
+                        "guide": {"name": guide},
                         "elbo": {"name": "Trace_ELBO", "num_particles": 8},
-                        "seed": seed, **MODES[mode]}
-    return {"models": models, "datasets": datasets, "fits": fits,
-            "predictive": {"num_samples": 4000, "num_mock": 10, "seed": 0},
-            "engine": {"cache_dir": ".jax_cache"}}
+                        "seed": seed,
+                        **MODES[mode],
+                    }
+    return {
+        "models": models,
+        "datasets": datasets,
+        "fits": fits,
+        "predictive": {"num_samples": 4000, "num_mock": 10, "seed": 0},
+        "engine": {"cache_dir": ".jax_cache"},
+    }
 
 
 def gold_summary(entry) -> dict:
     gold = json.loads((SUITE / entry["gold"]).read_text())
-    return {site: (np.asarray(v["mean"], float), np.asarray(v["sd"], float))
-            for site, v in gold["sites"].items() if site in entry["latent"]}
+    return {
+        site: (np.asarray(v["mean"], float), np.asarray(v["sd"], float))
+        for site, v in gold["sites"].items()
+        if site in entry["latent"]
+    }
 
 
 def truth(posterior: dict, gold: dict) -> dict:
@@ -104,11 +117,16 @@ def truth(posterior: dict, gold: dict) -> dict:
             worst_error, where = float(error[i]), f"{site}[{i}]" if draws.shape[1] > 1 else site
         j = int(np.argmax(np.maximum(ratio / GOOD_SD[1], GOOD_SD[0] / np.maximum(ratio, 1e-300))))
         if max(ratio[j] / GOOD_SD[1], GOOD_SD[0] / max(ratio[j], 1e-300)) > max(
-                worst_ratio / GOOD_SD[1], GOOD_SD[0] / max(worst_ratio, 1e-300)):
+            worst_ratio / GOOD_SD[1], GOOD_SD[0] / max(worst_ratio, 1e-300)
+        ):
             worst_ratio = float(ratio[j])
     good = abs(worst_error) <= GOOD_MEAN and GOOD_SD[0] <= worst_ratio <= GOOD_SD[1]
-    return {"truth": "GOOD" if good else "BAD", "mean_error": worst_error, "sd_ratio": worst_ratio,
-            "worst_mean_at": where}
+    return {
+        "truth": "GOOD" if good else "BAD",
+        "mean_error": worst_error,
+        "sd_ratio": worst_ratio,
+        "worst_mean_at": where,
+    }
 
 
 def check_without_reference(workdir: Path, fit: str, entry: dict, spec_params: dict) -> dict:
@@ -118,10 +136,15 @@ def check_without_reference(workdir: Path, fit: str, entry: dict, spec_params: d
 
     out = workdir / "results" / "checks_noref" / f"{fit}.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
-    steps.check({"data": workdir / "results" / "data" / f"{entry['name']}.h5",
-                 "fit": workdir / "results" / "fits" / f"{fit}.h5",
-                 "predictive": workdir / "results" / "predictive" / f"{fit}.h5"},
-                {"check": out}, spec_params)
+    steps.check(
+        {
+            "data": workdir / "results" / "data" / f"{entry['name']}.h5",
+            "fit": workdir / "results" / "fits" / f"{fit}.h5",
+            "predictive": workdir / "results" / "predictive" / f"{fit}.h5",
+        },
+        {"check": out},
+        spec_params,
+    )
     return dict(read_artifact(out, "check").attrs)
 
 
@@ -136,31 +159,54 @@ def rows_from(workdir: Path, entries, guides, modes, seeds) -> list[dict]:
                 for seed in seeds:
                     fit = fit_name(entry["name"], guide, mode, seed)
                     if not (workdir / "results" / "checks" / f"{fit}.h5").exists():
-                        rows.append({"posterior": entry["name"], "guide": guide, "mode": mode,
-                                     "seed": seed, "fit": fit, "verdict": "failed",
-                                     "verdict_without_reference": "failed", "problems": [
-                                         "the workflow made no check file (see logs/snakemake.log)"],
-                                     "problems_without_reference": [], "steps_run": 0, "stop": "",
-                                     "khat": float("nan"), "truth": "BAD",
-                                     "mean_error": float("nan"), "sd_ratio": float("nan"),
-                                     "worst_mean_at": "failed"})
+                        rows.append(
+                            {
+                                "posterior": entry["name"],
+                                "guide": guide,
+                                "mode": mode,
+                                "seed": seed,
+                                "fit": fit,
+                                "verdict": "failed",
+                                "verdict_without_reference": "failed",
+                                "problems": ["the workflow made no check file (see logs/snakemake.log)"],
+                                "problems_without_reference": [],
+                                "steps_run": 0,
+                                "stop": "",
+                                "khat": float("nan"),
+                                "truth": "BAD",
+                                "mean_error": float("nan"),
+                                "sd_ratio": float("nan"),
+                                "worst_mean_at": "failed",
+                            }
+                        )
                         continue
                     check = read_artifact(workdir / "results" / "checks" / f"{fit}.h5", "check")
                     fitted = read_artifact(workdir / "results" / "fits" / f"{fit}.h5", "fit")
-                    predictive = read_artifact(workdir / "results" / "predictive" / f"{fit}.h5",
-                                               "predictive")
+                    predictive = read_artifact(workdir / "results" / "predictive" / f"{fit}.h5", "predictive")
                     noref = check_without_reference(workdir, fit, entry, dict(check.config))
-                    row = {"posterior": entry["name"], "guide": guide, "mode": mode, "seed": seed,
-                           "fit": fit, "verdict": check.attrs["verdict"],
-                           "verdict_without_reference": noref["verdict"],
-                           "problems": check.attrs.get("problems", []),
-                           "problems_without_reference": noref.get("problems", []),
-                           "steps_run": int(fitted.attrs["stop"]["steps_run"]),
-                           "stop": fitted.attrs["stop"]["reason"],
-                           "khat": float(np.max(check["quality"]["khat"])) if "khat" in check.get("quality", {}) else float("nan")}
+                    row = {
+                        "posterior": entry["name"],
+                        "guide": guide,
+                        "mode": mode,
+                        "seed": seed,
+                        "fit": fit,
+                        "verdict": check.attrs["verdict"],
+                        "verdict_without_reference": noref["verdict"],
+                        "problems": check.attrs.get("problems", []),
+                        "problems_without_reference": noref.get("problems", []),
+                        "steps_run": int(fitted.attrs["stop"]["steps_run"]),
+                        "stop": fitted.attrs["stop"]["reason"],
+                        "khat": float(np.max(check["quality"]["khat"]))
+                        if "khat" in check.get("quality", {})
+                        else float("nan"),
+                    }
                     if fitted.attrs.get("diverged"):
-                        row.update(truth="BAD", mean_error=float("nan"), sd_ratio=float("nan"),
-                                   worst_mean_at="diverged")
+                        row.update(
+                            truth="BAD",
+                            mean_error=float("nan"),
+                            sd_ratio=float("nan"),
+                            worst_mean_at="diverged",
+                        )
                     else:
                         row.update(truth(predictive["posterior"], gold))
                     rows.append(row)
@@ -177,26 +223,36 @@ def confusion(rows, verdict_key: str) -> dict:
         "table": {f"{v} / {t}": n for (v, t), n in sorted(table.items())},
         "false_converged": sum(1 for r in rows if r[verdict_key] == "converged" and r["truth"] == "BAD"),
         "false_alarms": sum(1 for r in good if r[verdict_key] != "converged"),
-        "good": len(good), "fits": len(rows),
+        "good": len(good),
+        "fits": len(rows),
     }
 
 
 def markdown(rows, modes, guides) -> str:
     lines = ["# Calibration suite", ""]
-    for key, title in (("verdict", "with the NUTS reference"),
-                       ("verdict_without_reference", "without a reference")):
-        lines += [f"## Verdict {title}", "",
-                  "| verdict | truth GOOD | truth BAD |", "|---|---|---|"]
+    for key, title in (
+        ("verdict", "with the NUTS reference"),
+        ("verdict_without_reference", "without a reference"),
+    ):
+        lines += [f"## Verdict {title}", "", "| verdict | truth GOOD | truth BAD |", "|---|---|---|"]
         for verdict in ("converged", "converged, poor approximation", "not converged"):
             good = sum(1 for r in rows if r[key] == verdict and r["truth"] == "GOOD")
             bad = sum(1 for r in rows if r[key] == verdict and r["truth"] == "BAD")
             lines.append(f"| {verdict} | {good} | {bad} |")
         c = confusion(rows, key)
         alarm_share = c["false_alarms"] / c["good"] if c["good"] else float("nan")
-        lines += ["", f"FALSE CONVERGED: {c['false_converged']} of {c['fits']} fits; false alarms: "
-                  f"{c['false_alarms']} of {c['good']} GOOD fits ({alarm_share:.0%})", ""]
-    lines += ["## Fits that end GOOD", "", "| guide | " + " | ".join(modes) + " |",
-              "|---|" + "---|" * len(modes)]
+        lines += [
+            "",
+            f"FALSE CONVERGED: {c['false_converged']} of {c['fits']} fits; false alarms: "
+            f"{c['false_alarms']} of {c['good']} GOOD fits ({alarm_share:.0%})",
+            "",
+        ]
+    lines += [
+        "## Fits that end GOOD",
+        "",
+        "| guide | " + " | ".join(modes) + " |",
+        "|---|" + "---|" * len(modes),
+    ]
     for guide in guides:
         cells = []
         for mode in modes:
@@ -204,13 +260,20 @@ def markdown(rows, modes, guides) -> str:
             good = sum(1 for r in chosen if r["truth"] == "GOOD")
             cells.append(f"{good}/{len(chosen)} ({good / len(chosen):.0%})" if chosen else "-")
         lines.append(f"| {guide} | " + " | ".join(cells) + " |")
-    lines += ["", "## Every fit", "",
-              "| fit | truth | worst mean error (sd) | worst sd ratio | verdict | without reference "
-              "| steps | k-hat | failing checks |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Every fit",
+        "",
+        "| fit | truth | worst mean error (sd) | worst sd ratio | verdict | without reference "
+        "| steps | k-hat | failing checks |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['fit']} | {r['truth']} | {r['mean_error']:+.2f} ({r['worst_mean_at']}) "
-                     f"| {r['sd_ratio']:.2f} | {r['verdict']} | {r['verdict_without_reference']} "
-                     f"| {r['steps_run']} | {r['khat']:.2f} | {'; '.join(r['problems'])} |")
+        lines.append(
+            f"| {r['fit']} | {r['truth']} | {r['mean_error']:+.2f} ({r['worst_mean_at']}) "
+            f"| {r['sd_ratio']:.2f} | {r['verdict']} | {r['verdict_without_reference']} "
+            f"| {r['steps_run']} | {r['khat']:.2f} | {'; '.join(r['problems'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -222,15 +285,25 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--cores", default="4", help="Snakemake's cores (a JAX job claims 2)")
-    parser.add_argument("--nuts", default="num_warmup=1000,num_samples=1000,num_chains=4,"
-                        "dense_mass=true,target_accept_prob=0.9",
-                        help="the NUTS reference's settings, key=value,...")
+    parser.add_argument(
+        "--nuts",
+        default="num_warmup=1000,num_samples=1000,num_chains=4,dense_mass=true,target_accept_prob=0.9",
+        help="the NUTS reference's settings, key=value,...",
+    )
     parser.add_argument("--table-only", action="store_true", help="no run: the tables from --out")
-    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
-                        help="no run: one table from the rows of several calibration.json files "
-                             "(a later file's row replaces an earlier one of the same fit)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the results already in --out (the workflow reruns only what changed)")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="no run: one table from the rows of several calibration.json files "
+        "(a later file's row replaces an earlier one of the same fit)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the results already in --out (the workflow reruns only what changed)",
+    )
     args = parser.parse_args(argv)
     if args.combine:
         rows = {}
@@ -259,19 +332,41 @@ def main(argv=None) -> int:
         (workdir / "calibration.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         targets = [f"results/checks/{fit}.h5" for fit in config["fits"]]
         start = time.perf_counter()
-        print(f"calibration: {len(config['fits'])} fits of {len(entries)} posteriors in {workdir}",
-              flush=True)
-        timed([SNAKEMAKE, "--cores", args.cores, "--rerun-incomplete", "--configfile", "calibration.yaml",
-               "--replace-workflow-config", "--keep-going", *targets], workdir,
-              clean_env(workdir), log=out / "logs" / "snakemake.log", timeout=6 * 3600)
+        print(
+            f"calibration: {len(config['fits'])} fits of {len(entries)} posteriors in {workdir}", flush=True
+        )
+        timed(
+            [
+                SNAKEMAKE,
+                "--cores",
+                args.cores,
+                "--rerun-incomplete",
+                "--configfile",
+                "calibration.yaml",
+                "--replace-workflow-config",
+                "--keep-going",
+                *targets,
+            ],
+            workdir,
+            clean_env(workdir),
+            log=out / "logs" / "snakemake.log",
+            timeout=6 * 3600,
+        )
         print(f"calibration: the workflow took {time.perf_counter() - start:.0f} s", flush=True)
     sys.path.insert(0, str(workdir))
     rows = rows_from(workdir, entries, guides, modes, seeds)
     text = markdown(rows, modes, guides)
     (out / "calibration.md").write_text(text)
-    (out / "calibration.json").write_text(json.dumps(
-        {"rows": rows, "with_reference": confusion(rows, "verdict"),
-         "without_reference": confusion(rows, "verdict_without_reference")}, indent=1))
+    (out / "calibration.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "with_reference": confusion(rows, "verdict"),
+                "without_reference": confusion(rows, "verdict_without_reference"),
+            },
+            indent=1,
+        )
+    )
     print(text)
     print(f"calibration: tables in {out / 'calibration.md'}")
     return 0

@@ -46,8 +46,9 @@ def cluster_problem() -> str | None:
     stall = slurm_start_stall()
     if stall:
         return stall
-    states = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True,
-                            text=True, timeout=120).stdout.split()
+    states = subprocess.run(
+        ["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, timeout=120
+    ).stdout.split()
     if not {"idle", "mixed", "allocated", "completing"} & set(states):
         return f"no SLURM node up (sinfo: {', '.join(states) or 'nothing'})"
     return None
@@ -66,22 +67,24 @@ def copy_from(source: Path, destination: Path) -> Path:
 def run_pair(out: Path, source: Path, attempt: int, variants: dict, cores: int) -> dict:
     """One local run and one SLURM run per variant, in fresh copies; -> seconds and counts."""
     sides = [("local", ["--cores", str(cores)])] + [
-        (name, ["--workflow-profile", "workflow/profiles/slurm", *args]) for name, args in variants.items()]
+        (name, ["--workflow-profile", "workflow/profiles/slurm", *args]) for name, args in variants.items()
+    ]
     if attempt % 2:
         sides.reverse()  # the first of a pair warms the page cache for the second
     measured = {}
     for name, args in sides:
         work = copy_from(source, out / f"{name}_{attempt}" / "workflow")
-        seconds, result = timed([SNAKEMAKE, *args], work, clean_env(work),
-                                out / "logs" / f"{name}_{attempt}.txt")
+        seconds, result = timed(
+            [SNAKEMAKE, *args], work, clean_env(work), out / "logs" / f"{name}_{attempt}.txt"
+        )
         output = result.stdout + result.stderr
-        measured[name] = {"seconds": seconds, "sbatch": len(SUBMITTED.findall(output)),
-                          "work": work}
+        measured[name] = {"seconds": seconds, "sbatch": len(SUBMITTED.findall(output)), "work": work}
     local = measured["local"]["work"]
     for name in variants:
         work = measured[name]["work"]
         measured[name]["same_summaries"] = all(
-            (work / path).read_bytes() == (local / path).read_bytes() for path in SUMMARIES)
+            (work / path).read_bytes() == (local / path).read_bytes() for path in SUMMARIES
+        )
     return measured
 
 
@@ -90,11 +93,17 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="pairs to take the median of (default 2)")
     parser.add_argument("--cores", type=int, default=4, help="local `snakemake --cores` (default 4)")
     parser.add_argument("--out", default=None, help="copies and logs (default: a new temp dir)")
-    parser.add_argument("--workflow", default=str(_workflow.REPO),
-                        help="the checkout to measure (default: this one)")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
-                        help="another SLURM row: the profile with these extra Snakemake arguments "
-                             "(repeatable); the profile as it is is always the row `slurm`")
+    parser.add_argument(
+        "--workflow", default=str(_workflow.REPO), help="the checkout to measure (default: this one)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="another SLURM row: the profile with these extra Snakemake arguments "
+        "(repeatable); the profile as it is is always the row `slurm`",
+    )
     args = parser.parse_args(argv)
     variants = {"slurm": []}
     for spec in args.variant:
@@ -110,36 +119,49 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0]
     pairs = []
     for attempt in range(args.repeat):
-        print(f"[{time.strftime('%H:%M:%S')}] pair {attempt + 1} of {args.repeat} ...",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{time.strftime('%H:%M:%S')}] pair {attempt + 1} of {args.repeat} ...",
+            file=sys.stderr,
+            flush=True,
+        )
         pairs.append(run_pair(out, Path(args.workflow).resolve(), attempt, variants, args.cores))
 
     local = [pair["local"]["seconds"] for pair in pairs]
-    lines = [f"sviflow cluster benchmark - {platform.node()}, {os.cpu_count()} CPUs, load average "
-             f"{load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}, workflow {args.workflow}",
-             "", "| run | seconds (median) | each pair | x local | goal | met? | sbatch jobs | "
-             "summaries as local |", "|---|---|---|---|---|---|---|---|",
-             f"| local `snakemake --cores {args.cores}` | {statistics.median(local):.1f} | "
-             f"{', '.join(f'{s:.1f}' for s in local)} | 1.00 | | | 0 | |"]
+    lines = [
+        f"sviflow cluster benchmark - {platform.node()}, {os.cpu_count()} CPUs, load average "
+        f"{load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}, workflow {args.workflow}",
+        "",
+        "| run | seconds (median) | each pair | x local | goal | met? | sbatch jobs | summaries as local |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| local `snakemake --cores {args.cores}` | {statistics.median(local):.1f} | "
+        f"{', '.join(f'{s:.1f}' for s in local)} | 1.00 | | | 0 | |",
+    ]
     rows = {}
     for name, extra in variants.items():
         walls = [pair[name]["seconds"] for pair in pairs]
         ratio = statistics.median(walls) / statistics.median(local)
-        within = [w / l for w, l in zip(walls, local)]
+        within = [wall / here for wall, here in zip(walls, local)]
         sbatch = sorted({pair[name]["sbatch"] for pair in pairs})
         same = all(pair[name]["same_summaries"] for pair in pairs)
-        rows[name] = {"seconds": walls, "ratio": ratio, "ratios_within_pairs": within,
-                      "sbatch": sbatch, "same_summaries": same, "args": extra}
+        rows[name] = {
+            "seconds": walls,
+            "ratio": ratio,
+            "ratios_within_pairs": within,
+            "sbatch": sbatch,
+            "same_summaries": same,
+            "args": extra,
+        }
         command = " ".join(["--workflow-profile workflow/profiles/slurm", *extra])
-        lines.append(f"| {name}: `snakemake {command}` | {statistics.median(walls):.1f} | "
-                     f"{', '.join(f'{s:.1f}' for s in walls)} | {ratio:.2f} (pairs: "
-                     f"{', '.join(f'{r:.2f}' for r in within)}) | <= {GOAL} | "
-                     f"{'yes' if ratio <= GOAL else '**no**'} | {'/'.join(map(str, sbatch))} | "
-                     f"{'yes' if same else '**no**'} |")
+        lines.append(
+            f"| {name}: `snakemake {command}` | {statistics.median(walls):.1f} | "
+            f"{', '.join(f'{s:.1f}' for s in walls)} | {ratio:.2f} (pairs: "
+            f"{', '.join(f'{r:.2f}' for r in within)}) | <= {GOAL} | "
+            f"{'yes' if ratio <= GOAL else '**no**'} | {'/'.join(map(str, sbatch))} | "
+            f"{'yes' if same else '**no**'} |"
+        )
     text = "\n".join(lines) + "\n"
     (out / "cluster.md").write_text(text)
-    (out / "cluster.json").write_text(json.dumps({"local": local, "rows": rows, "load": load},
-                                                 indent=2))
+    (out / "cluster.json").write_text(json.dumps({"local": local, "rows": rows, "load": load}, indent=2))
     print(text)
     print(f"(copies and logs in {out})")
 

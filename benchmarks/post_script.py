@@ -38,10 +38,14 @@ from scipy.stats import beta, norm  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("out", help="directory for the figures")
-parser.add_argument("--scale", type=int, default=1,
-                    help="divide every step count and sample size by this (smoke tests only)")
-parser.add_argument("--progress-bar", action="store_true",
-                    help="svi.run(..., progress_bar=True) as the post's notebook (slow in numpyro 0.22)")
+parser.add_argument(
+    "--scale", type=int, default=1, help="divide every step count and sample size by this (smoke tests only)"
+)
+parser.add_argument(
+    "--progress-bar",
+    action="store_true",
+    help="svi.run(..., progress_bar=True) as the post's notebook (slow in numpyro 0.22)",
+)
 args = parser.parse_args()
 os.makedirs(args.out, exist_ok=True)
 PROGRESS = args.progress_bar
@@ -63,7 +67,10 @@ print(f"imports: {time.perf_counter() - T0:.2f} s", flush=True)
 
 A_true, B_true = 12, 8
 data_headstails = jnp.concatenate([jnp.ones(A_true), jnp.zeros(B_true)])
-mean_true, var_true = A_true / (A_true + B_true), (A_true * B_true / (A_true + B_true) ** 2 / (A_true + B_true + 1)) ** 0.5
+mean_true, var_true = (
+    A_true / (A_true + B_true),
+    (A_true * B_true / (A_true + B_true) ** 2 / (A_true + B_true + 1)) ** 0.5,
+)
 
 
 def model_headstails(data):
@@ -85,8 +92,9 @@ def guide_beta(data):
 optimizer = numpyro.optim.Adam(step_size=0.0005)
 svi_beta = SVI(model_headstails, guide_beta, optimizer, loss=Trace_ELBO())
 t = time.perf_counter()
-svi_beta_result = svi_beta.run(random.PRNGKey(1), num_steps=n(10000), data=data_headstails,
-                               progress_bar=PROGRESS)
+svi_beta_result = svi_beta.run(
+    random.PRNGKey(1), num_steps=n(10000), data=data_headstails, progress_bar=PROGRESS
+)
 print(f"fit beta: {time.perf_counter() - t:.2f} s", flush=True)
 
 params_beta = svi_beta_result.params
@@ -153,8 +161,15 @@ predictive_MCMClike = Predictive(guide_beta, params=svi_beta_result.params, num_
 posterior_samples = predictive_MCMClike(random.PRNGKey(1), data=None)
 
 plt.figure(figsize=(8, 3))
-plt.hist(posterior_samples["latent_fairness"], bins=64, histtype="step", density=True,
-         label="Predictive Samples", lw=1.2, zorder=10)
+plt.hist(
+    posterior_samples["latent_fairness"],
+    bins=64,
+    histtype="step",
+    density=True,
+    label="Predictive Samples",
+    lw=1.2,
+    zorder=10,
+)
 plt.plot(Xplot, beta(A_true, B_true).pdf(Xplot), label="True Distribution", zorder=-1, alpha=0.5)
 plt.plot(Xplot, beta(A_beta, B_beta).pdf(Xplot), label="SVI Beta", zorder=-1, alpha=0.5)
 plt.gca().yaxis.set_ticklabels([])
@@ -162,8 +177,9 @@ plt.legend()
 plt.grid()
 save("posterior_samples")
 
-predictive_fromguide = Predictive(model_headstails, guide=guide_beta, params=svi_beta_result.params,
-                                  num_samples=n(1000))
+predictive_fromguide = Predictive(
+    model_headstails, guide=guide_beta, params=svi_beta_result.params, num_samples=n(1000)
+)
 samples_fromguide = predictive_fromguide(random.PRNGKey(1), data=None)
 plt.figure(figsize=(4, 1.5))
 plt.hist(samples_fromguide["obs"].reshape(n(1000) * 10), bins=2, rwidth=0.75, density=True)
@@ -192,8 +208,9 @@ save("beta_loss")
 # 3. the Beta guide with 32 particles
 svi_beta = SVI(model_headstails, guide_beta, optimizer, loss=Trace_ELBO(num_particles=32))
 t = time.perf_counter()
-svi_beta_result = svi_beta.run(random.PRNGKey(1), num_steps=n(10000), data=data_headstails,
-                               progress_bar=PROGRESS)
+svi_beta_result = svi_beta.run(
+    random.PRNGKey(1), num_steps=n(10000), data=data_headstails, progress_bar=PROGRESS
+)
 print(f"fit beta_32_particles: {time.perf_counter() - t:.2f} s", flush=True)
 
 plt.figure(figsize=(8, 3))

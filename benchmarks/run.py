@@ -28,14 +28,14 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _workflow import (PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow,  # noqa: E402
-                       slurm_start_stall, timed)
+from _workflow import PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow, slurm_start_stall, timed  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROWS = ("cold", "noop", "changed", "throughput", "seeds", "fits200", "audit")
 
 
 # --- configs ---------------------------------------------------------------------------------
+
 
 def quick_config(config: dict) -> dict:
     """The default config at a tenth of its steps and samples (smoke runs only)."""
@@ -49,8 +49,10 @@ def quick_config(config: dict) -> dict:
             reference["points"] = 100
         if reference:
             reference["num_draws"] = 2000
-    config["checks"] = {**config.get("checks", {}),
-                        "quality": {"elbo_particles": 1000, "khat_particles": 1000, "energy_draws": 500}}
+    config["checks"] = {
+        **config.get("checks", {}),
+        "quality": {"elbo_particles": 1000, "khat_particles": 1000, "energy_draws": 500},
+    }
     return config
 
 
@@ -59,11 +61,18 @@ def many_fits_config(n: int, steps: int) -> dict:
     return {
         "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact", "num_draws": 500}}},
         "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
-        "fits": {f"fit_{i:03d}": {"model": "coin", "data": "coin_12_8",
-                                  "guide": {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}},
-                                  "optimizer": {"name": "Adam", "step_size": 5.0e-3},
-                                  "elbo": {"name": "Trace_ELBO", "num_particles": 1},
-                                  "steps": steps, "seed": i} for i in range(n)},
+        "fits": {
+            f"fit_{i:03d}": {
+                "model": "coin",
+                "data": "coin_12_8",
+                "guide": {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}},
+                "optimizer": {"name": "Adam", "step_size": 5.0e-3},
+                "elbo": {"name": "Trace_ELBO", "num_particles": 1},
+                "steps": steps,
+                "seed": i,
+            }
+            for i in range(n)
+        },
         "predictive": {"num_samples": 200, "num_mock": 50, "seed": 0},
         "checks": {"quality": {"elbo_particles": 200, "khat_particles": 200, "energy_draws": 100}},
         "engine": {"trajectory_points": 50},
@@ -82,6 +91,7 @@ def fit_spec(config: dict, fit: str, seeds: list[int]) -> dict:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
 
 def job_count(snakemake_output: str) -> int | None:
     """The total of Snakemake's "Job stats" table."""
@@ -116,21 +126,31 @@ def row(name, measured, baseline=None, ratio=None, goal="", met=None, note="", u
         if isinstance(value, int):
             return f"{value} {unit}".rstrip()
         return f"{value:,.0f} {unit}" if unit == "steps/s" else f"{value:.2f} {unit}".rstrip()
-    return {"row": name, "measured": show(measured), "baseline": show(baseline),
-            "ratio": "-" if ratio is None else f"{ratio:.3f}", "goal": goal,
-            "met": "-" if met is None else ("yes" if met else "**no**"), "note": note,
-            "values": {"measured": measured, "baseline": baseline, "ratio": ratio}}
+
+    return {
+        "row": name,
+        "measured": show(measured),
+        "baseline": show(baseline),
+        "ratio": "-" if ratio is None else f"{ratio:.3f}",
+        "goal": goal,
+        "met": "-" if met is None else ("yes" if met else "**no**"),
+        "note": note,
+        "values": {"measured": measured, "baseline": baseline, "ratio": ratio},
+    }
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| row | measured | baseline | ratio | goal | met? |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['row']} | {r['measured']} | {r['baseline']} | {r['ratio']} | {r['goal']} | "
-              f"{r['met']} |" for r in rows]
+    lines += [
+        f"| {r['row']} | {r['measured']} | {r['baseline']} | {r['ratio']} | {r['goal']} | {r['met']} |"
+        for r in rows
+    ]
     notes = [f"- **{r['row']}**: {r['note']}" for r in rows if r["note"]]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
 # --- the rows --------------------------------------------------------------------------------
+
 
 def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> None:
     """cold / noop / changed: the default config against the post's script."""
@@ -149,13 +169,12 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
             config_path.write_text(yaml.safe_dump(quick_config(config), sort_keys=False))
         env = clean_env(work)
         # alternate which side goes first: the first warms the page cache for the second
-        for side in (("post", "cold") if attempt % 2 == 0 else ("cold", "post")):
+        for side in ("post", "cold") if attempt % 2 == 0 else ("cold", "post"):
             if side == "post":
                 seconds, _ = timed(post, REPO, clean_env(), out / "logs" / f"post_script_{attempt}.txt")
                 post_walls.append(seconds)
             else:
-                seconds, cold = timed(snakemake, work, env,
-                                      out / "logs" / f"snakemake_cold_{attempt}.txt")
+                seconds, cold = timed(snakemake, work, env, out / "logs" / f"snakemake_cold_{attempt}.txt")
                 cold_walls.append(seconds)
     state["work"] = work
     state["config"] = yaml.safe_load(config_path.read_text())
@@ -166,19 +185,27 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
     by_step = job_seconds_by_step(work)
     ratio = cold_seconds / post_seconds
     pair_ratios = [c / p for c, p in zip(cold_walls, post_walls)]
-    rows.append(row("cold `snakemake --cores %d`, default config, vs the post as one script" % args.cores,
-                    cold_seconds, post_seconds, ratio, "ratio <= 1.0", ratio <= 1.0,
-                    f"medians of {args.repeat} pairs (cold: {', '.join(f'{w:.2f}' for w in cold_walls)} s; "
-                    f"post: {', '.join(f'{w:.2f}' for w in post_walls)} s; ratio within each pair: "
-                    f"{', '.join(f'{r:.3f}' for r in pair_ratios)}, median "
-                    f"{statistics.median(pair_ratios):.3f}), each pair the post script and a fresh "
-                    f"copy of the workflow, in turns first; "
-                    f"{jobs} jobs, {figures} figures, empty JAX cache; "
-                    f"baseline: `python benchmarks/post_script.py` (its five fits with "
-                    f"svi.run(progress_bar=False), {len(list((out / 'post_figures').glob('*.png')))} "
-                    f"figures); Snakemake's job seconds of the last cold run summed by step "
-                    f"(--cores {args.cores}; fit, predict and reference claim 2 each): "
-                    + ", ".join(f"{k} {v:.0f} s" for k, v in by_step.items())))
+    rows.append(
+        row(
+            "cold `snakemake --cores %d`, default config, vs the post as one script" % args.cores,
+            cold_seconds,
+            post_seconds,
+            ratio,
+            "ratio <= 1.0",
+            ratio <= 1.0,
+            f"medians of {args.repeat} pairs (cold: {', '.join(f'{w:.2f}' for w in cold_walls)} s; "
+            f"post: {', '.join(f'{w:.2f}' for w in post_walls)} s; ratio within each pair: "
+            f"{', '.join(f'{r:.3f}' for r in pair_ratios)}, median "
+            f"{statistics.median(pair_ratios):.3f}), each pair the post script and a fresh "
+            f"copy of the workflow, in turns first; "
+            f"{jobs} jobs, {figures} figures, empty JAX cache; "
+            f"baseline: `python benchmarks/post_script.py` (its five fits with "
+            f"svi.run(progress_bar=False), {len(list((out / 'post_figures').glob('*.png')))} "
+            f"figures); Snakemake's job seconds of the last cold run summed by step "
+            f"(--cores {args.cores}; fit, predict and reference claim 2 each): "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in by_step.items()),
+        )
+    )
 
     if "noop" in args.only:
         walls = []
@@ -186,12 +213,22 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
             seconds, result = timed(snakemake, work, env, out / "logs" / f"snakemake_noop_{attempt}.txt")
             walls.append(seconds)
             if "Nothing to be done" not in result.stdout + result.stderr:
-                raise RuntimeError(f"the rerun with nothing changed ran jobs: see logs/snakemake_noop_{attempt}.txt")
+                raise RuntimeError(
+                    f"the rerun with nothing changed ran jobs: see logs/snakemake_noop_{attempt}.txt"
+                )
         noop = statistics.median(walls)
-        rows.append(row("rerun, nothing changed", noop, cold_seconds, noop / cold_seconds,
-                        "<= 2 s", noop <= 2.0,
-                        f"median of 3 runs ({', '.join(f'{w:.2f}' for w in walls)} s); "
-                        f"Snakemake reports nothing to be done; baseline: the cold run"))
+        rows.append(
+            row(
+                "rerun, nothing changed",
+                noop,
+                cold_seconds,
+                noop / cold_seconds,
+                "<= 2 s",
+                noop <= 2.0,
+                f"median of 3 runs ({', '.join(f'{w:.2f}' for w in walls)} s); "
+                f"Snakemake reports nothing to be done; baseline: the cold run",
+            )
+        )
 
     if "changed" in args.only:
         edited = yaml.safe_load(config_path.read_text())
@@ -205,22 +242,38 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
             raise RuntimeError(f"changing fits.{fit}.steps reran no job: see logs/snakemake_changed.txt")
         fit_compile = h5_timings(work / "results" / "fits" / f"{fit}.h5")["compile_seconds"]
         ratio = seconds / cold_seconds
-        rows.append(row(f"rerun after changing `fits.{fit}.steps`", seconds, cold_seconds, ratio,
-                        "ratio <= 0.25", ratio <= 0.25,
-                        f"steps {before} -> {edited['fits'][fit]['steps']}; {reran} jobs rerun "
-                        f"(the fit and what depends on it), JAX cache warm from the cold run; "
-                        f"the fit's program is the same (same plan, see sviflow.engine.plan_chunks): "
-                        f"the fit's compile_seconds (tracing and cache reads) {fit_compile:.2f} s"))
+        rows.append(
+            row(
+                f"rerun after changing `fits.{fit}.steps`",
+                seconds,
+                cold_seconds,
+                ratio,
+                "ratio <= 0.25",
+                ratio <= 0.25,
+                f"steps {before} -> {edited['fits'][fit]['steps']}; {reran} jobs rerun "
+                f"(the fit and what depends on it), JAX cache warm from the cold run; "
+                f"the fit's program is the same (same plan, see sviflow.engine.plan_chunks): "
+                f"the fit's compile_seconds (tracing and cache reads) {fit_compile:.2f} s",
+            )
+        )
         # a step count with another plan (another thinning): the fit compiles again
         edited["fits"][fit]["steps"] = int(before * 2.5)
         config_path.write_text(yaml.safe_dump(edited, sort_keys=False))
         seconds, result = timed(snakemake, work, env, out / "logs" / "snakemake_changed_plan.txt")
         reran = job_count(result.stdout + result.stderr)
-        rows.append(row(f"rerun after changing `fits.{fit}.steps` to another plan", seconds,
-                        cold_seconds, seconds / cold_seconds, "info", None,
-                        f"steps {before} -> {edited['fits'][fit]['steps']}: another thinning, so "
-                        f"the fit's program is compiled again (its predict still hits the cache); "
-                        f"{reran} jobs rerun"))
+        rows.append(
+            row(
+                f"rerun after changing `fits.{fit}.steps` to another plan",
+                seconds,
+                cold_seconds,
+                seconds / cold_seconds,
+                "info",
+                None,
+                f"steps {before} -> {edited['fits'][fit]['steps']}: another thinning, so "
+                f"the fit's program is compiled again (its predict still hits the cache); "
+                f"{reran} jobs rerun",
+            )
+        )
         edited["fits"][fit]["steps"] = before
         config_path.write_text(yaml.safe_dump(edited, sort_keys=False))
 
@@ -229,40 +282,69 @@ def bench_throughput(out: Path, args, rows: list, state: dict) -> None:
     work = state.get("work") or copy_workflow(out / "default" / "workflow")
     if "config" not in state and args.quick:
         (work / "config" / "config.yaml").write_text(
-            yaml.safe_dump(quick_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())),
-                           sort_keys=False))
+            yaml.safe_dump(
+                quick_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())), sort_keys=False
+            )
+        )
     progress_steps = "1000,2000" if args.quick else "5000,10000"
-    command = [PYTHON, str(HERE / "throughput.py"), "--config", str(work / "config" / "config.yaml"),
-               "--out", str(out / "throughput"), "--repeats", str(2 if args.quick else 3),
-               "--progress-steps", progress_steps]
+    command = [
+        PYTHON,
+        str(HERE / "throughput.py"),
+        "--config",
+        str(work / "config" / "config.yaml"),
+        "--out",
+        str(out / "throughput"),
+        "--repeats",
+        str(2 if args.quick else 3),
+        "--progress-steps",
+        progress_steps,
+    ]
     timed(command, work, clean_env(work, PYTHONHASHSEED=0), out / "logs" / "throughput.txt")
     report = json.loads((out / "throughput" / "throughput.json").read_text())
     for fit, entry in report["fits"].items():
         engine, scan = entry["engine"]["steps_per_second"], entry["scan"]["steps_per_second"]
         ratio = engine / scan
-        rows.append(row(f"steps/s, `{fit}` ({entry['steps']:,} steps), engine with progress vs one lax.scan",
-                        engine, scan, ratio, "ratio >= 0.95", ratio >= 0.95,
-                        f"engine: sviflow.engine.fit_svi, engine.chunks {report['chunks']} "
-                        f"({entry['engine'].get('chunks', '?')} chunks run), progress to a "
-                        f"log file, run_seconds (no compile) {entry['engine']['run_seconds']:.3f} s; "
-                        f"scan: jit(lax.scan(svi.{'stable_update' if entry['stable_update'] else 'update'}))"
-                        f", compiled first, {entry['scan']['run_seconds']:.3f} s; best of "
-                        f"{report['repeats']} each, interleaved (all: engine "
-                        f"{[round(v) for v in entry['engine_all']]}, scan "
-                        f"{[round(v) for v in entry['scan_all']]})", unit="steps/s"))
+        rows.append(
+            row(
+                f"steps/s, `{fit}` ({entry['steps']:,} steps), engine with progress vs one lax.scan",
+                engine,
+                scan,
+                ratio,
+                "ratio >= 0.95",
+                ratio >= 0.95,
+                f"engine: sviflow.engine.fit_svi, engine.chunks {report['chunks']} "
+                f"({entry['engine'].get('chunks', '?')} chunks run), progress to a "
+                f"log file, run_seconds (no compile) {entry['engine']['run_seconds']:.3f} s; "
+                f"scan: jit(lax.scan(svi.{'stable_update' if entry['stable_update'] else 'update'}))"
+                f", compiled first, {entry['scan']['run_seconds']:.3f} s; best of "
+                f"{report['repeats']} each, interleaved (all: engine "
+                f"{[round(v) for v in entry['engine_all']]}, scan "
+                f"{[round(v) for v in entry['scan_all']]})",
+                unit="steps/s",
+            )
+        )
     for steps, entry in report["numpyro_progress"].items():
         engine = entry["engine"]["steps_per_second"]
         numpyro = entry["numpyro"]["steps_per_second"]
         ratio = engine / numpyro if numpyro else None
-        rows.append(row(f"steps/s, `{entry['fit']}` at {int(steps):,} steps, engine with progress vs "
-                        f"numpyro svi.run(progress_bar=True)", engine, numpyro, ratio,
-                        "ratio >= 1 (info)", None if ratio is None else ratio >= 1.0,
-                        f"measured on {int(steps):,} steps, not the fit's own: numpyro's progress "
-                        f"path grows faster than linearly (the post's 50,000-step fits take ~436 s "
-                        f"each); numpyro: (N-1) / (wall(N) - wall(1 step)), wall(N) "
-                        f"{entry['numpyro']['wall_seconds']:.2f} s including one compile "
-                        f"({entry['numpyro']['one_step_seconds']:.2f} s for 1 step); engine: "
-                        f"run_seconds, no compile", unit="steps/s"))
+        rows.append(
+            row(
+                f"steps/s, `{entry['fit']}` at {int(steps):,} steps, engine with progress vs "
+                f"numpyro svi.run(progress_bar=True)",
+                engine,
+                numpyro,
+                ratio,
+                "ratio >= 1 (info)",
+                None if ratio is None else ratio >= 1.0,
+                f"measured on {int(steps):,} steps, not the fit's own: numpyro's progress "
+                f"path grows faster than linearly (the post's 50,000-step fits take ~436 s "
+                f"each); numpyro: (N-1) / (wall(N) - wall(1 step)), wall(N) "
+                f"{entry['numpyro']['wall_seconds']:.2f} s including one compile "
+                f"({entry['numpyro']['one_step_seconds']:.2f} s for 1 step); engine: "
+                f"run_seconds, no compile",
+                unit="steps/s",
+            )
+        )
 
 
 def bench_seeds(out: Path, args, rows: list, state: dict) -> None:
@@ -278,9 +360,19 @@ def bench_seeds(out: Path, args, rows: list, state: dict) -> None:
     shutil.rmtree(scratch, ignore_errors=True)  # a reused --out: its caches would not be cold
     scratch.mkdir(parents=True)
     data = scratch / "coin_12_8.h5"
-    timed([PYTHON, "scripts/simulate.py", "--output", f"data={data}", "--params",
-           json.dumps({"name": "coin_12_8", "spec": config["datasets"]["coin_12_8"]})],
-          work, clean_env(work), scratch / "simulate.txt")
+    timed(
+        [
+            PYTHON,
+            "scripts/simulate.py",
+            "--output",
+            f"data={data}",
+            "--params",
+            json.dumps({"name": "coin_12_8", "spec": config["datasets"]["coin_12_8"]}),
+        ],
+        work,
+        clean_env(work),
+        scratch / "simulate.txt",
+    )
     repeats = 1 if args.quick else 2
     for fit in args.seeds_fits.split(","):
         walls, runs = {1: [], 16: []}, {1: [], 16: []}
@@ -292,23 +384,44 @@ def bench_seeds(out: Path, args, rows: list, state: dict) -> None:
                 params = scratch / f"{tag}.json"
                 params.write_text(json.dumps(fit_spec(config, fit, list(range(base, base + n)))))
                 inputs = ["--input", f"data={data}"] if config["fits"][fit].get("data") else []
-                env = clean_env(work, PYTHONHASHSEED=0, SVIFLOW_FIT_CHUNKS=20,
-                                SVIFLOW_JAX_CACHE=scratch / f"cache_{tag}")  # cold: a new cache
-                seconds, _ = timed([PYTHON, "scripts/fit.py", *inputs, "--output",
-                                    f"fit={scratch / tag}.h5", "--params", f"@{params}",
-                                    "--log", str(scratch / f"{tag}.log")], work, env,
-                                   scratch / f"{tag}.txt")
+                env = clean_env(
+                    work, PYTHONHASHSEED=0, SVIFLOW_FIT_CHUNKS=20, SVIFLOW_JAX_CACHE=scratch / f"cache_{tag}"
+                )  # cold: a new cache
+                seconds, _ = timed(
+                    [
+                        PYTHON,
+                        "scripts/fit.py",
+                        *inputs,
+                        "--output",
+                        f"fit={scratch / tag}.h5",
+                        "--params",
+                        f"@{params}",
+                        "--log",
+                        str(scratch / f"{tag}.log"),
+                    ],
+                    work,
+                    env,
+                    scratch / f"{tag}.txt",
+                )
                 walls[n].append(seconds)
                 runs[n].append(h5_timings(scratch / f"{tag}.h5")["run_seconds"])
         one, many = min(walls[1]), min(walls[16])
         ratio = many / one
-        rows.append(row(f"16 seeds of `{fit}` in one job vs one seed", many, one, ratio,
-                        "ratio <= 1.5", ratio <= 1.5,
-                        f"the fit step (`python scripts/fit.py`, as a job runs it) end to end: "
-                        f"imports, one compile (empty JAX cache), {config['fits'][fit]['steps']:,} "
-                        f"steps, HDF5 written; best of {repeats}; the steps alone (engine "
-                        f"run_seconds): {min(runs[16]):.2f} s for 16 seeds vs {min(runs[1]):.2f} s "
-                        f"for one ({min(runs[16]) / max(min(runs[1]), 1e-9):.1f}x)"))
+        rows.append(
+            row(
+                f"16 seeds of `{fit}` in one job vs one seed",
+                many,
+                one,
+                ratio,
+                "ratio <= 1.5",
+                ratio <= 1.5,
+                f"the fit step (`python scripts/fit.py`, as a job runs it) end to end: "
+                f"imports, one compile (empty JAX cache), {config['fits'][fit]['steps']:,} "
+                f"steps, HDF5 written; best of {repeats}; the steps alone (engine "
+                f"run_seconds): {min(runs[16]):.2f} s for 16 seeds vs {min(runs[1]):.2f} s "
+                f"for one ({min(runs[16]) / max(min(runs[1]), 1e-9):.1f}x)",
+            )
+        )
 
 
 def bench_many_fits(out: Path, args, rows: list) -> None:
@@ -316,7 +429,8 @@ def bench_many_fits(out: Path, args, rows: list) -> None:
     scratch = out / "fits200"
     work = copy_workflow(scratch / "workflow")
     (work / "config" / "generated.yaml").write_text(
-        yaml.safe_dump(many_fits_config(n, args.fits200_steps), sort_keys=False))
+        yaml.safe_dump(many_fits_config(n, args.fits200_steps), sort_keys=False)
+    )
     cfg = ("--configfile", "config/generated.yaml", "--replace-workflow-config")
     env = clean_env(work)
 
@@ -324,22 +438,38 @@ def bench_many_fits(out: Path, args, rows: list) -> None:
     base_work = copy_workflow(scratch / "default_dry")
     if args.quick:
         (base_work / "config" / "config.yaml").write_text(
-            yaml.safe_dump(quick_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())),
-                           sort_keys=False))
-    base_dry, base_result = timed([SNAKEMAKE, "-n", "--cores", str(args.cores)], base_work,
-                                  clean_env(base_work), scratch / "dry_default.txt")
-    dry, dry_result = timed([SNAKEMAKE, "-n", "--cores", str(args.cores), *cfg], work, env,
-                            scratch / "dry_generated.txt")
+            yaml.safe_dump(
+                quick_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())), sort_keys=False
+            )
+        )
+    base_dry, base_result = timed(
+        [SNAKEMAKE, "-n", "--cores", str(args.cores)],
+        base_work,
+        clean_env(base_work),
+        scratch / "dry_default.txt",
+    )
+    dry, dry_result = timed(
+        [SNAKEMAKE, "-n", "--cores", str(args.cores), *cfg], work, env, scratch / "dry_generated.txt"
+    )
     jobs_all = job_count(dry_result.stdout + dry_result.stderr)
     jobs_base = job_count(base_result.stdout + base_result.stderr)
-    rows.append(row(f"{n} fits: build the DAG (`snakemake -n`)", dry, base_dry, dry / base_dry,
-                    "(info)", None,
-                    f"{jobs_all} jobs planned; baseline: `snakemake -n` of the default config "
-                    f"({jobs_base} jobs); both with nothing run yet"))
+    rows.append(
+        row(
+            f"{n} fits: build the DAG (`snakemake -n`)",
+            dry,
+            base_dry,
+            dry / base_dry,
+            "(info)",
+            None,
+            f"{jobs_all} jobs planned; baseline: `snakemake -n` of the default config "
+            f"({jobs_base} jobs); both with nothing run yet",
+        )
+    )
 
     until = [] if args.fits200_all else ["--until", "fit"]
-    wall, result = timed([SNAKEMAKE, "--cores", str(args.cores), *cfg, *until], work, env,
-                         scratch / "run_generated.txt")
+    wall, result = timed(
+        [SNAKEMAKE, "--cores", str(args.cores), *cfg, *until], work, env, scratch / "run_generated.txt"
+    )
     jobs = job_count(result.stdout + result.stderr) or 0
     job_seconds, engine_seconds = [], []
     for tsv in sorted((work / "results" / "benchmarks" / "fit").glob("*.tsv")):
@@ -349,14 +479,23 @@ def bench_many_fits(out: Path, args, rows: list) -> None:
         engine_seconds.append(timings["compile_seconds"] + timings["run_seconds"])
     overhead = statistics.mean(job_seconds) - statistics.mean(engine_seconds)
     what = "every job" if args.fits200_all else "the fit jobs (`--until fit`)"
-    rows.append(row(f"{n} fits: overhead per fit job", overhead, None, None, "(info)", None,
-                    f"a real run of {what}: {jobs} jobs in {wall:.1f} s wall with --cores "
-                    f"{args.cores} on {os.cpu_count()} CPUs ({wall / max(jobs, 1):.2f} s wall per "
-                    f"job, the simulate job counted); per fit job, Snakemake's benchmark s {statistics.mean(job_seconds):.2f} "
-                    f"s minus the engine's compile + run {statistics.mean(engine_seconds):.2f} s "
-                    f"(Python start, imports, tracing and cache reads outside the engine's timers, "
-                    f"HDF5, Snakemake's job start); "
-                    f"{args.fits200_steps} steps per fit"))
+    rows.append(
+        row(
+            f"{n} fits: overhead per fit job",
+            overhead,
+            None,
+            None,
+            "(info)",
+            None,
+            f"a real run of {what}: {jobs} jobs in {wall:.1f} s wall with --cores "
+            f"{args.cores} on {os.cpu_count()} CPUs ({wall / max(jobs, 1):.2f} s wall per "
+            f"job, the simulate job counted); per fit job, Snakemake's benchmark s {statistics.mean(job_seconds):.2f} "
+            f"s minus the engine's compile + run {statistics.mean(engine_seconds):.2f} s "
+            f"(Python start, imports, tracing and cache reads outside the engine's timers, "
+            f"HDF5, Snakemake's job start); "
+            f"{args.fits200_steps} steps per fit",
+        )
+    )
 
 
 def bench_audit(out: Path, args, rows: list) -> None:
@@ -367,33 +506,78 @@ def bench_audit(out: Path, args, rows: list) -> None:
     s = audit.summary(result)
     plot_bad = {k: v for k, v in s["import_violations"].items() if not k.startswith("fit")}
     fit_bad = {k: v for k, v in s["import_violations"].items() if k.startswith("fit")}
-    rows.append(row("plot, check and summary jobs that import numpyro or jax", len(plot_bad), None, None, "0",
-                    not plot_bad, "; ".join(f"{k}: {v}" for k, v in plot_bad.items())
-                    or "plot, compare, check and summarize jobs of the tiny config, sys.modules at exit", unit=""))
-    rows.append(row("fit jobs that import matplotlib or arviz", len(fit_bad), None, None, "0",
-                    not fit_bad, "; ".join(f"{k}: {v}" for k, v in fit_bad.items())
-                    or "fit jobs of the tiny config, sys.modules at exit", unit=""))
+    rows.append(
+        row(
+            "plot, check and summary jobs that import numpyro or jax",
+            len(plot_bad),
+            None,
+            None,
+            "0",
+            not plot_bad,
+            "; ".join(f"{k}: {v}" for k, v in plot_bad.items())
+            or "plot, compare, check and summarize jobs of the tiny config, sys.modules at exit",
+            unit="",
+        )
+    )
+    rows.append(
+        row(
+            "fit jobs that import matplotlib or arviz",
+            len(fit_bad),
+            None,
+            None,
+            "0",
+            not fit_bad,
+            "; ".join(f"{k}: {v}" for k, v in fit_bad.items())
+            or "fit jobs of the tiny config, sys.modules at exit",
+            unit="",
+        )
+    )
     costly = s["costly_twice"]
-    rows.append(row("XLA programs compiled twice in one job", sum(map(len, costly.values())), None,
-                    None, "0", not costly,
-                    "every job of the tiny config, from JAX_LOG_COMPILES and "
-                    "JAX_EXPLAIN_CACHE_MISSES in its log: the same cache key missed twice, or asked "
-                    f"for twice and >= {audit.COSTLY_SECONDS} s to compile; "
-                    + (json.dumps(costly) if costly else "none"),
-                    unit=""))
+    rows.append(
+        row(
+            "XLA programs compiled twice in one job",
+            sum(map(len, costly.values())),
+            None,
+            None,
+            "0",
+            not costly,
+            "every job of the tiny config, from JAX_LOG_COMPILES and "
+            "JAX_EXPLAIN_CACHE_MISSES in its log: the same cache key missed twice, or asked "
+            f"for twice and >= {audit.COSTLY_SECONDS} s to compile; "
+            + (json.dumps(costly) if costly else "none"),
+            unit="",
+        )
+    )
     requested = s["requested_twice"]
-    rows.append(row("XLA programs requested twice in one job", s["requested_twice_count"], None,
-                    None, "(info)", None,
-                    "the same key asked of XLA again in one job (JAX's in-memory cache missed; the "
-                    "persistent cache answered): "
-                    + ("; ".join(f"{job}: {', '.join(names)}" for job, names in requested.items())
-                       or "none")
-                    + f"; the costliest took {s['max_requested_twice_compile_seconds']:.3f} s to "
-                    "compile the first time", unit=""))
-    rows.append(row("programs compiled when the fit jobs rerun, nothing changed",
-                    s["rerun_fit_compiled"], None, None, "0", s["rerun_fit_compiled"] == 0,
-                    f"`--forcerun fit --until fit` on the tiny config after a full run: "
-                    f"{s['rerun_fit_loaded']} programs loaded from the persistent cache", unit=""))
+    rows.append(
+        row(
+            "XLA programs requested twice in one job",
+            s["requested_twice_count"],
+            None,
+            None,
+            "(info)",
+            None,
+            "the same key asked of XLA again in one job (JAX's in-memory cache missed; the "
+            "persistent cache answered): "
+            + ("; ".join(f"{job}: {', '.join(names)}" for job, names in requested.items()) or "none")
+            + f"; the costliest took {s['max_requested_twice_compile_seconds']:.3f} s to "
+            "compile the first time",
+            unit="",
+        )
+    )
+    rows.append(
+        row(
+            "programs compiled when the fit jobs rerun, nothing changed",
+            s["rerun_fit_compiled"],
+            None,
+            None,
+            "0",
+            s["rerun_fit_compiled"] == 0,
+            f"`--forcerun fit --until fit` on the tiny config after a full run: "
+            f"{s['rerun_fit_loaded']} programs loaded from the persistent cache",
+            unit="",
+        )
+    )
 
 
 def main(argv=None) -> None:
@@ -401,17 +585,31 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke version (minutes, not a result)")
     parser.add_argument("--out", default=None, help="scratch and results (default: a new temp dir)")
     parser.add_argument("--cores", type=int, default=4, help="snakemake --cores (default 4)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="cold runs, each paired with a run of the post script (default 3)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="cold runs, each paired with a run of the post script (default 3)",
+    )
     parser.add_argument("--only", default=",".join(ROWS), help=f"rows to run: {','.join(ROWS)}")
     parser.add_argument("--seeds-fits", default="beta", help="fits for the 16-seed row")
-    parser.add_argument("--fits200", type=int, default=None, help="fits in the generated config "
-                        "(default 200, 20 with --quick)")
+    parser.add_argument(
+        "--fits200",
+        type=int,
+        default=None,
+        help="fits in the generated config (default 200, 20 with --quick)",
+    )
     parser.add_argument("--fits200-steps", type=int, default=100)
-    parser.add_argument("--fits200-all", action="store_true",
-                        help="run every job of the generated config, not only its fits (long)")
-    parser.add_argument("--allow-slurm-down", action="store_true",
-                        help="measure even though a down SLURM controller stalls every Snakemake start")
+    parser.add_argument(
+        "--fits200-all",
+        action="store_true",
+        help="run every job of the generated config, not only its fits (long)",
+    )
+    parser.add_argument(
+        "--allow-slurm-down",
+        action="store_true",
+        help="measure even though a down SLURM controller stalls every Snakemake start",
+    )
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
     unknown = args.only - set(ROWS)
@@ -423,8 +621,11 @@ def main(argv=None) -> None:
         args.only.add("cold")
     stall = slurm_start_stall()
     if stall and not args.allow_slurm_down:
-        parser.exit(2, f"benchmarks/run.py: not measuring: {stall}; or pass --allow-slurm-down to "
-                       "measure anyway (the header then says so).\n")
+        parser.exit(
+            2,
+            f"benchmarks/run.py: not measuring: {stall}; or pass --allow-slurm-down to "
+            "measure anyway (the header then says so).\n",
+        )
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="sviflow-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -434,9 +635,11 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0]
 
     def save():
-        header = (f"sviflow benchmarks{' (--quick: a smoke test, not a result)' if args.quick else ''}"
-                  f" - {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
-                  f" load average {load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}")
+        header = (
+            f"sviflow benchmarks{' (--quick: a smoke test, not a result)' if args.quick else ''}"
+            f" - {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
+            f" load average {load:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}"
+        )
         if stall:
             header += f"\n\nWarning, measured with --allow-slurm-down: {stall}."
         text = f"{header}\n\n{table(rows)}\n"
@@ -444,19 +647,24 @@ def main(argv=None) -> None:
         (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
         return text
 
-    steps = [("cold", lambda: bench_workflow(out, args, config, rows, state)),
-             ("throughput", lambda: bench_throughput(out, args, rows, state)),
-             ("seeds", lambda: bench_seeds(out, args, rows, state)),
-             ("fits200", lambda: bench_many_fits(out, args, rows)),
-             ("audit", lambda: bench_audit(out, args, rows))]
+    steps = [
+        ("cold", lambda: bench_workflow(out, args, config, rows, state)),
+        ("throughput", lambda: bench_throughput(out, args, rows, state)),
+        ("seeds", lambda: bench_seeds(out, args, rows, state)),
+        ("fits200", lambda: bench_many_fits(out, args, rows)),
+        ("audit", lambda: bench_audit(out, args, rows)),
+    ]
     for name, function in steps:
         if name in args.only:
             began = time.perf_counter()
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
             function()
             save()
-            print(f"[{time.strftime('%H:%M:%S')}] {name} done in {time.perf_counter() - began:.0f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {name} done in {time.perf_counter() - began:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     text = save()
     print(text)
     print(f"(all in {time.perf_counter() - start:.0f} s; outputs and logs in {out})")

@@ -1,4 +1,5 @@
 """Workflow step 'strict': see sviflow.steps.strict."""
+
 from sviflow.stepio import run_step
 from sviflow.steps import strict
 

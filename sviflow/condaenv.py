@@ -49,13 +49,17 @@ def conda_environment_text(source: str, pyproject: str) -> str:
         spec = yaml.safe_load(handle)
     spec["dependencies"] = [
         {**item, "pip": [absolute_pip_entry(str(entry), base) for entry in item["pip"]]}
-        if isinstance(item, dict) and "pip" in item else item
-        for item in spec.get("dependencies", [])]
+        if isinstance(item, dict) and "pip" in item
+        else item
+        for item in spec.get("dependencies", [])
+    ]
     with open(pyproject, "rb") as handle:
         pins = hashlib.sha256(handle.read()).hexdigest()
-    return (f"# Written for snakemake --use-conda from {os.path.abspath(source)}, its pip paths\n"
-            f"# absolute (sviflow/condaenv.py says why); pyproject.toml sha256 {pins}\n"
-            + yaml.safe_dump(spec, sort_keys=False))
+    return (
+        f"# Written for snakemake --use-conda from {os.path.abspath(source)}, its pip paths\n"
+        f"# absolute (sviflow/condaenv.py says why); pyproject.toml sha256 {pins}\n"
+        + yaml.safe_dump(spec, sort_keys=False)
+    )
 
 
 def write_conda_environment(source: str, pyproject: str, destination: str) -> str:

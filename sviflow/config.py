@@ -32,8 +32,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.
 BUDGET_DEFAULTS = {"min": 2000, "decay": 0.5, "max_decays": 10}
 
 # guides that a step budget starts at the Laplace approximation (sviflow/laplace.py)
-LAPLACE_GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal",
-                  "AutoDelta")
+LAPLACE_GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal", "AutoDelta")
 
 # the figures every fit has, and those some fits have, by the short name of their plot rule
 # (plot_with_<key>...): mock observations for a model with data, the covariance for AutoMVN
@@ -46,7 +45,8 @@ NAMED_SECTIONS = ("models", "datasets", "fits", "comparisons")
 
 # --- the schema --------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
     with open(path) as handle:
         return yaml.safe_load(handle)
@@ -91,7 +91,7 @@ def schema_defaults(*path: str) -> dict:
     return _copy(_schema_defaults(path))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema_defaults(path: tuple[str, ...]) -> dict:
     schema = load_schema()
     node = schema
@@ -120,8 +120,12 @@ def describe(schema: dict) -> str:
     if "type" in schema:
         kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         words.append(" or ".join(map(str, kinds)))
-    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
-                      ("exclusiveMaximum", "<")):
+    for key, sign in (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ):
         if key in schema:
             words.append(f"{sign} {schema[key]}")
     if "enum" in schema:
@@ -141,16 +145,21 @@ def validation_message(cause) -> str:
     if cause.validator == "additionalProperties":
         allowed = list(cause.schema.get("properties", {}))
         unknown = [key for key in cause.instance if key not in allowed]
-        hints = [f"{key!r}: did you mean {close[0]!r}?" for key in unknown
-                 if (close := difflib.get_close_matches(str(key), allowed, n=1))]
+        hints = [
+            f"{key!r}: did you mean {close[0]!r}?"
+            for key in unknown
+            if (close := difflib.get_close_matches(str(key), allowed, n=1))
+        ]
         allowed_text = "keys " + ", ".join(allowed) + ("; " + " ".join(hints) if hints else "")
         return f"{path}: {cause.message}; allowed: {allowed_text}"
     if cause.validator == "uniqueItems":
         seen, repeated = [], []
         for item in cause.instance:
             (repeated if item in seen else seen).append(item)
-        return (f"{path}: {', '.join(map(repr, dict.fromkeys(repeated)))} given more than once; "
-                f"each value may appear once")
+        return (
+            f"{path}: {', '.join(map(repr, dict.fromkeys(repeated)))} given more than once; "
+            f"each value may appear once"
+        )
     if cause.validator == "minItems" and not cause.instance:
         return f"{path}: the list is empty; give at least {cause.validator_value} value(s)"
     if cause.validator in ("oneOf", "anyOf"):
@@ -160,8 +169,9 @@ def validation_message(cause) -> str:
             if branch.validator in ("uniqueItems", "minItems") and isinstance(cause.instance, list):
                 return validation_message(branch)
         # the branches as the errors resolved them ($ref followed)
-        allowed_text = " or ".join(dict.fromkeys(
-            describe(e.schema) or e.message for e in cause.context)) or describe(cause.schema)
+        allowed_text = " or ".join(
+            dict.fromkeys(describe(e.schema) or e.message for e in cause.context)
+        ) or describe(cause.schema)
         if cause.context and cause.schema.get("description"):
             allowed_text += f" ({' '.join(str(cause.schema['description']).split())})"
         return f"{path}: {cause.message}; allowed: {allowed_text}"
@@ -197,6 +207,7 @@ sorted_keys = _sorted
 
 
 # --- the plan of one config --------------------------------------------------------------------
+
 
 class Plan:
     """One validated config and the directory its paths are relative to.
@@ -243,8 +254,10 @@ class Plan:
             return
         path = Path(results)
         if path.is_absolute() or ".." in path.parts or not results.strip() or self.results == ".":
-            raise ConfigError(f"results: {results!r}: give a folder inside the working directory "
-                              f"(a relative path without '..'), such as results/my_experiment")
+            raise ConfigError(
+                f"results: {results!r}: give a folder inside the working directory "
+                f"(a relative path without '..'), such as results/my_experiment"
+            )
         if path.exists() and not path.is_dir():
             raise ConfigError(f"results: {results!r} is a file; give a folder")
 
@@ -257,17 +270,22 @@ class Plan:
         for section in NAMED_SECTIONS:
             for name in self.config.get(section) or {}:
                 if not name_pattern.fullmatch(name):
-                    raise ConfigError(f"{section}.{name!r}: not a valid name (it names files under "
-                                      f"results/): letters, digits, _, . and -, starting with a "
-                                      f"letter or digit"
-                                      + ("; this one ends in a newline" if name.endswith("\n") else ""))
+                    raise ConfigError(
+                        f"{section}.{name!r}: not a valid name (it names files under "
+                        f"results/): letters, digits, _, . and -, starting with a "
+                        f"letter or digit" + ("; this one ends in a newline" if name.endswith("\n") else "")
+                    )
                 if "--" in name:
-                    raise ConfigError(f"{section}.{name}: a name may not hold '--' (it joins a model "
-                                      f"and a dataset in a reference's name, results/references/"
-                                      f"<model>--<dataset>.h5); use '-' or '_'")
+                    raise ConfigError(
+                        f"{section}.{name}: a name may not hold '--' (it joins a model "
+                        f"and a dataset in a reference's name, results/references/"
+                        f"<model>--<dataset>.h5); use '-' or '_'"
+                    )
         if "none" in self.datasets:
-            raise ConfigError("datasets.none: 'none' stands for no data (results/references/"
-                              "<model>--none.h5); give the dataset another name")
+            raise ConfigError(
+                "datasets.none: 'none' stands for no data (results/references/"
+                "<model>--none.h5); give the dataset another name"
+            )
 
     def _cross_check(self) -> None:
         """What the schema cannot say: names that must point at other entries."""
@@ -276,11 +294,15 @@ class Plan:
         config = self.config
         for fit, entry in config["fits"].items():
             if entry["model"] not in config["models"]:
-                raise ConfigError(f"fits.{fit}.model: {entry['model']!r} is not a key of models "
-                                  f"(models: {', '.join(self.models)})")
+                raise ConfigError(
+                    f"fits.{fit}.model: {entry['model']!r} is not a key of models "
+                    f"(models: {', '.join(self.models)})"
+                )
             if "data" in entry and entry["data"] not in (config.get("datasets") or {}):
-                raise ConfigError(f"fits.{fit}.data: {entry['data']!r} is not a key of datasets "
-                                  f"(datasets: {', '.join(self.datasets) or 'none'})")
+                raise ConfigError(
+                    f"fits.{fit}.data: {entry['data']!r} is not a key of datasets "
+                    f"(datasets: {', '.join(self.datasets) or 'none'})"
+                )
         # model and guide names: built in, an autoguide, or path/to/file.py:function
         for problem in check_names(config):
             raise ConfigError(problem)
@@ -297,8 +319,9 @@ class Plan:
             for path in paths:
                 key = os.path.normcase(os.path.normpath(path))
                 if key in owners and owners[key] != owner:
-                    raise ConfigError(f"{owner}: its output {path} is also {owners[key]}'s; "
-                                      f"rename one of them")
+                    raise ConfigError(
+                        f"{owner}: its output {path} is also {owners[key]}'s; rename one of them"
+                    )
                 owners[key] = owner
         folders = {}
         for key, owner in owners.items():
@@ -308,11 +331,14 @@ class Plan:
                 parent = os.path.dirname(parent)
         for key, owner in owners.items():
             if key in folders and folders[key] != owner:
-                raise ConfigError(f"{owner}: its output {key} is the folder of {folders[key]}'s "
-                                  f"outputs; rename one of them")
+                raise ConfigError(
+                    f"{owner}: its output {key} is the folder of {folders[key]}'s outputs; rename one of them"
+                )
         if "comparisons" in self.fits:
-            raise ConfigError("fits.comparisons: results/figures/comparisons/ holds the "
-                              "comparisons' figures; give the fit another name")
+            raise ConfigError(
+                "fits.comparisons: results/figures/comparisons/ holds the "
+                "comparisons' figures; give the fit another name"
+            )
 
     # --- sizes: what a job would write, known before it runs --------------------------------
 
@@ -355,26 +381,40 @@ class Plan:
         steps = int(entry["steps"]["max"] if isinstance(entry["steps"], dict) else entry["steps"])
         components = self.BUILTIN_COMPONENTS.get(model["function"])
         d = components or 1
-        points = min(steps, int(2.5 * int(self.engine.get("trajectory_points", default("engine", "trajectory_points")))) + 1)
+        points = min(
+            steps,
+            int(2.5 * int(self.engine.get("trajectory_points", default("engine", "trajectory_points")))) + 1,
+        )
         predictive = self.config.get("predictive") or schema_defaults("predictive")
         num_samples = int(predictive["num_samples"])
         observations = self._observations(fit)
         max_mock = int(predictive["max_mock_values"])
-        mock_values = max_mock if observations is None else min(int(predictive["num_mock"]) * observations, max_mock)
+        mock_values = (
+            max_mock if observations is None else min(int(predictive["num_mock"]) * observations, max_mock)
+        )
         parts = {
             "losses": (steps * seeds * width, f"{steps:,} steps x {seeds} seed(s) x {width} bytes"),
-            "trajectory": (points * seeds * (d * d + 4 * d) * width,
-                           f"{points:,} points x {seeds} seed(s) x {d * d + 4 * d} values"),
-            "posterior": (num_samples * seeds * d * width,
-                          f"{num_samples:,} draws x {seeds} seed(s) x {d} component(s)"
-                          + ("" if components else " (a model of yours: counted as 1)")),
-            "log_weights": (self.weighted_draws() * seeds * 8,
-                            f"{self.weighted_draws():,} draws x {seeds} seed(s) x 8 bytes"),
+            "trajectory": (
+                points * seeds * (d * d + 4 * d) * width,
+                f"{points:,} points x {seeds} seed(s) x {d * d + 4 * d} values",
+            ),
+            "posterior": (
+                num_samples * seeds * d * width,
+                f"{num_samples:,} draws x {seeds} seed(s) x {d} component(s)"
+                + ("" if components else " (a model of yours: counted as 1)"),
+            ),
+            "log_weights": (
+                self.weighted_draws() * seeds * 8,
+                f"{self.weighted_draws():,} draws x {seeds} seed(s) x 8 bytes",
+            ),
             "mock": (2 * seeds * mock_values * width, f"2 paths x {seeds} seed(s) x {mock_values:,} values"),
         }
-        return {"fit": parts["losses"][0] + parts["trajectory"][0],
-                "predictive": sum(parts[k][0] for k in ("posterior", "log_weights", "mock")),
-                "parts": parts, "components": components}
+        return {
+            "fit": parts["losses"][0] + parts["trajectory"][0],
+            "predictive": sum(parts[k][0] for k in ("posterior", "log_weights", "mock")),
+            "parts": parts,
+            "components": components,
+        }
 
     def max_output_bytes(self) -> float:
         return float(self.engine.get("max_output_mb", default("engine", "max_output_mb"))) * 1e6
@@ -384,23 +424,30 @@ class Plan:
         1.0e9 would store 4 GB of losses per seed, predictive.num_samples: 3e8 held more than a
         job's memory (its predict job deadlocked), and neither said so before it ran."""
         limit = self.max_output_bytes()
-        advice = {"fit": "lower fits.{fit}.steps (or engine.trajectory_points)",
-                  "predictive": "lower predictive.num_samples (and checks.quality.khat_particles, "
-                                "elbo_particles), predictive.num_mock or max_mock_values"}
+        advice = {
+            "fit": "lower fits.{fit}.steps (or engine.trajectory_points)",
+            "predictive": "lower predictive.num_samples (and checks.quality.khat_particles, "
+            "elbo_particles), predictive.num_mock or max_mock_values",
+        }
         for fit in self.fits:
             estimate = self.estimate(fit)
-            for kind, keys in (("fit", ("losses", "trajectory")),
-                               ("predictive", ("posterior", "log_weights", "mock"))):
+            for kind, keys in (
+                ("fit", ("losses", "trajectory")),
+                ("predictive", ("posterior", "log_weights", "mock")),
+            ):
                 if estimate[kind] > limit:
-                    shown = "; ".join(f"{key} {estimate['parts'][key][0] / 1e6:,.1f} MB "
-                                      f"({estimate['parts'][key][1]})" for key in keys)
+                    shown = "; ".join(
+                        f"{key} {estimate['parts'][key][0] / 1e6:,.1f} MB ({estimate['parts'][key][1]})"
+                        for key in keys
+                    )
                     folder = "fits" if kind == "fit" else "predictive"
                     raise ConfigError(
                         f"fits.{fit}: {self.out(f'{folder}/{fit}.h5')} would hold about "
                         f"{estimate[kind] / 1e6:,.0f} MB before compression, above "
                         f"engine.max_output_mb = {limit / 1e6:g} ({shown}); "
                         f"{advice[kind].format(fit=fit)}, or raise engine.max_output_mb if the disk "
-                        f"and the job's memory can take it")
+                        f"and the job's memory can take it"
+                    )
 
     def check_cache_dir(self) -> None:
         """engine.cache_dir must be a folder or creatable as one (relative to the working
@@ -413,9 +460,11 @@ class Plan:
             if part.exists():
                 if not part.is_dir():
                     what = "is a file" if part == path else f"lies under {part}, which is a file"
-                    raise ConfigError(f"engine.cache_dir: {directory!r} {what}, not a folder: it "
-                                      f"holds the compilation cache; give a folder's path (or "
-                                      f"remove the file), or '' to turn the cache off")
+                    raise ConfigError(
+                        f"engine.cache_dir: {directory!r} {what}, not a folder: it "
+                        f"holds the compilation cache; give a folder's path (or "
+                        f"remove the file), or '' to turn the cache off"
+                    )
                 return
 
     # --- paths --------------------------------------------------------------------------------
@@ -433,8 +482,10 @@ class Plan:
             return name, None
         path = Path(path_text) if Path(path_text).is_absolute() else self.config_dir / path_text
         if not path.is_file():
-            raise ConfigError(f"{where}: file {path_text!r} not found (looked for {path}); paths "
-                              f"are relative to the config file")
+            raise ConfigError(
+                f"{where}: file {path_text!r} not found (looked for {path}); paths "
+                f"are relative to the config file"
+            )
         from sviflow.userfiles import check_reference
 
         check_reference(name, where, path)
@@ -449,10 +500,13 @@ class Plan:
         paths = {}
         for fit in self.fits:
             paths[f"fits.{fit}"] = [
-                self.out(f"fits/{fit}.h5"), self.out(f"predictive/{fit}.h5"), self.out(f"checks/{fit}.h5"),
+                self.out(f"fits/{fit}.h5"),
+                self.out(f"predictive/{fit}.h5"),
+                self.out(f"checks/{fit}.h5"),
                 self.out(f"arviz/{fit}.nc"),
                 *(self.out(f"figures/{fit}/{name}.png") for name in self.figures(fit)),
-                self.out(f"figures/{fit}/verdict.html")]
+                self.out(f"figures/{fit}/verdict.html"),
+            ]
         for dataset in self.datasets:
             paths[f"datasets.{dataset}"] = [self.out(f"data/{dataset}.h5")]
         for name in self.comparisons:
@@ -461,8 +515,12 @@ class Plan:
             paths[f"models.{model}"] = [self.out(f"models/{model}.json")]
         for reference in self.reference_ids():
             paths[f"the reference {reference}"] = [self.out(f"references/{reference}.h5")]
-        paths["the workflow"] = [self.out("summary.csv"), self.out("summary.md"), self.out("verdicts.html"),
-                                 self.out("checks/strict.ok")]
+        paths["the workflow"] = [
+            self.out("summary.csv"),
+            self.out("summary.md"),
+            self.out("verdicts.html"),
+            self.out("checks/strict.ok"),
+        ]
         return paths
 
     # --- the jobs' config slices ----------------------------------------------------------------
@@ -473,8 +531,7 @@ class Plan:
         # float32 or float64 for every JAX job of the model (sviflow/precision.py): in the slice,
         # so that a change reruns its fits, predictions and reference
         precision = entry.get("precision") or self.engine["precision"]
-        return _sorted({"name": name, "function": function, "args": entry["args"],
-                        "precision": precision})
+        return _sorted({"name": name, "function": function, "args": entry["args"], "precision": precision})
 
     def fit_spec(self, fit: str) -> dict:
         """The config slice of one fit: everything that changes its numbers, nothing else."""
@@ -483,33 +540,40 @@ class Plan:
         guide["name"], _ = self.user_file(guide["name"], f"fits.{fit}.guide.name")
         # autoguide arguments that are functions (local_model, ...) may be file references too
         if guide.get("args"):
-            guide["args"] = {key: self.user_file(value, f"fits.{fit}.guide.args.{key}")[0]
-                             if isinstance(value, str) else value
-                             for key, value in guide["args"].items()}
+            guide["args"] = {
+                key: self.user_file(value, f"fits.{fit}.guide.args.{key}")[0]
+                if isinstance(value, str)
+                else value
+                for key, value in guide["args"].items()
+            }
         seeds = entry["seed"]
         steps = entry["steps"]
         if isinstance(steps, dict):
             steps = {**BUDGET_DEFAULTS, **steps}
-        return _sorted({
-            "name": fit,
-            "model": self.model_spec(entry["model"]),
-            "data": entry.get("data"),
-            "guide": guide,
-            "optimizer": entry["optimizer"],
-            "elbo": entry["elbo"],
-            "steps": steps,
-            "seeds": seeds if isinstance(seeds, list) else [seeds],
-            "stable_update": entry["stable_update"],
-            # what is stored; and for a budget the chunks, between which the engine applies the
-            # rule (so they change where it stops). A fixed number of steps gets its chunks by
-            # the environment: they change none of its numbers, and a change reruns nothing.
-            "engine": {"trajectory_points": self.engine["trajectory_points"],
-                       **({"chunks": self.engine["chunks"]} if isinstance(steps, dict) else {})},
-            # the rule the engine applies (to stop, to lower the step size, to average) and the
-            # check applies again: a fit depends on it
-            "convergence": self.config["checks"]["convergence"],
-            "init": self.fit_init(fit),
-        })
+        return _sorted(
+            {
+                "name": fit,
+                "model": self.model_spec(entry["model"]),
+                "data": entry.get("data"),
+                "guide": guide,
+                "optimizer": entry["optimizer"],
+                "elbo": entry["elbo"],
+                "steps": steps,
+                "seeds": seeds if isinstance(seeds, list) else [seeds],
+                "stable_update": entry["stable_update"],
+                # what is stored; and for a budget the chunks, between which the engine applies the
+                # rule (so they change where it stops). A fixed number of steps gets its chunks by
+                # the environment: they change none of its numbers, and a change reruns nothing.
+                "engine": {
+                    "trajectory_points": self.engine["trajectory_points"],
+                    **({"chunks": self.engine["chunks"]} if isinstance(steps, dict) else {}),
+                },
+                # the rule the engine applies (to stop, to lower the step size, to average) and the
+                # check applies again: a fit depends on it
+                "convergence": self.config["checks"]["convergence"],
+                "init": self.fit_init(fit),
+            }
+        )
 
     def fit_init(self, fit: str) -> str:
         """Where a fit starts: laplace (the posterior's mode and curvature) by default for a step
@@ -537,12 +601,21 @@ class Plan:
         """How many guide draws predict weighs for the check's ELBO and k-hat: the posterior
         samples, or more if the checks ask for more. Only a change of this number reruns predict."""
         quality = self.config["checks"]["quality"]
-        return max(int(self.config["predictive"]["num_samples"]), int(quality["elbo_particles"]),
-                   int(quality["khat_particles"]))
+        return max(
+            int(self.config["predictive"]["num_samples"]),
+            int(quality["elbo_particles"]),
+            int(quality["khat_particles"]),
+        )
 
     def summary_specs(self) -> dict:
-        return {fit: {"name": fit, "model": self.config["fits"][fit]["model"],
-                      "guide": self.config["fits"][fit]["guide"]["name"]} for fit in self.fits}
+        return {
+            fit: {
+                "name": fit,
+                "model": self.config["fits"][fit]["model"],
+                "guide": self.config["fits"][fit]["guide"]["name"],
+            }
+            for fit in self.fits
+        }
 
     # --- references ---------------------------------------------------------------------------
 
@@ -556,8 +629,13 @@ class Plan:
         return f"{entry['model']}--{entry.get('data', 'none')}"
 
     def reference_ids(self) -> list[str]:
-        return sorted({self.reference_id(f) for f in self.fits
-                       if self.reference_method(self.config["fits"][f]["model"]) != "none"})
+        return sorted(
+            {
+                self.reference_id(f)
+                for f in self.fits
+                if self.reference_method(self.config["fits"][f]["model"]) != "none"
+            }
+        )
 
     @staticmethod
     def split_reference(reference: str) -> tuple[str, str | None]:
@@ -573,8 +651,10 @@ class Plan:
             return None
         path = self._config_path(entry["file"])
         if not path.is_file():
-            raise ConfigError(f"models.{model}.reference.file: file {entry['file']!r} not found "
-                              f"(looked for {path}); paths are relative to the config file")
+            raise ConfigError(
+                f"models.{model}.reference.file: file {entry['file']!r} not found "
+                f"(looked for {path}); paths are relative to the config file"
+            )
         return os.path.relpath(path)
 
     def reference_settings(self, model: str) -> dict:
@@ -606,8 +686,7 @@ class Plan:
                     files += [path] if path else []
             model = entry["model"]
         if model is not None:
-            _, path = self.user_file(self.config["models"][model]["function"],
-                                     f"models.{model}.function")
+            _, path = self.user_file(self.config["models"][model]["function"], f"models.{model}.function")
             files += [path] if path else []
         return files
 
@@ -629,9 +708,12 @@ class Plan:
         return inputs
 
     def plot_inputs(self, fit: str) -> dict:
-        inputs = self.with_reference(fit, fit=self.out(f"fits/{fit}.h5"),
-                                     predictive=self.out(f"predictive/{fit}.h5"),
-                                     check=self.out(f"checks/{fit}.h5"))
+        inputs = self.with_reference(
+            fit,
+            fit=self.out(f"fits/{fit}.h5"),
+            predictive=self.out(f"predictive/{fit}.h5"),
+            check=self.out(f"checks/{fit}.h5"),
+        )
         if self.fit_data(fit):
             inputs["data"] = self.fit_data(fit)
         return inputs
@@ -670,13 +752,11 @@ class Plan:
 
     def plot_rule(self, fit: str) -> str:
         """The rule that draws ``fit``'s figures."""
-        return next(self.plot_rule_name(extra) for extra, fits in self.plot_sets().items()
-                    if fit in fits)
+        return next(self.plot_rule_name(extra) for extra, fits in self.plot_sets().items() if fit in fits)
 
     def all_outputs(self) -> list[str]:
         outputs = [self.out("summary.csv"), self.out("summary.md")]
-        outputs += [self.out(f"figures/{fit}/{name}.png") for fit in self.fits
-                    for name in self.figures(fit)]
+        outputs += [self.out(f"figures/{fit}/{name}.png") for fit in self.fits for name in self.figures(fit)]
         outputs += [self.out(f"figures/comparisons/{name}.png") for name in self.comparisons]
         if self.config["checks"]["strict"]:
             outputs.append(self.out("checks/strict.ok"))
@@ -685,13 +765,16 @@ class Plan:
     def wildcard_constraints(self) -> dict[str, str]:
         """Each wildcard matches exactly the config's names (an alternation of the escaped
         names), so no rule's pattern can take another's file."""
+
         def one_of(names, nothing):
             return "|".join(map(re.escape, names)) or nothing
 
-        return {"fit": one_of(self.fits, "no-fits"),
-                "dataset": one_of(self.datasets, "no-datasets"),
-                "reference": one_of(self.reference_ids(), "no-references"),
-                "comparison": one_of(self.comparisons, "no-comparisons")}
+        return {
+            "fit": one_of(self.fits, "no-fits"),
+            "dataset": one_of(self.datasets, "no-datasets"),
+            "reference": one_of(self.reference_ids(), "no-references"),
+            "comparison": one_of(self.comparisons, "no-comparisons"),
+        }
 
 
 def config_dir(configfiles) -> Path:

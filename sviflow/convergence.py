@@ -49,8 +49,7 @@ import numpy as np
 from sviflow.config import schema_defaults
 
 # the rule's thresholds, from the schema (checks.convergence), less the engine's draws
-DEFAULTS = {key: value for key, value in schema_defaults("checks", "convergence").items()
-            if key != "draws"}
+DEFAULTS = {key: value for key, value in schema_defaults("checks", "convergence").items() if key != "draws"}
 BATCHES = 10
 
 
@@ -97,15 +96,26 @@ class Window:
         # posterior's sd is no reason to distrust the guide (R-hat <= 1.1 would say otherwise);
         # but a guide that moves in one direction far more than it jitters (travel_rhat) is
         # on its way, however slowly: its window cannot say how far it still has to go
-        return (not self.too_short and not self.travelling(rule)
-                and bool(np.all(self.shift < rule["mean_shift"]))
-                and bool(np.all(self.sd_change < math.log1p(rule["sd_change"])))
-                and bool(np.all(self.mcse < rule["mcse"])))
+        return (
+            not self.too_short
+            and not self.travelling(rule)
+            and bool(np.all(self.shift < rule["mean_shift"]))
+            and bool(np.all(self.sd_change < math.log1p(rule["sd_change"])))
+            and bool(np.all(self.mcse < rule["mcse"]))
+        )
 
     def as_dict(self) -> dict:
-        return {"start_step": self.start_step, "end_step": self.end_step, "points": self.points,
-                "too_short": self.too_short, "shift": self.shift, "sd_change": self.sd_change,
-                "mcse": self.mcse, "rhat": self.rhat, "speed": self.speed}
+        return {
+            "start_step": self.start_step,
+            "end_step": self.end_step,
+            "points": self.points,
+            "too_short": self.too_short,
+            "shift": self.shift,
+            "sd_change": self.sd_change,
+            "mcse": self.mcse,
+            "rhat": self.rhat,
+            "speed": self.speed,
+        }
 
 
 def _split_rhat(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -128,7 +138,7 @@ def _mcse(series: np.ndarray) -> np.ndarray:
     if batches < 2:
         return np.full(series.shape[1:], np.inf)
     size = len(series) // batches
-    means = series[len(series) - batches * size:].reshape(batches, size, -1).mean(axis=1)
+    means = series[len(series) - batches * size :].reshape(batches, size, -1).mean(axis=1)
     return means.std(axis=0, ddof=1) / math.sqrt(batches)
 
 
@@ -143,12 +153,11 @@ def window_indices(steps: np.ndarray, rule: dict, since_step: int = 0) -> np.nda
     if len(chosen) < rule["min_points"]:
         # at least min_points, but never reaching back past a change of step size
         allowed = np.flatnonzero(steps > since_step)
-        chosen = allowed[-int(rule["min_points"]):]
+        chosen = allowed[-int(rule["min_points"]) :]
     return chosen
 
 
-def window(steps: np.ndarray, mean: np.ndarray, sd: np.ndarray, rule: dict,
-           since_step: int = 0) -> Window:
+def window(steps: np.ndarray, mean: np.ndarray, sd: np.ndarray, rule: dict, since_step: int = 0) -> Window:
     """The rule's numbers for one seed. ``mean``, ``sd``: (point, component)."""
     steps = np.asarray(steps)
     mean = np.asarray(mean, dtype=np.float64).reshape(len(steps), -1)
@@ -159,10 +168,17 @@ def window(steps: np.ndarray, mean: np.ndarray, sd: np.ndarray, rule: dict,
     # after a lowered step size the window waits until it is a whole window's share of the
     # run again (Welandawe et al.: a window at the new step size, not a glimpse of it)
     if len(chosen) < max(4, int(rule["min_points"])) or last - since_step < rule["window"] * last:
-        return Window(int(steps[chosen[0]]) if len(chosen) else 0,
-                      int(steps[-1]) if len(steps) else 0, len(chosen),
-                      np.full(k, np.inf), np.full(k, np.inf), np.full(k, np.inf),
-                      np.full(k, np.inf), np.full(k, np.inf), too_short=True)
+        return Window(
+            int(steps[chosen[0]]) if len(chosen) else 0,
+            int(steps[-1]) if len(steps) else 0,
+            len(chosen),
+            np.full(k, np.inf),
+            np.full(k, np.inf),
+            np.full(k, np.inf),
+            np.full(k, np.inf),
+            np.full(k, np.inf),
+            too_short=True,
+        )
     m, s = mean[chosen], sd[chosen]
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
         bad = np.full(k, np.inf)
@@ -186,15 +202,25 @@ def window(steps: np.ndarray, mean: np.ndarray, sd: np.ndarray, rule: dict,
         all_log_sd = np.where(point, 0.0, np.log(sd))
 
         def pace(values, window_values):  # of the means, and of the log sds
-            moved_in_window = 2 * np.abs(window_values[second].mean(axis=0) - window_values[first].mean(axis=0))
+            moved_in_window = 2 * np.abs(
+                window_values[second].mean(axis=0) - window_values[first].mean(axis=0)
+            )
             moved_in_run = np.abs(window_values[second].mean(axis=0) - values[0])
-            return np.where(moved_in_window > 0,
-                            (moved_in_window / window_steps) / (moved_in_run / run_steps), 0.0)
+            return np.where(
+                moved_in_window > 0, (moved_in_window / window_steps) / (moved_in_run / run_steps), 0.0
+            )
 
         speed = np.maximum(pace(mean, m), pace(all_log_sd, log_sd))
-    return Window(int(steps[chosen[0]]), int(steps[chosen[-1]]), len(chosen), shift,
-                  np.nan_to_num(sd_change, nan=np.inf), _mcse(m) / unit, rhat,
-                  np.nan_to_num(speed, nan=np.inf))
+    return Window(
+        int(steps[chosen[0]]),
+        int(steps[chosen[-1]]),
+        len(chosen),
+        shift,
+        np.nan_to_num(sd_change, nan=np.inf),
+        _mcse(m) / unit,
+        rhat,
+        np.nan_to_num(speed, nan=np.inf),
+    )
 
 
 def windows(steps, mean, sd, rule: dict, since_steps=None) -> list[Window]:
@@ -215,15 +241,19 @@ def level_change(before: dict, after: dict) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         sd_change = np.where(point, 0.0, np.abs(np.log(s1 / s0)))
     shift = np.abs(m1 - m0) / unit
-    return {"shift": float(np.nan_to_num(shift, nan=np.inf).max(initial=0.0)),
-            "sd_change": float(np.nan_to_num(sd_change, nan=np.inf).max(initial=0.0))}
+    return {
+        "shift": float(np.nan_to_num(shift, nan=np.inf).max(initial=0.0)),
+        "sd_change": float(np.nan_to_num(sd_change, nan=np.inf).max(initial=0.0)),
+    }
 
 
 def describe(result: Window, rule: dict, labels: list[str]) -> list[str]:
     """What fails the rule, in words: the worst component of each kind."""
     if result.too_short:
-        return [f"too few trajectory points to judge ({result.points} since step "
-                f"{result.start_step}, needs {rule['min_points']})"]
+        return [
+            f"too few trajectory points to judge ({result.points} since step "
+            f"{result.start_step}, needs {rule['min_points']})"
+        ]
     words = []
 
     def worst(values):
@@ -233,31 +263,43 @@ def describe(result: Window, rule: dict, labels: list[str]) -> list[str]:
     span = f"steps {result.start_step}-{result.end_step}"
     if not np.all(result.shift < rule["mean_shift"]):
         name, value = worst(result.shift)
-        words.append(f"the mean of {name} moved {value:.2g} sd between the halves of {span} "
-                     f"(needs < {rule['mean_shift']:g})")
+        words.append(
+            f"the mean of {name} moved {value:.2g} sd between the halves of {span} "
+            f"(needs < {rule['mean_shift']:g})"
+        )
     if not np.all(result.sd_change < math.log1p(rule["sd_change"])):
         name, value = worst(result.sd_change)
-        words.append(f"the sd of {name} changed by {math.expm1(value) * 100:.3g} % over {span} "
-                     f"(needs < {rule['sd_change'] * 100:g} %)")
+        words.append(
+            f"the sd of {name} changed by {math.expm1(value) * 100:.3g} % over {span} "
+            f"(needs < {rule['sd_change'] * 100:g} %)"
+        )
     if not np.all(result.mcse < rule["mcse"]):
         name, value = worst(result.mcse)
-        words.append(f"the average of {name} over {span} is known to {value:.2g} sd only "
-                     f"(needs < {rule['mcse']:g}): the iterates jitter too much")
+        words.append(
+            f"the average of {name} over {span} is known to {value:.2g} sd only "
+            f"(needs < {rule['mcse']:g}): the iterates jitter too much"
+        )
     if result.travelling(rule):
         name, value = worst(result.rhat)
         moving = (result.rhat > rule["travel_rhat"]) & (result.speed > rule["travel_speed"])
         name, value = worst(np.where(moving, result.speed, -np.inf))
-        words.append(f"the mean of {name} still moves steadily in one direction, at "
-                     f"{value:.2g} x its average speed since the start (a trend far above its "
-                     f"jitter, split-R-hat > {rule['travel_rhat']:g}), so how far it still has to "
-                     "go is unknown: run more steps, or give steps as a budget ({min, max})")
+        words.append(
+            f"the mean of {name} still moves steadily in one direction, at "
+            f"{value:.2g} x its average speed since the start (a trend far above its "
+            f"jitter, split-R-hat > {rule['travel_rhat']:g}), so how far it still has to "
+            "go is unknown: run more steps, or give steps as a budget ({min, max})"
+        )
     elif words:
         if result.stationary(rule):
-            words.append("the iterates are stationary (split-R-hat <= "
-                         f"{rule['rhat']:g}) but jitter: lower the step size, or give steps as a "
-                         "budget ({min, max}), which lowers it")
+            words.append(
+                "the iterates are stationary (split-R-hat <= "
+                f"{rule['rhat']:g}) but jitter: lower the step size, or give steps as a "
+                "budget ({min, max}), which lowers it"
+            )
         else:
             name, value = worst(result.rhat)
-            words.append(f"the iterates still travel (split-R-hat of {name} {value:.3g}): "
-                         "run more steps, or give steps as a budget ({min, max})")
+            words.append(
+                f"the iterates still travel (split-R-hat of {name} {value:.3g}): "
+                "run more steps, or give steps as a budget ({min, max})"
+            )
     return words

@@ -26,8 +26,14 @@ import numpy as np
 from sviflow.errors import ConfigError
 
 
-def coin_flips(heads: int | None = None, tails: int | None = None, n: int | None = None,
-               p: float | None = None, seed: int = 0, site: str = "obs") -> dict:
+def coin_flips(
+    heads: int | None = None,
+    tails: int | None = None,
+    n: int | None = None,
+    p: float | None = None,
+    seed: int = 0,
+    site: str = "obs",
+) -> dict:
     """Coin flips: ``heads`` ones then ``tails`` zeros (the post's data), or ``n`` flips of a
     coin with P(heads) = ``p`` drawn with ``seed``."""
     if heads is not None or tails is not None:
@@ -38,8 +44,7 @@ def coin_flips(heads: int | None = None, tails: int | None = None, n: int | None
         flips = np.concatenate([np.ones(int(heads or 0)), np.zeros(int(tails or 0))])
     elif n is not None and p is not None:
         if not 0.0 <= float(p) <= 1.0 or int(n) < 0:
-            raise ConfigError(f"coin_flips: p is a probability in [0, 1] and n a count, got "
-                              f"p={p}, n={n}")
+            raise ConfigError(f"coin_flips: p is a probability in [0, 1] and n a count, got p={p}, n={n}")
         flips = (np.random.default_rng(seed).random(int(n)) < float(p)).astype(np.float64)
     else:
         raise ConfigError("coin_flips: give heads and tails, or n and p (and a seed)")
@@ -91,8 +96,10 @@ def _check_finite(array: np.ndarray, what: str) -> None:
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         value = float(array[index])
         element = f", element [{', '.join(map(str, index))}]" if array.ndim else ""
-        raise ConfigError(f"{what}{element}: {value!r} {_not_finite(value)}; "
-                          f"{int(bad.sum())} such value(s) in all; remove or replace them")
+        raise ConfigError(
+            f"{what}{element}: {value!r} {_not_finite(value)}; "
+            f"{int(bad.sum())} such value(s) in all; remove or replace them"
+        )
 
 
 def _columns_from_csv(path: Path) -> dict[str, np.ndarray]:
@@ -105,25 +112,32 @@ def _columns_from_csv(path: Path) -> dict[str, np.ndarray]:
             raise ConfigError(f"{path}: empty CSV file, expected a header line of column names")
         names = [cell.strip() for cell in header]
         if any(not name for name in names) or len(set(names)) != len(names):
-            raise ConfigError(f"{path}, line {reader.line_num}: the header needs distinct, "
-                              f"non-empty column names, got {', '.join(map(repr, names))}")
+            raise ConfigError(
+                f"{path}, line {reader.line_num}: the header needs distinct, "
+                f"non-empty column names, got {', '.join(map(repr, names))}"
+            )
         columns = {name: [] for name in names}
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue  # blank lines carry no data
             if len(row) != len(names):
-                raise ConfigError(f"{path}, line {reader.line_num}: {len(row)} fields, the "
-                                  f"header has {len(names)} ({', '.join(names)})")
+                raise ConfigError(
+                    f"{path}, line {reader.line_num}: {len(row)} fields, the "
+                    f"header has {len(names)} ({', '.join(names)})"
+                )
             for name, cell in zip(names, row):
                 try:
                     number = _csv_number(cell)
                 except ValueError:
-                    raise ConfigError(f"{path}, line {reader.line_num}, column {name!r}: "
-                                      f"{cell!r} is not a number") from None
+                    raise ConfigError(
+                        f"{path}, line {reader.line_num}, column {name!r}: {cell!r} is not a number"
+                    ) from None
                 problem = _not_finite(number)
                 if problem:
-                    raise ConfigError(f"{path}, line {reader.line_num}, column {name!r}: "
-                                      f"{cell.strip()!r} {problem}; remove or replace it")
+                    raise ConfigError(
+                        f"{path}, line {reader.line_num}, column {name!r}: "
+                        f"{cell.strip()!r} {problem}; remove or replace it"
+                    )
                 columns[name].append(number)
     if not columns[names[0]]:
         raise ConfigError(f"{path}: no rows of data below the header")
@@ -136,8 +150,9 @@ def _columns_from_json(path: Path) -> dict[str, np.ndarray]:
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}, line {error.lineno}: invalid JSON: {error.msg}") from error
     if not isinstance(content, dict):
-        raise ConfigError(f"{path}: expected a JSON object of named arrays, "
-                          f"e.g. {{\"x\": [1.0, 2.0], \"y\": [0.5, 1.5]}}")
+        raise ConfigError(
+            f'{path}: expected a JSON object of named arrays, e.g. {{"x": [1.0, 2.0], "y": [0.5, 1.5]}}'
+        )
     columns = {}
     for name, value in content.items():
         try:
@@ -145,8 +160,10 @@ def _columns_from_json(path: Path) -> dict[str, np.ndarray]:
         except ValueError as error:  # ragged nested lists
             raise ConfigError(f"{path}: array {name!r} is not rectangular ({error})") from error
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise ConfigError(f"{path}: array {name!r} holds {array.dtype.kind!r}-kind values, "
-                              f"not numbers (first: {np.ravel(array)[:1].tolist()})")
+            raise ConfigError(
+                f"{path}: array {name!r} holds {array.dtype.kind!r}-kind values, "
+                f"not numbers (first: {np.ravel(array)[:1].tolist()})"
+            )
         _check_finite(array, f"{path}: array {name!r}")  # JSON's NaN, Infinity; 1e39
         columns[name] = _typed(array)
     return columns
@@ -170,8 +187,12 @@ def _columns_from_hdf5(path: Path) -> dict[str, np.ndarray]:
         raise ConfigError(f"{path}: not a readable HDF5 file ({error})") from error
 
 
-READERS = {".csv": _columns_from_csv, ".json": _columns_from_json,
-           ".h5": _columns_from_hdf5, ".hdf5": _columns_from_hdf5}
+READERS = {
+    ".csv": _columns_from_csv,
+    ".json": _columns_from_json,
+    ".h5": _columns_from_hdf5,
+    ".hdf5": _columns_from_hdf5,
+}
 
 
 def load_dataset(spec: dict, where: str = "dataset") -> dict:
@@ -180,8 +201,9 @@ def load_dataset(spec: dict, where: str = "dataset") -> dict:
     if "generator" in spec:
         name = spec["generator"]
         if name not in GENERATORS:
-            raise ConfigError(f"{where}.generator: unknown generator {name!r}; valid: "
-                              f"{', '.join(sorted(GENERATORS))}")
+            raise ConfigError(
+                f"{where}.generator: unknown generator {name!r}; valid: {', '.join(sorted(GENERATORS))}"
+            )
         try:
             return GENERATORS[name](**(spec.get("args") or {}))
         except TypeError as error:
@@ -193,8 +215,9 @@ def load_dataset(spec: dict, where: str = "dataset") -> dict:
         raise ConfigError(f"{where}.file: {path} not found (paths are relative to the config file)")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
-        raise ConfigError(f"{where}.file: {path}: unknown format {path.suffix!r}; "
-                          f"use .csv, .json, .h5 or .hdf5")
+        raise ConfigError(
+            f"{where}.file: {path}: unknown format {path.suffix!r}; use .csv, .json, .h5 or .hdf5"
+        )
     try:
         columns = reader(path)
     except ConfigError as error:
@@ -205,14 +228,19 @@ def load_dataset(spec: dict, where: str = "dataset") -> dict:
     for key, names in (("observed", observed), ("covariates", covariates)):
         unknown = [n for n in names if n not in columns]
         if unknown:
-            raise ConfigError(f"{where}.{key}: {path} has no column {', '.join(map(repr, unknown))}; "
-                              f"its columns: {', '.join(columns)}")
+            raise ConfigError(
+                f"{where}.{key}: {path} has no column {', '.join(map(repr, unknown))}; "
+                f"its columns: {', '.join(columns)}"
+            )
     both = [n for n in observed if n in covariates]
     if both:
-        raise ConfigError(f"{where}: {', '.join(both)} both observed and covariate; a column is one "
-                          f"or the other")
-    dataset = {"observed": {n: columns[n] for n in observed},
-               "covariates": {n: columns[n] for n in covariates}}
+        raise ConfigError(
+            f"{where}: {', '.join(both)} both observed and covariate; a column is one or the other"
+        )
+    dataset = {
+        "observed": {n: columns[n] for n in observed},
+        "covariates": {n: columns[n] for n in covariates},
+    }
     check_lengths(dataset, f"{where}.file: {path}")
     return dataset
 
@@ -223,26 +251,35 @@ def check_lengths(dataset: dict, what: str) -> None:
     another shape, a scalar or a matrix (a design matrix, a distance matrix), is passed as it is;
     a per-group vector (J values for N observations) would be refused, so give it as a 2-D
     array, (J, 1), or compute it in the model. A CSV's columns are one length by construction."""
-    lengths = {name: int(np.shape(value)[0]) for name, value in dataset["observed"].items()
-               if np.ndim(value) >= 1}
-    lengths.update({name: int(np.shape(value)[0]) for name, value in dataset["covariates"].items()
-                    if np.ndim(value) == 1})
+    lengths = {
+        name: int(np.shape(value)[0]) for name, value in dataset["observed"].items() if np.ndim(value) >= 1
+    }
+    lengths.update(
+        {
+            name: int(np.shape(value)[0])
+            for name, value in dataset["covariates"].items()
+            if np.ndim(value) == 1
+        }
+    )
     if len(set(lengths.values())) > 1:
         counts: dict[int, list[str]] = {}
         for name, length in lengths.items():
             counts.setdefault(length, []).append(name)
         shown = "; ".join(f"{', '.join(map(repr, names))}: {length}" for length, names in counts.items())
-        raise ConfigError(f"{what}: arrays of one value per observation (the observed arrays' first "
-                          f"axis, every 1-D covariate) differ in length: {shown}; give them one "
-                          f"length (a per-group vector as a 2-D array, (J, 1))")
+        raise ConfigError(
+            f"{what}: arrays of one value per observation (the observed arrays' first "
+            f"axis, every 1-D covariate) differ in length: {shown}; give them one "
+            f"length (a per-group vector as a 2-D array, (J, 1))"
+        )
 
 
 def model_kwargs(dataset: dict | None, predict: bool = False) -> dict:
     """Keyword arguments for the model: observed arrays (None when predicting) and covariates."""
     if not dataset:
         return {}
-    kwargs = {name: (None if predict else np.asarray(value))
-              for name, value in dataset.get("observed", {}).items()}
+    kwargs = {
+        name: (None if predict else np.asarray(value)) for name, value in dataset.get("observed", {}).items()
+    }
     kwargs.update({name: np.asarray(value) for name, value in dataset.get("covariates", {}).items()})
     return _in_precision(kwargs)
 
@@ -259,5 +296,7 @@ def _in_precision(kwargs: dict) -> dict:
 
     if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
         return kwargs
-    return {name: value.astype(np.float64) if value is not None and value.dtype == np.float32 else value
-            for name, value in kwargs.items()}
+    return {
+        name: value.astype(np.float64) if value is not None and value.dtype == np.float32 else value
+        for name, value in kwargs.items()
+    }

@@ -63,11 +63,11 @@ def weighted_draws(checks: dict | None, predictive: dict | None) -> int:
     check's ELBO or k-hat asks for more."""
     quality = merged(checks)["quality"]
     num_samples = {**schema_defaults("predictive"), **(predictive or {})}["num_samples"]
-    return max(int(num_samples), int(quality["elbo_particles"]),
-               int(quality["khat_particles"]))
+    return max(int(num_samples), int(quality["elbo_particles"]), int(quality["khat_particles"]))
 
 
 # --- convergence -----------------------------------------------------------------------------
+
 
 def first_nonfinite(losses: np.ndarray) -> np.ndarray:
     """(seed,) first step whose loss is NaN or inf, -1 where none is."""
@@ -94,17 +94,21 @@ def divergence(losses: np.ndarray, final_params: dict, stable_update: bool = Fal
     return np.where((first < 0) & params_bad, last, first), np.zeros(losses.shape[0], int)
 
 
-def plateau(losses: np.ndarray, window: int = 100, tolerance: float = 0.01,
-            diverging: float = 0.5) -> dict:
+def plateau(losses: np.ndarray, window: int = 100, tolerance: float = 0.01, diverging: float = 0.5) -> dict:
     """Stan ADVI's relative-ELBO-change test on each seed's loss trace (seed, step)."""
     losses = np.atleast_2d(losses)
     n_windows = losses.shape[1] // window
     if n_windows < 2:
-        return {"window_mean": np.full((losses.shape[0], max(n_windows, 0)), np.nan),
-                "rel_change": np.full((losses.shape[0], 0), np.nan), "buffer": 0,
-                "mean": np.full(losses.shape[0], np.nan), "median": np.full(losses.shape[0], np.nan),
-                "converged": np.zeros(losses.shape[0], bool), "diverging": np.zeros(losses.shape[0], bool),
-                "too_short": True}
+        return {
+            "window_mean": np.full((losses.shape[0], max(n_windows, 0)), np.nan),
+            "rel_change": np.full((losses.shape[0], 0), np.nan),
+            "buffer": 0,
+            "mean": np.full(losses.shape[0], np.nan),
+            "median": np.full(losses.shape[0], np.nan),
+            "converged": np.zeros(losses.shape[0], bool),
+            "diverging": np.zeros(losses.shape[0], bool),
+            "too_short": True,
+        }
     # nanmean: steps that stable_update skipped (loss NaN) do not count
     elbo = -np.nanmean(losses[:, : n_windows * window].reshape(losses.shape[0], n_windows, window), axis=2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -112,9 +116,16 @@ def plateau(losses: np.ndarray, window: int = 100, tolerance: float = 0.01,
     buffer = int(max(0.1 * n_windows, 2))
     recent = rel_change[:, -buffer:]
     mean, median = recent.mean(axis=1), np.median(recent, axis=1)
-    return {"window_mean": -elbo, "rel_change": rel_change, "buffer": buffer, "mean": mean,
-            "median": median, "converged": (mean < tolerance) | (median < tolerance),
-            "diverging": median > diverging, "too_short": False}
+    return {
+        "window_mean": -elbo,
+        "rel_change": rel_change,
+        "buffer": buffer,
+        "mean": mean,
+        "median": median,
+        "converged": (mean < tolerance) | (median < tolerance),
+        "diverging": median > diverging,
+        "too_short": False,
+    }
 
 
 def _rhat(chains: np.ndarray) -> float:
@@ -158,6 +169,7 @@ def seed_spread(params: dict) -> dict[str, float]:
 
 # --- quality ---------------------------------------------------------------------------------
 
+
 def khat_from_log_weights(log_w: np.ndarray) -> float:
     """Pareto k-hat of the importance ratios (Vehtari et al.'s PSIS, through ArviZ)."""
     import warnings
@@ -180,14 +192,14 @@ def khat_threshold(num_particles: int, khat_max: float = 0.7) -> float:
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     """Energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| of two samples (n, d) (Szekely & Rizzo)."""
+
     def mean_dist(a, b):
         return float(np.mean(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))))
 
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
 
 
-def sample_distances(guide_draws: dict, reference: dict, energy_draws: int = 2000,
-                     seed: int = 0) -> dict:
+def sample_distances(guide_draws: dict, reference: dict, energy_draws: int = 2000, seed: int = 0) -> dict:
     """Mean and sd errors (in reference sd), 1-D Wasserstein per component, joint energy distance.
 
     ``guide_draws``: {site: (draw, ...)} pooled over seeds; ``reference``: a reference artifact.
@@ -206,8 +218,10 @@ def sample_distances(guide_draws: dict, reference: dict, energy_draws: int = 200
         for index, label in enumerate(convergence.component_labels({site: shape})):
             scale = ref_sd[index] if ref_sd[index] > 0 else 1.0
             rows[label] = {
-                "guide_mean": float(g[:, index].mean()), "reference_mean": float(ref_mean[index]),
-                "guide_sd": float(g[:, index].std()), "reference_sd": float(ref_sd[index]),
+                "guide_mean": float(g[:, index].mean()),
+                "reference_mean": float(ref_mean[index]),
+                "guide_sd": float(g[:, index].std()),
+                "reference_sd": float(ref_sd[index]),
                 "mean_error_sd": float((g[:, index].mean() - ref_mean[index]) / scale),
                 "sd_ratio": float(g[:, index].std() / scale),
                 "wasserstein": float(wasserstein_distance(g[:, index], r[:, index])),
@@ -275,7 +289,8 @@ def distance_problems(per_seed: list[dict], quality: dict, seeds: list[int]) -> 
         for label, row in rows.items():
             error, ratio = abs(row["mean_error_sd"]), row["sd_ratio"]
             noise = 1.0 / max(float(row.get("reference_ess", math.inf)), 1.0) + 1.0 / max(
-                float(row.get("guide_draws", math.inf)), 1.0)
+                float(row.get("guide_draws", math.inf)), 1.0
+            )
             mean_bar = max(quality["max_mean_error"] - MARGIN_Z * math.sqrt(noise), 0.0)
             log_margin = MARGIN_Z * math.sqrt(noise / 2)
             lo, hi = low * math.exp(log_margin), high * math.exp(-log_margin)
@@ -286,18 +301,30 @@ def distance_problems(per_seed: list[dict], quality: dict, seeds: list[int]) -> 
                 worst_sd[label] = (ratio, seed, off)
     found = []
     if worst_mean:
-        listed = _listed(sorted(worst_mean.items(), key=lambda item: -item[1][0]),
-                         lambda label, value: f"{label} {value[2]:+.2f} sd (seed {value[1]})")
-        found.append((f"means off the reference ({len(worst_mean)})",
-                      f"guide means off the reference's by more than {quality['max_mean_error']:g} "
-                      f"reference sd (less {MARGIN_Z:g} standard errors of the reference's and the "
-                      f"draws' own Monte Carlo error): {listed}"))
+        listed = _listed(
+            sorted(worst_mean.items(), key=lambda item: -item[1][0]),
+            lambda label, value: f"{label} {value[2]:+.2f} sd (seed {value[1]})",
+        )
+        found.append(
+            (
+                f"means off the reference ({len(worst_mean)})",
+                f"guide means off the reference's by more than {quality['max_mean_error']:g} "
+                f"reference sd (less {MARGIN_Z:g} standard errors of the reference's and the "
+                f"draws' own Monte Carlo error): {listed}",
+            )
+        )
     if worst_sd:
-        listed = _listed(sorted(worst_sd.items(), key=lambda item: -item[1][2]),
-                         lambda label, value: f"{label} x{value[0]:.2f} (seed {value[1]})")
-        found.append((f"sds off the reference ({len(worst_sd)})",
-                      f"guide sds outside [{low:g}, {high:g}] x the reference's (narrowed by the "
-                      f"same Monte Carlo error): {listed}"))
+        listed = _listed(
+            sorted(worst_sd.items(), key=lambda item: -item[1][2]),
+            lambda label, value: f"{label} x{value[0]:.2f} (seed {value[1]})",
+        )
+        found.append(
+            (
+                f"sds off the reference ({len(worst_sd)})",
+                f"guide sds outside [{low:g}, {high:g}] x the reference's (narrowed by the "
+                f"same Monte Carlo error): {listed}",
+            )
+        )
     return found
 
 
@@ -307,12 +334,26 @@ def _listed(items: list, describe, shown: int = 5) -> str:
     return text + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
-def verdict(*, nonfinite: np.ndarray, windows: list, labels: list[str], settings: dict,
-            stop: dict | None = None, plateau_result: dict | None = None, khat_values=None,
-            khat_limit=None, kl=None, seeds: list[int] | None = None, skipped_steps=None,
-            seeds_rhat_values: dict | None = None, distances: list[dict] | None = None,
-            point_sites=(), support_problems=(), reference_warnings=(),
-            start_advice: str | None = None) -> Verdict:
+def verdict(
+    *,
+    nonfinite: np.ndarray,
+    windows: list,
+    labels: list[str],
+    settings: dict,
+    stop: dict | None = None,
+    plateau_result: dict | None = None,
+    khat_values=None,
+    khat_limit=None,
+    kl=None,
+    seeds: list[int] | None = None,
+    skipped_steps=None,
+    seeds_rhat_values: dict | None = None,
+    distances: list[dict] | None = None,
+    point_sites=(),
+    support_problems=(),
+    reference_warnings=(),
+    start_advice: str | None = None,
+) -> Verdict:
     """Combine the checks into one of "converged", "not converged",
     "converged, poor approximation". Every failing check is a reason, most important first:
     divergence, the guide still changing, seeds that disagree, then the approximation's
@@ -331,36 +372,53 @@ def verdict(*, nonfinite: np.ndarray, windows: list, labels: list[str], settings
         kind.append((short, sentence))
 
     if skipped_steps is not None and np.any(np.asarray(skipped_steps) > 0):
-        notes.append("stable_update skipped " + ", ".join(
-            f"{int(n)} step(s) of seed {s}" for s, n in zip(seeds, skipped_steps) if n)
-            + " whose loss was not finite")
+        notes.append(
+            "stable_update skipped "
+            + ", ".join(f"{int(n)} step(s) of seed {s}" for s, n in zip(seeds, skipped_steps) if n)
+            + " whose loss was not finite"
+        )
     diverged = [(s, int(step)) for s, step in zip(seeds, nonfinite) if step >= 0]
     if diverged:
         advice = start_advice or "lower the step size or use stable_update"
-        fail(unconverged, "the loss became NaN or inf", "the loss became NaN or inf (" + ", ".join(
-            f"seed {s} at step {step}" for s, step in diverged) + f"): the fit diverged; {advice}")
+        fail(
+            unconverged,
+            "the loss became NaN or inf",
+            "the loss became NaN or inf ("
+            + ", ".join(f"seed {s} at step {step}" for s, step in diverged)
+            + f"): the fit diverged; {advice}",
+        )
     else:
         levels = (stop or {}).get("levels")
         for index, (seed, window) in enumerate(zip(seeds, windows)):
             if not window.converged(rule):
                 words = convergence.describe(window, rule, labels)
-                fail(unconverged, "guide still changing",
-                     f"seed {seed}: the guide is still changing: " + "; ".join(words))
+                fail(
+                    unconverged,
+                    "guide still changing",
+                    f"seed {seed}: the guide is still changing: " + "; ".join(words),
+                )
             elif levels is not None and not stop["confirmed"][index]:
                 # a budget that lowers its step size promises more: halving it changed nothing
                 last = levels[index][-1] if levels[index] else {}
-                moved = (f" (the last halving moved a mean by {last['shift']:.2g} sd)"
-                         if "shift" in last else "")
-                fail(unconverged, "step size not confirmed",
-                     f"seed {seed}: the guide settled, but halving the step size has not yet "
-                     f"been seen to leave it in place{moved}")
+                moved = (
+                    f" (the last halving moved a mean by {last['shift']:.2g} sd)" if "shift" in last else ""
+                )
+                fail(
+                    unconverged,
+                    "step size not confirmed",
+                    f"seed {seed}: the guide settled, but halving the step size has not yet "
+                    f"been seen to leave it in place{moved}",
+                )
         if unconverged and stop and stop.get("mode") == "budget" and "ran out" in stop.get("reason", ""):
             unconverged.append(("budget ran out", f"{stop['reason']}: raise steps.max"))
         across = {k: v for k, v in (seeds_rhat_values or {}).items() if not v <= rule["rhat"]}
         if across:
-            fail(unconverged, "seeds disagree",
-                 f"the seeds' guides disagree (R-hat of their posterior draws, seeds as chains, > "
-                 f"{rule['rhat']:g}): " + ", ".join(f"{k} {v:.3g}" for k, v in across.items()))
+            fail(
+                unconverged,
+                "seeds disagree",
+                f"the seeds' guides disagree (R-hat of their posterior draws, seeds as chains, > "
+                f"{rule['rhat']:g}): " + ", ".join(f"{k} {v:.3g}" for k, v in across.items()),
+            )
     for warning in reference_warnings:
         notes.insert(0, f"the reference is not to be trusted: {warning}")
     if not diverged:
@@ -368,50 +426,74 @@ def verdict(*, nonfinite: np.ndarray, windows: list, labels: list[str], settings
             for short, sentence in distance_problems(distances, quality, seeds):
                 fail(poor, short, sentence)
         if point_sites:
-            fail(poor, "a point estimate", "the guide is a point estimate (sd 0) of "
-                 + ", ".join(point_sites) + ": it has no posterior uncertainty to report")
+            fail(
+                poor,
+                "a point estimate",
+                "the guide is a point estimate (sd 0) of "
+                + ", ".join(point_sites)
+                + ": it has no posterior uncertainty to report",
+            )
         for sentence in support_problems:
             fail(poor, "support wider than the model's", sentence)
         max_kl = quality.get("max_kl")
         if kl is not None and np.isfinite(kl).all():
             if max_kl is not None and float(np.max(kl)) > max_kl:
-                fail(poor, f"KL {float(np.max(kl)):.3g} > {max_kl:g}",
-                     f"KL(q || p) {float(np.max(kl)):.3g} nats > {max_kl:g}")
+                fail(
+                    poor,
+                    f"KL {float(np.max(kl)):.3g} > {max_kl:g}",
+                    f"KL(q || p) {float(np.max(kl)):.3g} nats > {max_kl:g}",
+                )
             else:
                 notes.append(f"KL(q || p) {float(np.max(kl)):.3g} nats")
         if khat_values is not None and len(khat_values):
             worst = float(np.nanmax(khat_values))
-            if not worst <= khat_limit and distances and not point_sites and not any(
-                    short.startswith(("means", "sds")) for short, _ in poor):
+            if (
+                not worst <= khat_limit
+                and distances
+                and not point_sites
+                and not any(short.startswith(("means", "sds")) for short, _ in poor)
+            ):
                 # a reference measures the guide's means and sds directly, and they pass:
                 # k-hat, a noisy estimate from the tail of the weights, judges the joint as
                 # importance sampling would need it, which is more than the verdict promises
-                notes.append(f"PSIS k-hat {worst:.2f} > {khat_limit:.2f}: the joint is not good "
-                             "enough for importance sampling (Yao et al. 2018), though every "
-                             "mean and sd matches the reference")
+                notes.append(
+                    f"PSIS k-hat {worst:.2f} > {khat_limit:.2f}: the joint is not good "
+                    "enough for importance sampling (Yao et al. 2018), though every "
+                    "mean and sd matches the reference"
+                )
             elif not worst <= khat_limit:
-                fail(poor, f"k-hat {worst:.2f} > {khat_limit:.2f}",
-                     f"PSIS k-hat {worst:.2f} > {khat_limit:.2f}: the guide misses mass of the "
-                     "posterior (Yao et al. 2018)")
+                fail(
+                    poor,
+                    f"k-hat {worst:.2f} > {khat_limit:.2f}",
+                    f"PSIS k-hat {worst:.2f} > {khat_limit:.2f}: the guide misses mass of the "
+                    "posterior (Yao et al. 2018)",
+                )
             elif worst > quality["khat_good"]:
                 notes.append(f"PSIS k-hat {worst:.2f}: usable, not good")
             else:
                 notes.append(f"PSIS k-hat {worst:.2f}: good")
         if distances and not any(short.startswith(("means", "sds")) for short, _ in poor):
-            notes.append(f"every guide mean within {quality['max_mean_error']:g} sd and every sd "
-                         f"within [{quality['sd_ratio'][0]:g}, {quality['sd_ratio'][1]:g}] x the "
-                         "reference's")
+            notes.append(
+                f"every guide mean within {quality['max_mean_error']:g} sd and every sd "
+                f"within [{quality['sd_ratio'][0]:g}, {quality['sd_ratio'][1]:g}] x the "
+                "reference's"
+            )
     if not unconverged:
-        notes.insert(0, "the guide stopped changing (every mean moved < "
-                     f"{rule['mean_shift']:g} sd, every sd < {rule['sd_change'] * 100:g} % over "
-                     "the last window)")
+        notes.insert(
+            0,
+            "the guide stopped changing (every mean moved < "
+            f"{rule['mean_shift']:g} sd, every sd < {rule['sd_change'] * 100:g} % over "
+            "the last window)",
+        )
     if plateau_result is not None and not plateau_result["too_short"]:
         on = bool(np.all(plateau_result["converged"]))
-        notes.append("the loss is on a plateau (Stan ADVI's test)" if on else
-                     "the loss is not on a plateau by Stan ADVI's relative test (reported only)")
+        notes.append(
+            "the loss is on a plateau (Stan ADVI's test)"
+            if on
+            else "the loss is not on a plateau by Stan ADVI's relative test (reported only)"
+        )
     if stop and stop.get("mode") == "budget" and not unconverged:
         notes.append(stop["reason"])
     problems = unconverged + poor
     kind = NOT_CONVERGED if unconverged else POOR if poor else CONVERGED
-    return Verdict(kind, [sentence for _, sentence in problems] + notes,
-                   [short for short, _ in problems])
+    return Verdict(kind, [sentence for _, sentence in problems] + notes, [short for short, _ in problems])

@@ -52,9 +52,11 @@ def enable_compilation_cache(directory) -> None:
     except OSError as error:  # a file in its place (the workflow refuses it before any job)
         from sviflow.errors import ConfigError
 
-        raise ConfigError(f"engine.cache_dir: cannot use {str(directory)!r} as the compilation "
-                          f"cache's folder: {error.strerror or error}; give a folder's path, or '' "
-                          f"to turn the cache off") from error
+        raise ConfigError(
+            f"engine.cache_dir: cannot use {str(directory)!r} as the compilation "
+            f"cache's folder: {error.strerror or error}; give a folder's path, or '' "
+            f"to turn the cache off"
+        ) from error
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no minimum (0: JAX's default)
@@ -86,11 +88,25 @@ def _round_down_125(value: int) -> int:
     return max(m * scale for m in (1, 2, 5) if m * scale <= value)
 
 
-def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int = 20,
-            trajectory_points: int = 1000, stable_update: bool = False,
-            progress: bool = True, progress_file=None, latent_sites=None, rule: dict | None = None,
-            moment_draws: int = 200, moment_seed: int = 0, budget: dict | None = None,
-            decay: dict | None = None, init_params: dict | None = None) -> FitResult:
+def fit_svi(
+    svi,
+    steps,
+    seeds,
+    model_kwargs: dict | None = None,
+    *,
+    chunks: int = 20,
+    trajectory_points: int = 1000,
+    stable_update: bool = False,
+    progress: bool = True,
+    progress_file=None,
+    latent_sites=None,
+    rule: dict | None = None,
+    moment_draws: int = 200,
+    moment_seed: int = 0,
+    budget: dict | None = None,
+    decay: dict | None = None,
+    init_params: dict | None = None,
+) -> FitResult:
     """Run ``svi`` (a ``numpyro.infer.SVI``) for ``steps`` steps from each seed.
 
     With one seed the updates are exactly those of ``svi.run(PRNGKey(seed), steps,
@@ -137,8 +153,9 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
         if padded:
             # steps past the end leave the state as it was (its rng key too): same numbers.
             # Only where needed: the masked step is up to 15 % slower (32 particles)
-            new_state, loss = lax.cond(step_index < total, advance,
-                                       lambda s: (s, jnp.nan * jnp.zeros(())), state)
+            new_state, loss = lax.cond(
+                step_index < total, advance, lambda s: (s, jnp.nan * jnp.zeros(())), state
+            )
         else:
             new_state, loss = advance(state)
         return (new_state, total), loss
@@ -174,8 +191,9 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     compiled = run_chunk.lower(state, jnp.int32(0), jnp.int32(0)).compile()
     moments = labels = None
     if latent_sites:
-        moments, labels = guide_moments(svi.guide, list(latent_sites), model_kwargs,
-                                        moment_draws, moment_seed, several)
+        moments, labels = guide_moments(
+            svi.guide, list(latent_sites), model_kwargs, moment_draws, moment_seed, several
+        )
     compile_seconds = time.perf_counter() - start
 
     seed_axis = (lambda a: a) if several else (lambda a: a[None])
@@ -194,8 +212,7 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
     start = time.perf_counter()
     done = 0
     for index in range(n_chunks):
-        state, (losses, params, free) = compiled(state, jnp.int32(index * per_chunk * thin),
-                                                 jnp.int32(steps))
+        state, (losses, params, free) = compiled(state, jnp.int32(index * per_chunk * thin), jnp.int32(steps))
         losses = np.asarray(losses)  # waits for the chunk: the bar shows real progress
         loss_chunks.append(seed_axis(losses).reshape(n_seeds, -1))
         done = min(steps, (index + 1) * per_chunk * thin)
@@ -203,8 +220,10 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
         point_steps = np.minimum(index * per_chunk * thin + thin * np.arange(1, per_chunk + 1), steps)
         valid = point_steps > index * per_chunk * thin  # padding blocks past the end
         valid &= np.concatenate([[True], point_steps[1:] > point_steps[:-1]])
-        chunk_arrays = {"params": {k: seed_axis(np.asarray(v))[:, valid] for k, v in params.items()},
-                        "free": {k: seed_axis(np.asarray(v))[:, valid] for k, v in free.items()}}
+        chunk_arrays = {
+            "params": {k: seed_axis(np.asarray(v))[:, valid] for k, v in params.items()},
+            "free": {k: seed_axis(np.asarray(v))[:, valid] for k, v in free.items()},
+        }
         last_params = {k: v[:, -1] for k, v in chunk_arrays["params"].items()}
         if moments is not None:
             mean, sd = jax.device_get(moments(params))
@@ -227,7 +246,8 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
             kept_steps = kept_steps[thinned]
             kept_params, kept_free, kept_mean, kept_sd, kept_rate = (
                 _append(None, arrays, thinned) if arrays is not None else None
-                for arrays in (kept_params, kept_free, kept_mean, kept_sd, kept_rate))
+                for arrays in (kept_params, kept_free, kept_mean, kept_sd, kept_rate)
+            )
         if bar is not None:
             recent = loss_chunks[-1][:, : done - index * per_chunk * thin]
             with warnings.catch_warnings():  # an all-NaN chunk (a diverged fit) shows nan
@@ -255,12 +275,13 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
         for i, w in enumerate(current):
             if confirmed[i] or not (w.converged(rule) or w.stationary(rule)):
                 continue
-            level = _level(kept_steps, kept_mean[i], kept_sd[i], rule, int(since[i]), done,
-                           float(rates[i]))
+            level = _level(kept_steps, kept_mean[i], kept_sd[i], rule, int(since[i]), done, float(rates[i]))
             if levels[i] and w.converged(rule):
                 change = convergence.level_change(levels[i][-1], level)
                 level.update(change)
-                if change["shift"] < rule["mean_shift"] and change["sd_change"] < math.log1p(rule["sd_change"]):
+                if change["shift"] < rule["mean_shift"] and change["sd_change"] < math.log1p(
+                    rule["sd_change"]
+                ):
                     confirmed[i] = True
                     levels[i].append(level)
                     continue
@@ -270,8 +291,10 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
             elif w.converged(rule):
                 confirmed[i] = True  # no lowering left: the rule alone
         if all(confirmed):
-            stop_reason = (f"converged: the rule held at step {done}, and halving the step size "
-                           f"moved no guide mean by {rule['mean_shift']:g} sd or more")
+            stop_reason = (
+                f"converged: the rule held at step {done}, and halving the step size "
+                f"moved no guide mean by {rule['mean_shift']:g} sd or more"
+            )
             break
         if lowered:
             rates = rates.copy()
@@ -279,18 +302,26 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
                 rates[i] *= float(decay["factor"])
                 since[i] = done
                 decays.append((done, seeds[i], float(rates[i])))
-                log.info("seed %d: settled at step %d: step size lowered to %.3g, to see whether "
-                         "the guide moves", seeds[i], done, rates[i])
+                log.info(
+                    "seed %d: settled at step %d: step size lowered to %.3g, to see whether the guide moves",
+                    seeds[i],
+                    done,
+                    rates[i],
+                )
             state = _set_step_sizes(state, rates, several)
     run_seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
     if stop_reason is None:
-        stop_reason = (f"fixed number of steps ({steps})" if budget is None
-                       else f"the budget of {steps} steps ran out before the rule held")
+        stop_reason = (
+            f"fixed number of steps ({steps})"
+            if budget is None
+            else f"the budget of {steps} steps ran out before the rule held"
+        )
     losses = np.concatenate(loss_chunks, axis=1)[:, :done]
-    windows_at_end = (convergence.windows(kept_steps, kept_mean, kept_sd, rule, since)
-                      if moments is not None else None)
+    windows_at_end = (
+        convergence.windows(kept_steps, kept_mean, kept_sd, rule, since) if moments is not None else None
+    )
     final = dict(last_params)
     averaged = [False] * n_seeds
     if windows_at_end is not None:
@@ -301,15 +332,19 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
             means = {}
             for name, value in kept_free.items():
                 rows = []
-                for i, w in enumerate(windows_at_end):
+                for i in range(len(windows_at_end)):
                     chosen = convergence.window_indices(kept_steps, rule, int(since[i]))
                     rows.append(value[i, chosen].mean(axis=0) if averaged[i] else value[i, -1])
                 means[name] = np.stack(rows)
             constrained = jax.device_get(jax.jit(jax.vmap(svi.constrain_fn))(means))
-            final = {name: np.where(np.reshape(averaged, (-1,) + (1,) * (np.ndim(value) - 1)),
-                                    np.asarray(constrained[name]).astype(np.asarray(value).dtype),
-                                    value)
-                     for name, value in last_params.items()}
+            final = {
+                name: np.where(
+                    np.reshape(averaged, (-1,) + (1,) * (np.ndim(value) - 1)),
+                    np.asarray(constrained[name]).astype(np.asarray(value).dtype),
+                    value,
+                )
+                for name, value in last_params.items()
+            }
     timings = {
         "compile_seconds": compile_seconds,
         "run_seconds": run_seconds,
@@ -317,22 +352,48 @@ def fit_svi(svi, steps, seeds, model_kwargs: dict | None = None, *, chunks: int 
         "chunks": index + 1,
         "thin": thin * factor,
     }
-    log.info("fit of %d steps x %d seed(s): compile %.2f s, run %.2f s, %.0f steps/s; %s",
-             done, n_seeds, compile_seconds, run_seconds, timings["steps_per_second"], stop_reason)
-    stop = {"mode": "budget" if budget is not None else "fixed", "steps_run": int(done),
-            "reason": stop_reason, "since_step": since.tolist(), "averaged": averaged,
-            "decays": [list(d) for d in decays], "confirmed": confirmed,
-            "levels": levels if budget is not None and decay else None,
-            "step_size": rates.tolist() if rates is not None else None,
-            "windows": [{k: (v.tolist() if isinstance(v, np.ndarray) else v)
-                         for k, v in w.as_dict().items()} for w in windows_at_end]
-            if windows_at_end is not None else None}
-    return FitResult(seeds, np.asarray(losses), {k: np.asarray(v) for k, v in final.items()},
-                     kept_steps, {k: np.asarray(v) for k, v in kept_params.items()}, timings,
-                     last_params={k: np.asarray(v) for k, v in last_params.items()}, stop=stop,
-                     moments=({"mean": kept_mean, "sd": kept_sd, "labels": convergence.component_labels(labels)}
-                              if moments is not None else None),
-                     step_size=kept_rate)
+    log.info(
+        "fit of %d steps x %d seed(s): compile %.2f s, run %.2f s, %.0f steps/s; %s",
+        done,
+        n_seeds,
+        compile_seconds,
+        run_seconds,
+        timings["steps_per_second"],
+        stop_reason,
+    )
+    stop = {
+        "mode": "budget" if budget is not None else "fixed",
+        "steps_run": int(done),
+        "reason": stop_reason,
+        "since_step": since.tolist(),
+        "averaged": averaged,
+        "decays": [list(d) for d in decays],
+        "confirmed": confirmed,
+        "levels": levels if budget is not None and decay else None,
+        "step_size": rates.tolist() if rates is not None else None,
+        "windows": [
+            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in w.as_dict().items()}
+            for w in windows_at_end
+        ]
+        if windows_at_end is not None
+        else None,
+    }
+    return FitResult(
+        seeds,
+        np.asarray(losses),
+        {k: np.asarray(v) for k, v in final.items()},
+        kept_steps,
+        {k: np.asarray(v) for k, v in kept_params.items()},
+        timings,
+        last_params={k: np.asarray(v) for k, v in last_params.items()},
+        stop=stop,
+        moments=(
+            {"mean": kept_mean, "sd": kept_sd, "labels": convergence.component_labels(labels)}
+            if moments is not None
+            else None
+        ),
+        step_size=kept_rate,
+    )
 
 
 def _level(steps, mean, sd, rule, since: int, done: int, step_size: float) -> dict:
@@ -340,16 +401,21 @@ def _level(steps, mean, sd, rule, since: int, done: int, step_size: float) -> di
     from sviflow import convergence
 
     chosen = convergence.window_indices(steps, rule, since)
-    return {"step": int(done), "step_size": step_size,
-            "mean": np.asarray(mean)[chosen].mean(axis=0).tolist(),
-            "sd": np.asarray(sd)[chosen].mean(axis=0).tolist()}
+    return {
+        "step": int(done),
+        "step_size": step_size,
+        "mean": np.asarray(mean)[chosen].mean(axis=0).tolist(),
+        "sd": np.asarray(sd)[chosen].mean(axis=0).tolist(),
+    }
 
 
 def _append(store, arrays, keep):
     """Append the kept points (axis 1) of a chunk's arrays to ``store`` (None to start)."""
     if isinstance(arrays, dict):
-        return {k: (v[:, keep] if store is None else np.concatenate([store[k], v[:, keep]], axis=1))
-                for k, v in arrays.items()}
+        return {
+            k: (v[:, keep] if store is None else np.concatenate([store[k], v[:, keep]], axis=1))
+            for k, v in arrays.items()
+        }
     return arrays[:, keep] if store is None else np.concatenate([store, arrays[:, keep]], axis=1)
 
 
@@ -365,14 +431,15 @@ def _inject_states(optim_state):
 def _step_sizes(state, n_seeds: int):
     found = _inject_states(state.optim_state)
     if not found:
-        raise ValueError("the step size can only be lowered for an optimizer built with "
-                         "make_optimizer(..., adaptive=True)")
-    return np.broadcast_to(np.asarray(found[0].hyperparams["learning_rate"], np.float64),
-                           (n_seeds,)).copy()
+        raise ValueError(
+            "the step size can only be lowered for an optimizer built with make_optimizer(..., adaptive=True)"
+        )
+    return np.broadcast_to(np.asarray(found[0].hyperparams["learning_rate"], np.float64), (n_seeds,)).copy()
 
 
 def _set_step_sizes(state, rates, several: bool):
     """The SVI state with each seed's learning rate replaced (host side, between chunks)."""
+
     def replace(node):
         if hasattr(node, "hyperparams") and "learning_rate" in node.hyperparams:
             old = node.hyperparams["learning_rate"]
@@ -387,8 +454,9 @@ def _set_step_sizes(state, rates, several: bool):
     return state._replace(optim_state=replace(state.optim_state))
 
 
-def guide_moments(guide, latent_sites: list[str], model_kwargs: dict, num_draws: int,
-                  seed: int, several: bool):
+def guide_moments(
+    guide, latent_sites: list[str], model_kwargs: dict, num_draws: int, seed: int, several: bool
+):
     """-> (function, labels): the function maps a chunk's params ((seed,) point, ...) to the
     guide's (mean, sd) of every latent component at each point, (..., point, component),
     from ``num_draws`` draws with the same keys at every point (common random numbers: the
@@ -400,7 +468,8 @@ def guide_moments(guide, latent_sites: list[str], model_kwargs: dict, num_draws:
 
     def draw(params, key):
         trace = handlers.trace(handlers.substitute(handlers.seed(guide, key), data=params)).get_trace(
-            **model_kwargs)
+            **model_kwargs
+        )
         values = []
         for site in latent_sites:
             if site not in trace:
@@ -433,8 +502,15 @@ def _progress_bar(total: int, enabled: bool, stream):
     # mininterval=0: one line per chunk, so a log file shows every chunk's progress
     if stream is not None and not (hasattr(stream, "isatty") and stream.isatty()):
         stream = _Lines(stream)
-    return tqdm(total=total, unit="step", mininterval=0, file=stream, ascii=stream is not None,
-                dynamic_ncols=False, ncols=100)
+    return tqdm(
+        total=total,
+        unit="step",
+        mininterval=0,
+        file=stream,
+        ascii=stream is not None,
+        dynamic_ncols=False,
+        ncols=100,
+    )
 
 
 class _Lines:

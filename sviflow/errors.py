@@ -5,11 +5,12 @@ import errno
 import re
 
 # errors of the disk, not of a step: one line each, with what to do
-DISK_ERRORS = {errno.ENOSPC: "free space on its disk (df -h shows how much is left) and run "
-                             "snakemake again",
-               errno.EDQUOT: "free space within your disk quota and run snakemake again",
-               errno.EROFS: "results/ must be on a writable file system",
-               errno.EACCES: "check that its folder exists and is writable"}
+DISK_ERRORS = {
+    errno.ENOSPC: "free space on its disk (df -h shows how much is left) and run snakemake again",
+    errno.EDQUOT: "free space within your disk quota and run snakemake again",
+    errno.EROFS: "results/ must be on a writable file system",
+    errno.EACCES: "check that its folder exists and is writable",
+}
 
 
 def disk_error(error: BaseException) -> tuple[int, str] | None:

@@ -25,8 +25,12 @@ def beta_guide(site: str = "latent_fairness", alpha_init: float = 10.0, beta_ini
     return guide
 
 
-def normal_guide(site: str = "latent_fairness", mean_init: float = 0.5, sd_init: float = 0.1,
-                 mean_constraint: str = "unit_interval"):
+def normal_guide(
+    site: str = "latent_fairness",
+    mean_init: float = 0.5,
+    sd_init: float = 0.1,
+    mean_constraint: str = "unit_interval",
+):
     """Normal(mean, sd); the post keeps the mean in (0, 1) and names the sd ``var``."""
     mean_support = {"unit_interval": constraints.unit_interval, "real": constraints.real}[mean_constraint]
 
@@ -38,9 +42,15 @@ def normal_guide(site: str = "latent_fairness", mean_init: float = 0.5, sd_init:
     return guide
 
 
-def mixture_2d_guide(sites=("x", "y"), b_init: float = 1.0, sig1_init: float = 1.0,
-                     sig2_init: float = 1.0, theta_init: float = 0.0, learn_weight: bool = False,
-                     weight_init: float = 0.5):
+def mixture_2d_guide(
+    sites=("x", "y"),
+    b_init: float = 1.0,
+    sig1_init: float = 1.0,
+    sig2_init: float = 1.0,
+    theta_init: float = 0.0,
+    learn_weight: bool = False,
+    weight_init: float = 0.5,
+):
     """The post's two-mode guide: a mixture of two Normals at +-b along u1, a Normal along u2,
     rotated by theta; x and y are Delta sites of the auxiliary u1, u2.
 
@@ -53,8 +63,9 @@ def mixture_2d_guide(sites=("x", "y"), b_init: float = 1.0, sig1_init: float = 1
         sig1_q = numpyro.param("sig1_q", float(sig1_init), constraint=constraints.positive)
         sig2_q = numpyro.param("sig2_q", float(sig2_init), constraint=constraints.positive)
         b = numpyro.param("b", float(b_init), constraint=constraints.positive)
-        theta = numpyro.param("theta", float(theta_init),
-                              constraint=constraints.interval(-math.pi / 2, math.pi / 2))
+        theta = numpyro.param(
+            "theta", float(theta_init), constraint=constraints.interval(-math.pi / 2, math.pi / 2)
+        )
         if learn_weight:
             weight = numpyro.param("weight", float(weight_init), constraint=constraints.unit_interval)
             weights = jnp.stack([weight, 1.0 - weight])
@@ -87,9 +98,12 @@ def autoguide_names() -> list[str]:
     from numpyro.infer import autoguide
 
     return sorted(
-        name for name, obj in vars(autoguide).items()
-        if inspect.isclass(obj) and issubclass(obj, autoguide.AutoGuide)
-        and name.startswith("Auto") and not inspect.isabstract(obj)
+        name
+        for name, obj in vars(autoguide).items()
+        if inspect.isclass(obj)
+        and issubclass(obj, autoguide.AutoGuide)
+        and name.startswith("Auto")
+        and not inspect.isabstract(obj)
         and name not in ("AutoGuide", "AutoContinuous")
     )
 

@@ -72,29 +72,29 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "fit": {
         "losses": "(seed, step) the loss (negative ELBO estimate) at every step",
         "params/": "(seed, ...) the reported constrained value of every guide param: the "
-                   "average of the window's iterates where they are stationary, else the last "
-                   "iterate (attribute stop.averaged says which)",
+        "average of the window's iterates where they are stationary, else the last "
+        "iterate (attribute stop.averaged says which)",
         "last_params/": "(seed, ...) the last iterate's constrained value of every guide param",
         "trajectory/step": "(point,) the step after which each trajectory point was taken",
         "trajectory/params/": "(seed, point, ...) thinned trajectory of every guide param",
         "trajectory/moments/mean": "(seed, point, component) the guide's mean of every latent "
-                                   "component (attribute moment_labels) at each point",
+        "component (attribute moment_labels) at each point",
         "trajectory/moments/sd": "(seed, point, component) the guide's sd of the same",
         "first_nonfinite_step": "(seed,) first step whose loss is NaN or inf, -1 if none",
         "diverged_step": "(seed,) step at which the fit diverged, -1 if it did not (with "
-                         "stable_update, non-finite steps are skipped, not divergence)",
+        "stable_update, non-finite steps are skipped, not divergence)",
         "skipped_steps": "(seed,) steps stable_update skipped because the loss was not finite",
     },
     "predictive": {
         "posterior/": "(seed, draw, ...) samples of the model's latent sites from the guide, and its "
-                      "deterministic sites computed at them (the guide's "
-                      "auxiliary sites, from which they are made, are not stored)",
+        "deterministic sites computed at them (the guide's "
+        "auxiliary sites, from which they are made, are not stored)",
         "mock_from_guide/": "(seed, draw, ...) observed sites simulated by model + guide",
         "mock_from_samples/": "(seed, draw, ...) observed sites simulated by model + the first "
-                              "posterior samples, as many sets as mock_from_guide",
+        "posterior samples, as many sets as mock_from_guide",
         "log_weights": "(seed, draw) log p(x, z) - log q(z) at the guide's draws z: the posterior "
-                       "samples, continued where the checks ask for more; the check's ELBO and PSIS "
-                       "k-hat ((seed, 0) when the fit diverged)",
+        "samples, continued where the checks ask for more; the check's ELBO and PSIS "
+        "k-hat ((seed, 0) when the fit diverged)",
     },
     "reference": {
         "moments/mean/": "posterior mean of every latent site",
@@ -108,54 +108,64 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "rel_change": "(seed, window) relative change of the windowed ELBO (Stan ADVI)",
         "diverged_step": "(seed,) step at which the fit diverged, -1 if it did not",
         "convergence/": "{shift, sd_change, mcse, rhat, speed} (seed, component): the convergence rule's "
-                         "numbers over the last window (sviflow.convergence), components as the "
-                         "fit's moment_labels",
+        "numbers over the last window (sviflow.convergence), components as the "
+        "fit's moment_labels",
         "window": "(seed, 2) the first and last step of each seed's window",
         "seeds_rhat/": "R-hat of the guides' posterior draws, seeds as chains (several seeds "
-                       "only): do the seeds' guides agree?",
+        "only): do the seeds' guides agree?",
         "seed_spread/": "sd across seeds of each final parameter component",
         "quality/": "khat, elbo, elbo_se (seed,); log_z, kl (seed,), energy_distance and "
-                    "sites/<site>/{mean_error_sd, sd_ratio, wasserstein, ...} where a reference "
-                    "exists; mass_outside/<site> (seed,): the guide's mass outside the model's "
-                    "support, where its support is wider (KL is then infinite)",
+        "sites/<site>/{mean_error_sd, sd_ratio, wasserstein, ...} where a reference "
+        "exists; mass_outside/<site> (seed,): the guide's mass outside the model's "
+        "support, where its support is wider (KL is then infinite)",
     },
 }
 
 # Root attributes beyond the common ones, by kind (JSON where not a plain number or string).
 ATTRIBUTES: dict[str, dict[str, str]] = {
-    "fit": {"timings": "compile_seconds, run_seconds, steps_per_second, chunks, thin",
-            "diverged": "true when any seed diverged",
-            "stop": "how the run ended: mode (fixed or budget), steps_run, reason, averaged "
-                    "(per seed), since_step (per seed: its last lowered step size), decays "
-                    "[[step, seed, new step size]], step_size, windows (the convergence rule's "
-                    "numbers per seed at the end) (JSON); trajectory/step_size (seed, point) "
-                    "where the step size can be lowered",
-            "moment_labels": "the latent components of trajectory/moments, site[i,j] 0-based",
-            "latent_sites": "the model's latent sample sites"},
-    "predictive": {"latent_sites": "the model's latent sample sites",
-                   "observed_sites": "the model's observed sample sites",
-                   "deterministic_sites": "the model's numpyro.deterministic sites, drawn in "
-                                          "posterior/ at its latent draws",
-                   "diverged": "true when the fit diverged: then no draws are made",
-                   "support_excess": "latent sites whose guide distribution has a wider support "
-                                     "than the model's: {site: {guide_support, model_support, "
-                                     "mass_outside (per seed, from the guide's cdf)}} (JSON)"},
-    "reference": {"method": "exact, grid, nuts or draws", "latent_sites": "site order of moments/covariance",
-                  "warnings": "why the reference may not be trusted (R-hat above 1.01, bulk ESS "
-                              "below 400, divergences), each with what to change; [] when it is "
-                              "fine (JSON list). Beside it deterministic_sites (draws/ and moments/ "
-                              "hold them too, outside the covariance), source (draws: the file, "
-                              "format, chains, draws kept); groups nuts/ (rhat, ess, ess_tail per "
-                              "site in its shape; divergences and tree_depth_hits per chain; the "
-                              "settings) and chains/ (draws with chains: rhat, ess, ess_tail)"},
-    "check": {"verdict": "converged | not converged | converged, poor approximation",
-              "reasons": "the reasons, one sentence each (JSON list)", "sentence": "the reasons joined",
-              "truth": "rows {quantity, target, fit, error, note} against the exact answers (JSON)",
-              "khat_limit": "the k-hat threshold min(1 - 1/log10 S, 0.7)",
-              "diverged": "true when the fit diverged",
-              "problems": "the failing checks in a few words each, most important first (JSON list)",
-              "stop": "the fit's stop attribute, as the check read it (JSON)",
-              "reference_warnings": "why the reference is not to be trusted, if it is not (JSON list)"},
+    "fit": {
+        "timings": "compile_seconds, run_seconds, steps_per_second, chunks, thin",
+        "diverged": "true when any seed diverged",
+        "stop": "how the run ended: mode (fixed or budget), steps_run, reason, averaged "
+        "(per seed), since_step (per seed: its last lowered step size), decays "
+        "[[step, seed, new step size]], step_size, windows (the convergence rule's "
+        "numbers per seed at the end) (JSON); trajectory/step_size (seed, point) "
+        "where the step size can be lowered",
+        "moment_labels": "the latent components of trajectory/moments, site[i,j] 0-based",
+        "latent_sites": "the model's latent sample sites",
+    },
+    "predictive": {
+        "latent_sites": "the model's latent sample sites",
+        "observed_sites": "the model's observed sample sites",
+        "deterministic_sites": "the model's numpyro.deterministic sites, drawn in "
+        "posterior/ at its latent draws",
+        "diverged": "true when the fit diverged: then no draws are made",
+        "support_excess": "latent sites whose guide distribution has a wider support "
+        "than the model's: {site: {guide_support, model_support, "
+        "mass_outside (per seed, from the guide's cdf)}} (JSON)",
+    },
+    "reference": {
+        "method": "exact, grid, nuts or draws",
+        "latent_sites": "site order of moments/covariance",
+        "warnings": "why the reference may not be trusted (R-hat above 1.01, bulk ESS "
+        "below 400, divergences), each with what to change; [] when it is "
+        "fine (JSON list). Beside it deterministic_sites (draws/ and moments/ "
+        "hold them too, outside the covariance), source (draws: the file, "
+        "format, chains, draws kept); groups nuts/ (rhat, ess, ess_tail per "
+        "site in its shape; divergences and tree_depth_hits per chain; the "
+        "settings) and chains/ (draws with chains: rhat, ess, ess_tail)",
+    },
+    "check": {
+        "verdict": "converged | not converged | converged, poor approximation",
+        "reasons": "the reasons, one sentence each (JSON list)",
+        "sentence": "the reasons joined",
+        "truth": "rows {quantity, target, fit, error, note} against the exact answers (JSON)",
+        "khat_limit": "the k-hat threshold min(1 - 1/log10 S, 0.7)",
+        "diverged": "true when the fit diverged",
+        "problems": "the failing checks in a few words each, most important first (JSON list)",
+        "stop": "the fit's stop attribute, as the check read it (JSON)",
+        "reference_warnings": "why the reference is not to be trusted, if it is not (JSON list)",
+    },
 }
 
 
@@ -202,8 +212,13 @@ def _write_array(group: h5py.Group, key: str, value: np.ndarray) -> None:
             # h5py's create_dataset ignores a scalar's layout: HDF5's own call, as h5py makes it
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_layout(h5py.h5d.COMPACT)
-            dataset = h5py.h5d.create(group.id, key.encode(), h5py.h5t.py_create(value.dtype, logical=True),
-                                      h5py.h5s.create(h5py.h5s.SCALAR), dcpl=dcpl)
+            dataset = h5py.h5d.create(
+                group.id,
+                key.encode(),
+                h5py.h5t.py_create(value.dtype, logical=True),
+                h5py.h5s.create(h5py.h5s.SCALAR),
+                dcpl=dcpl,
+            )
             dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(value))
         else:
             group.create_dataset(key, data=value)
@@ -212,9 +227,15 @@ def _write_array(group: h5py.Group, key: str, value: np.ndarray) -> None:
         group.create_dataset(key, data=value, chunks=value.shape, fletcher32=True)
         return
     stored = storage_dtype(value)
-    dataset = group.create_dataset(key, data=value.astype(stored, copy=False), chunks=True,
-                                   shuffle=True, compression="gzip", compression_opts=GZIP_LEVEL,
-                                   fletcher32=True)
+    dataset = group.create_dataset(
+        key,
+        data=value.astype(stored, copy=False),
+        chunks=True,
+        shuffle=True,
+        compression="gzip",
+        compression_opts=GZIP_LEVEL,
+        fletcher32=True,
+    )
     if stored != value.dtype:
         dataset.attrs[DTYPE_ATTR] = value.dtype.str
 
@@ -251,8 +272,7 @@ def written_atomically(path):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
-                                                 dir=path.parent)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     except OSError as error:
         problem = disk_error(error)
         advice = problem[1] if problem else "check that its folder exists and is writable"
@@ -270,13 +290,13 @@ def written_atomically(path):
         problem = disk_error(error)
         if problem is not None and not isinstance(error, ArtifactError):
             # a full disk (or quota); HDF5's own writes (netCDF) say so inside a RuntimeError
-            raise ArtifactError(f"cannot write {path}: {os.strerror(problem[0])}; "
-                                f"{problem[1]}") from error
+            raise ArtifactError(f"cannot write {path}: {os.strerror(problem[0])}; {problem[1]}") from error
         raise
 
 
-def write_artifact(path, kind: str, tree: dict, *, config: dict | None = None,
-                   seeds=None, attrs: dict | None = None) -> Path:
+def write_artifact(
+    path, kind: str, tree: dict, *, config: dict | None = None, seeds=None, attrs: dict | None = None
+) -> Path:
     """Write ``tree`` (nested dicts of arrays) as an artifact of ``kind``, atomically.
 
     HDF5 builds the file in memory (the core driver, no backing store) and Python writes its
@@ -399,7 +419,7 @@ class Artifact(dict):
 def _decode(value):
     if isinstance(value, bytes):
         value = value.decode()
-    if isinstance(value, str) and value[:1] in "[{\"" or value == "null":
+    if isinstance(value, str) and value[:1] in '[{"' or value == "null":
         try:
             return json.loads(value)
         except (json.JSONDecodeError, TypeError):
@@ -413,8 +433,7 @@ def read_artifact(path, kind: str) -> Artifact:
     """Read an artifact and check that it is a whole one of ``kind`` at this schema version."""
     path = Path(path)
     if not path.exists():
-        raise ArtifactError(f"{path}: no such file; run the step that makes it "
-                            f"(snakemake {path})")
+        raise ArtifactError(f"{path}: no such file; run the step that makes it (snakemake {path})")
     digest = hashlib.sha256()
     try:
         with h5py.File(path, "r") as handle:
@@ -425,34 +444,46 @@ def read_artifact(path, kind: str) -> Artifact:
             tree = _walk(handle, digest)
     except _Damaged as damaged:
         what = "its root attributes" if damaged.name == "/" else f"dataset {damaged.name}"
-        raise ArtifactError(f"{path}: damaged: {what} does not read back as it was "
-                            f"written, its checksum fails or its data are cut off (HDF5: "
-                            f"{damaged.error}); delete it and run snakemake again to remake it") from damaged.error
+        raise ArtifactError(
+            f"{path}: damaged: {what} does not read back as it was "
+            f"written, its checksum fails or its data are cut off (HDF5: "
+            f"{damaged.error}); delete it and run snakemake again to remake it"
+        ) from damaged.error
     except _DAMAGE as error:
-        raise ArtifactError(f"{path}: not a readable HDF5 file ({error}); it is corrupt or "
-                            f"truncated: delete it and run snakemake again to remake it") from error
+        raise ArtifactError(
+            f"{path}: not a readable HDF5 file ({error}); it is corrupt or "
+            f"truncated: delete it and run snakemake again to remake it"
+        ) from error
     schema = attrs.get("schema")
     if schema != f"sviflow.{kind}":
-        raise ArtifactError(f"{path}: expected a sviflow.{kind} file, found schema {schema!r}; "
-                            f"check the path, or delete the file and run snakemake to remake it")
+        raise ArtifactError(
+            f"{path}: expected a sviflow.{kind} file, found schema {schema!r}; "
+            f"check the path, or delete the file and run snakemake to remake it"
+        )
     version = attrs.get("schema_version")
     oldest = OLDEST_READABLE.get(kind, OLDEST_READABLE_DEFAULT)
     if not (isinstance(version, int) and oldest <= version <= SCHEMA_VERSION):
         also = f" (sviflow.{kind} files also from version {oldest} on)" if oldest < SCHEMA_VERSION else ""
-        raise ArtifactError(f"{path}: written with schema version {version}, this sviflow reads "
-                            f"version {SCHEMA_VERSION}{also}; delete it and run snakemake again (or "
-                            f"run snakemake --forcerun {path}) to remake it with this version")
+        raise ArtifactError(
+            f"{path}: written with schema version {version}, this sviflow reads "
+            f"version {SCHEMA_VERSION}{also}; delete it and run snakemake again (or "
+            f"run snakemake --forcerun {path}) to remake it with this version"
+        )
     missing = [key for key in SCHEMAS[kind] if not _has(tree, key)]
     missing += [f"attribute {key}" for key in ATTRIBUTES.get(kind, {}) if key not in attrs]
     if missing:
-        raise ArtifactError(f"{path}: incomplete sviflow.{kind} file, missing {', '.join(missing)}; "
-                            f"delete it and run snakemake again to remake it")
+        raise ArtifactError(
+            f"{path}: incomplete sviflow.{kind} file, missing {', '.join(missing)}; "
+            f"delete it and run snakemake again to remake it"
+        )
     stored = attrs.pop(DIGEST_ATTR, None)
     if stored != digest.hexdigest() and (stored is not None or version >= 4):
         found = "has lost its SHA-256" if stored is None else "does not match its SHA-256"
-        raise ArtifactError(f"{path}: damaged: its contents {found} (root attribute {DIGEST_ATTR}, "
-                            f"written with the file): a byte of it changed after it was written; "
-                            f"delete it and run snakemake again to remake it")
+        raise ArtifactError(
+            f"{path}: damaged: its contents {found} (root attribute {DIGEST_ATTR}, "
+            f"written with the file): a byte of it changed after it was written; "
+            f"delete it and run snakemake again to remake it"
+        )
     return Artifact(tree, attrs, path)
 
 
@@ -467,9 +498,12 @@ def _has(tree: dict, key: str) -> bool:
 
 def describe_schemas() -> str:
     """The layout of every artifact kind, as Markdown."""
-    lines = [f"All artifacts: root attributes schema (sviflow.<kind>), schema_version "
-             f"({SCHEMA_VERSION}), config (JSON), seeds (JSON), versions (JSON), created, "
-             f"{DIGEST_ATTR} (SHA-256 of everything else the file holds).", ""]
+    lines = [
+        f"All artifacts: root attributes schema (sviflow.<kind>), schema_version "
+        f"({SCHEMA_VERSION}), config (JSON), seeds (JSON), versions (JSON), created, "
+        f"{DIGEST_ATTR} (SHA-256 of everything else the file holds).",
+        "",
+    ]
     for kind, entries in SCHEMAS.items():
         lines.append(f"### sviflow.{kind}")
         lines.extend(f"- `{key}`: {doc}" for key, doc in entries.items())

@@ -29,7 +29,6 @@ def laplace_init(model, guide, model_kwargs: dict, seed: int = 0, iterations: in
     """-> (the guide's initial params, the sd of the narrowest direction the guide must
     resolve, in unconstrained space), or (None, None) where there is no Laplace start."""
     import jax
-    import jax.numpy as jnp
     import optax
     from jax import lax
     from jax.flatten_util import ravel_pytree
@@ -62,14 +61,18 @@ def laplace_init(model, guide, model_kwargs: dict, seed: int = 0, iterations: in
     mode, values = np.asarray(mode, np.float64), np.asarray(values, np.float64)
     hessian = np.asarray(hessian, np.float64)
     if not (np.all(np.isfinite(mode)) and np.all(np.isfinite(hessian)) and np.isfinite(values[-1])):
-        log.warning("Laplace start: the mode search ended at a non-finite point; the guide keeps "
-                    "its own initialisation")
+        log.warning(
+            "Laplace start: the mode search ended at a non-finite point; the guide keeps "
+            "its own initialisation"
+        )
         return None, None
     hessian = (hessian + hessian.T) / 2
     eigenvalues, vectors = np.linalg.eigh(hessian)
     if eigenvalues.max() <= 0:
-        log.warning("Laplace start: the Hessian at the mode has no positive curvature; the guide "
-                    "keeps its own initialisation")
+        log.warning(
+            "Laplace start: the Hessian at the mode has no positive curvature; the guide "
+            "keeps its own initialisation"
+        )
         return None, None
     # a flat or saddle direction gets the flattest curvature seen (a cautious start, not a
     # claim); every positive one is kept, however small: a badly scaled posterior's widest
@@ -77,9 +80,13 @@ def laplace_init(model, guide, model_kwargs: dict, seed: int = 0, iterations: in
     positive = eigenvalues > 0
     curvature = np.where(positive, eigenvalues, eigenvalues[positive].min())
     covariance = (vectors / curvature) @ vectors.T
-    log.info("Laplace start: mode found in %d L-BFGS iterations (potential %.6g -> %.6g), "
-             "sds %s", iterations, values[0], values[-1],
-             np.round(np.sqrt(np.diag(covariance)), 6).tolist()[:10])
+    log.info(
+        "Laplace start: mode found in %d L-BFGS iterations (potential %.6g -> %.6g), sds %s",
+        iterations,
+        values[0],
+        values[-1],
+        np.round(np.sqrt(np.diag(covariance)), 6).tolist()[:10],
+    )
     sd = np.sqrt(np.diag(covariance))
     dtype = np.asarray(start).dtype
     # the narrowest direction the guide must resolve: for a full or low-rank covariance the
@@ -104,15 +111,20 @@ def _params(kind, guide, info, unravel, start, mode, covariance, sd, dtype) -> d
         order = _guide_order(guide, unravel, start.shape[0])
         cov = covariance[np.ix_(order, order)]
         if kind == "AutoMultivariateNormal":
-            return {f"{guide.prefix}_loc": latent,
-                    f"{guide.prefix}_scale_tril": as_array(np.linalg.cholesky(cov))}
+            return {
+                f"{guide.prefix}_loc": latent,
+                f"{guide.prefix}_scale_tril": as_array(np.linalg.cholesky(cov)),
+            }
         rank = guide.rank if guide.rank is not None else max(1, int(round(np.sqrt(len(cov)))))
         values_, vectors_ = np.linalg.eigh(cov)
         top = np.argsort(values_)[::-1][:rank]
         factor = vectors_[:, top] * np.sqrt(np.maximum(values_[top], 0.0)) * 0.9
-        residual = np.maximum(np.diag(cov) - (factor ** 2).sum(axis=1), 0.01 * np.diag(cov))
-        return {f"{guide.prefix}_loc": latent, f"{guide.prefix}_cov_factor": as_array(factor),
-                f"{guide.prefix}_scale": as_array(np.sqrt(residual))}
+        residual = np.maximum(np.diag(cov) - (factor**2).sum(axis=1), 0.01 * np.diag(cov))
+        return {
+            f"{guide.prefix}_loc": latent,
+            f"{guide.prefix}_cov_factor": as_array(factor),
+            f"{guide.prefix}_scale": as_array(np.sqrt(residual)),
+        }
     sites_mode, sites_sd = unravel(jnp.asarray(mode, dtype)), unravel(jnp.asarray(sd, dtype))
     if kind == "AutoNormal":
         params = {}

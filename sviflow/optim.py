@@ -10,9 +10,12 @@ from sviflow.config import default
 from sviflow.errors import ConfigError
 from sviflow.names import ELBOS, OPTIMIZERS, SCHEDULES
 
-_SCHEDULE_FUNCTIONS = {"constant": "constant_schedule", "exponential_decay": "exponential_decay",
-                       "cosine_decay": "cosine_decay_schedule",
-                       "warmup_cosine_decay": "warmup_cosine_decay_schedule"}
+_SCHEDULE_FUNCTIONS = {
+    "constant": "constant_schedule",
+    "exponential_decay": "exponential_decay",
+    "cosine_decay": "cosine_decay_schedule",
+    "warmup_cosine_decay": "warmup_cosine_decay_schedule",
+}
 
 
 def _schedule(spec, step_size: float, where: str):
@@ -29,15 +32,22 @@ def _schedule(spec, step_size: float, where: str):
         return function(**{first: step_size, **spec})
     except TypeError as error:
         takes = [p for p in inspect.signature(function).parameters if p != first]
-        raise ConfigError(f"{where}.schedule: {kind}: {error}; it takes {', '.join(takes)} "
-                          f"(its {first} is the optimizer's step_size)") from error
+        raise ConfigError(
+            f"{where}.schedule: {kind}: {error}; it takes {', '.join(takes)} "
+            f"(its {first} is the optimizer's step_size)"
+        ) from error
 
 
 # the optax form of each optimizer, and how numpyro's argument names map onto it
-_OPTAX = {"Adam": ("adam", {}), "ClippedAdam": ("adam", {}), "SGD": ("sgd", {}),
-          "Adagrad": ("adagrad", {}), "RMSProp": ("rmsprop", {"gamma": "decay"}),
-          "Momentum": ("sgd", {"mass": "momentum"}),
-          "RMSPropMomentum": ("rmsprop", {"gamma": "decay"})}
+_OPTAX = {
+    "Adam": ("adam", {}),
+    "ClippedAdam": ("adam", {}),
+    "SGD": ("sgd", {}),
+    "Adagrad": ("adagrad", {}),
+    "RMSProp": ("rmsprop", {"gamma": "decay"}),
+    "Momentum": ("sgd", {"mass": "momentum"}),
+    "RMSPropMomentum": ("rmsprop", {"gamma": "decay"}),
+}
 
 
 def make_optimizer(spec: dict, where: str = "optimizer", adaptive: bool = False):
@@ -71,8 +81,10 @@ def make_optimizer(spec: dict, where: str = "optimizer", adaptive: bool = False)
             transform = function(schedule, **args)
         except TypeError as error:
             takes = [p for p in inspect.signature(function).parameters if p != "learning_rate"]
-            raise ConfigError(f"{where}.args: {error}; with a schedule, {name} is "
-                              f"optax.{function_name}, which takes {', '.join(takes)}") from error
+            raise ConfigError(
+                f"{where}.args: {error}; with a schedule, {name} is "
+                f"optax.{function_name}, which takes {', '.join(takes)}"
+            ) from error
         if clip is not None:
             # numpyro's ClippedAdam clips each gradient component to [-clip_norm, clip_norm]
             transform = optax.chain(optax.clip(float(clip)), transform)

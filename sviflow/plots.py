@@ -17,8 +17,11 @@ import numpy as np  # noqa: E402
 
 from sviflow.h5io import read_artifact  # noqa: E402
 
-VERDICT_COLOURS = {"converged": "tab:green", "not converged": "tab:red",
-                   "converged, poor approximation": "tab:orange"}
+VERDICT_COLOURS = {
+    "converged": "tab:green",
+    "not converged": "tab:red",
+    "converged, poor approximation": "tab:orange",
+}
 
 
 def _title(fig, fit: str, check) -> None:
@@ -32,11 +35,16 @@ def _title(fig, fit: str, check) -> None:
     # wrapped to the figure's width (about 5.5 pt a character at 10 pt), at most two lines
     problems = check.attrs.get("problems") or []
     width = max(40, int(fig.get_figwidth() * 72 / 5.5))
-    short = "\n".join(textwrap.wrap("; ".join(problems), width=width, max_lines=2,
-                                    placeholder=" ...")) if problems else ""
-    fig.suptitle(f"{fit}: {verdict}" + (f"\n{short}" if short else ""),
-                 color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
-                 fontsize=10 if short else 11)
+    short = (
+        "\n".join(textwrap.wrap("; ".join(problems), width=width, max_lines=2, placeholder=" ..."))
+        if problems
+        else ""
+    )
+    fig.suptitle(
+        f"{fit}: {verdict}" + (f"\n{short}" if short else ""),
+        color=VERDICT_COLOURS.get(check.attrs["verdict"], "black"),
+        fontsize=10 if short else 11,
+    )
 
 
 def _setting(check, group: str, key: str, default):
@@ -56,19 +64,25 @@ def loss_figure(fitted, check, fit: str, path) -> None:
     """The loss trace (the post's figure) with the plateau windows and their relative change."""
     losses = fitted["losses"]
     window = _setting(check, "plateau", "window", 100)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True,
-                                      gridspec_kw={"height_ratios": [2, 1]})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(8, 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     steps = np.arange(1, losses.shape[1] + 1)
     for index, seed_losses in enumerate(losses):
-        top.plot(steps, seed_losses, lw=0.5, alpha=0.7, label=f"seed {fitted.attrs['seeds'][index]}"
-                 if len(losses) > 1 else "loss per step")
+        top.plot(
+            steps,
+            seed_losses,
+            lw=0.5,
+            alpha=0.7,
+            label=f"seed {fitted.attrs['seeds'][index]}" if len(losses) > 1 else "loss per step",
+        )
     means = check["losses_window_mean"]
     if means.size:
         centres = window * (np.arange(means.shape[1]) + 0.5)
         top.plot(centres, means[0], color="k", lw=1.2, label=f"mean over {window}-step windows")
         finite = losses[np.isfinite(losses)]
         if finite.size:
-            late = np.median(finite.reshape(-1)[-max(1, finite.size // 10):])
+            late = np.median(finite.reshape(-1)[-max(1, finite.size // 10) :])
             top.axhline(late, c="k", ls="--", lw=0.8, label=f"median of the last 10%: {late:.3f}")
             low, high = np.percentile(finite, [0.5, 99.0])
             pad = 0.1 * (high - low or 1.0)
@@ -77,8 +91,13 @@ def loss_figure(fitted, check, fit: str, path) -> None:
     if log_z is not None and np.isfinite(log_z):
         # the floor of the loss's expectation, the KL's zero: a single step's loss, an estimate
         # from one draw, goes below it
-        top.axhline(-float(log_z), color="tab:green", lw=1, ls=":",
-                    label=f"-log Z = {-float(log_z):.3f} (exact evidence), the floor of the expected loss")
+        top.axhline(
+            -float(log_z),
+            color="tab:green",
+            lw=1,
+            ls=":",
+            label=f"-log Z = {-float(log_z):.3f} (exact evidence), the floor of the expected loss",
+        )
     for step in check["diverged_step"]:
         if step >= 0:
             top.axvline(step + 1, color="tab:red", lw=1.5, label=f"diverged at step {step}")
@@ -164,26 +183,38 @@ def trajectory_figure(fitted, check, fit: str, path):
 
     def shade(ax):
         if has_window:
-            ax.axvspan(window[:, 0].min(), window[:, 1].max(), color="grey", alpha=0.2, lw=0,
-                       label=_window_label(check, window))
+            ax.axvspan(
+                window[:, 0].min(),
+                window[:, 1].max(),
+                color="grey",
+                alpha=0.2,
+                lw=0,
+                label=_window_label(check, window),
+            )
 
     for index, (ax, label) in enumerate(zip(moment_axes, shown)):
         for seed in range(mean.shape[0]):
-            line, = ax.plot(steps, mean[seed, :, index], lw=0.8)
-            ax.fill_between(steps, mean[seed, :, index] - sd[seed, :, index],
-                            mean[seed, :, index] + sd[seed, :, index], color=line.get_color(),
-                            alpha=0.15, lw=0)
+            (line,) = ax.plot(steps, mean[seed, :, index], lw=0.8)
+            ax.fill_between(
+                steps,
+                mean[seed, :, index] - sd[seed, :, index],
+                mean[seed, :, index] + sd[seed, :, index],
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
         shade(ax)
         if "shift" in convergence:
             shift = float(np.max(np.asarray(convergence["shift"])[:, index]))
             rhat = float(np.max(np.asarray(convergence["rhat"])[:, index]))
-            ax.set_title(f"{label}: guide mean +- sd\nshift {shift:.2g} sd, split-R-hat {rhat:.3g}",
-                         fontsize=9)
+            ax.set_title(
+                f"{label}: guide mean +- sd\nshift {shift:.2g} sd, split-R-hat {rhat:.3g}", fontsize=9
+            )
         else:
             ax.set_title(f"{label}: guide mean +- sd", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    for ax in moment_axes[len(shown):]:
+    for ax in moment_axes[len(shown) :]:
         ax.set_visible(False)
     for ax, (label, unit, values) in zip(param_axes, parameters):
         for seed_values in values:
@@ -192,7 +223,7 @@ def trajectory_figure(fitted, check, fit: str, path):
         ax.set_title(f"parameter {label}" + (f" ({unit})" if unit else ""), fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    for ax in param_axes[len(parameters):]:
+    for ax in param_axes[len(parameters) :]:
         ax.set_visible(False)
     if has_window:  # once, for every panel: what the grey band is
         handles, names = moment_axes[0].get_legend_handles_labels()
@@ -249,15 +280,24 @@ def guide_densities(fitted, values, x) -> list[tuple[str, np.ndarray]]:
 
     if guide == "beta" and {"alpha_q", "beta_q"} <= set(params):
         for index, (a, b) in enumerate(zip(np.ravel(params["alpha_q"]), np.ravel(params["beta_q"]))):
-            lines.append((f"guide density Beta({a:.3g}, {b:.3g}), the post's 'SVI Result'{seed_label(index)}",
-                          _beta_pdf(x, float(a), float(b))))
+            lines.append(
+                (
+                    f"guide density Beta({a:.3g}, {b:.3g}), the post's 'SVI Result'{seed_label(index)}",
+                    _beta_pdf(x, float(a), float(b)),
+                )
+            )
     elif guide == "normal" and {"mean", "sd"} <= set(params):
         for index, (m, sd) in enumerate(zip(np.ravel(params["mean"]), np.ravel(params["sd"]))):
-            lines.append((f"guide density Normal({m:.3g}, {sd:.3g}), the post's 'SVI Result'{seed_label(index)}",
-                          _normal_pdf(x, float(m), float(sd))))
+            lines.append(
+                (
+                    f"guide density Normal({m:.3g}, {sd:.3g}), the post's 'SVI Result'{seed_label(index)}",
+                    _normal_pdf(x, float(m), float(sd)),
+                )
+            )
     else:
-        lines.append((f"guide density: Gaussian KDE of its {np.size(values)} draws (no closed form)",
-                      _kde(values, x)))
+        lines.append(
+            (f"guide density: Gaussian KDE of its {np.size(values)} draws (no closed form)", _kde(values, x))
+        )
     return lines[:4]
 
 
@@ -276,23 +316,41 @@ def posterior_figure(predictive, check, reference, fit: str, path, fitted=None):
     if len(latent) == 1 and scalar:
         site = latent[0]
         fig, ax = plt.subplots(figsize=(8, 3.6))
-        ax.hist(samples[site], bins=80, density=True, color="tab:blue", alpha=0.3,
-                label=f"histogram of the guide's {len(samples[site])} draws")
+        ax.hist(
+            samples[site],
+            bins=80,
+            density=True,
+            color="tab:blue",
+            alpha=0.3,
+            label=f"histogram of the guide's {len(samples[site])} draws",
+        )
         x = None
         if reference is not None and "density" in reference:
             x = reference["density"].get("x", reference["density"].get("axis_0"))
-            ax.plot(x, reference["density"]["pdf"], color="k", lw=1.5,
-                    label=f"reference posterior ({reference.attrs['method']})")
+            ax.plot(
+                x,
+                reference["density"]["pdf"],
+                color="k",
+                lw=1.5,
+                label=f"reference posterior ({reference.attrs['method']})",
+            )
             if "exact" in reference:
                 heads, tails = reference["exact"]["heads"], reference["exact"]["tails"]
-                ax.plot(x, _beta_pdf(x, float(heads), float(tails)), color="grey", ls="--", lw=1,
-                        label=f"the post's 'truth' Beta({heads:g}, {tails:g}) (normalised likelihood)")
+                ax.plot(
+                    x,
+                    _beta_pdf(x, float(heads), float(tails)),
+                    color="grey",
+                    ls="--",
+                    lw=1,
+                    label=f"the post's 'truth' Beta({heads:g}, {tails:g}) (normalised likelihood)",
+                )
         if x is None:
             low, high = np.percentile(samples[site], [0.1, 99.9])
             pad = 0.1 * (high - low or 1.0)
             x = np.linspace(low - pad, high + pad, 400)
-        for (label, density), colour in zip(guide_densities(fitted, samples[site], x),
-                                            ("tab:orange", "tab:red", "tab:purple", "tab:brown")):
+        for (label, density), colour in zip(
+            guide_densities(fitted, samples[site], x), ("tab:orange", "tab:red", "tab:purple", "tab:brown")
+        ):
             ax.plot(x, density, color=colour, lw=1.5, label=label)
         ax.set_xlabel(site)
         ax.set_ylabel("density")
@@ -326,7 +384,12 @@ def posterior_figure(predictive, check, reference, fit: str, path, fitted=None):
     else:
         names = [(s, i) for s in latent for i in range(int(np.prod(samples[s].shape[1:]) or 1))][:9]
         cols = min(3, len(names))
-        fig, axes = plt.subplots(math.ceil(len(names) / cols), cols, figsize=(3.6 * cols, 2.6 * math.ceil(len(names) / cols)), squeeze=False)
+        fig, axes = plt.subplots(
+            math.ceil(len(names) / cols),
+            cols,
+            figsize=(3.6 * cols, 2.6 * math.ceil(len(names) / cols)),
+            squeeze=False,
+        )
         for ax, (site, index) in zip(axes.ravel(), names):
             values = samples[site].reshape(len(samples[site]), -1)[:, index]
             ax.hist(values, bins=60, density=True, alpha=0.4, label="guide draws")
@@ -337,7 +400,7 @@ def posterior_figure(predictive, check, reference, fit: str, path, fitted=None):
                 ax.hist(ref, bins=60, density=True, histtype="step", color="k", label="reference")
             ax.set_xlabel(site if samples[site].ndim == 1 else f"{site}[{index}]")
             ax.legend(fontsize=7)
-        for ax in axes.ravel()[len(names):]:
+        for ax in axes.ravel()[len(names) :]:
             ax.set_visible(False)
     _title(fig, fit, check)
     return _save(fig, path)
@@ -350,8 +413,9 @@ def mock_observation_figure(predictive, data, check, fit: str, path):
     observed = predictive.attrs.get("observed_sites") or []
     paths = (("mock_from_guide", "model + guide"), ("mock_from_samples", "model + posterior samples"))
     drawn = {key: _pooled(predictive[key]) if predictive[key] else {} for key, _ in paths}
-    binary = any(np.isin(sites[site], (0, 1)).all() for sites in drawn.values()
-                 for site in observed if site in sites)
+    binary = any(
+        np.isin(sites[site], (0, 1)).all() for sites in drawn.values() for site in observed if site in sites
+    )
     rows = 2 if binary else 1
     fig, axes = plt.subplots(rows, 2, figsize=(9, 3.0 * rows + 0.3), sharey="row", squeeze=False)
     for column, (key, label) in enumerate(paths):
@@ -361,35 +425,56 @@ def mock_observation_figure(predictive, data, check, fit: str, path):
             if site not in sites:
                 continue
             values = sites[site].reshape(len(sites[site]), -1)
-            obs = (np.asarray(data["observed"][site]) if data is not None and site in data["observed"]
-                   else None)
+            obs = (
+                np.asarray(data["observed"][site]) if data is not None and site in data["observed"] else None
+            )
             if np.isin(values, (0, 1)).all():
                 shares = [np.mean(values == 0), np.mean(values == 1)]
-                bars.bar([0, 1], shares, width=0.75, color="tab:blue", alpha=0.7,
-                         label=f"all {values.size} mock values of {site}")
+                bars.bar(
+                    [0, 1],
+                    shares,
+                    width=0.75,
+                    color="tab:blue",
+                    alpha=0.7,
+                    label=f"all {values.size} mock values of {site}",
+                )
                 if obs is not None:
                     observed_shares = [np.mean(obs == 0), np.mean(obs == 1)]
-                    bars.hlines(observed_shares, [-0.375, 0.625], [0.375, 1.375], colors="k",
-                                linestyles="--", label=f"the data's {obs.size} values")
+                    bars.hlines(
+                        observed_shares,
+                        [-0.375, 0.625],
+                        [0.375, 1.375],
+                        colors="k",
+                        linestyles="--",
+                        label=f"the data's {obs.size} values",
+                    )
                 bars.set_xticks([0, 1], ["0 (tails)", "1 (heads)"])
                 bars.set_ylabel("share of the draws")
                 bars.set_ylim(0, 1)
                 bars.set_title(f"{label}: 0s and 1s", fontsize=10)
                 counts = values.sum(axis=1)
                 bins = np.arange(values.shape[1] + 2) - 0.5
-                sets.hist(counts, bins=bins, density=True, alpha=0.6,
-                          label=f"{len(counts)} mock sets of {values.shape[1]}")
+                sets.hist(
+                    counts,
+                    bins=bins,
+                    density=True,
+                    alpha=0.6,
+                    label=f"{len(counts)} mock sets of {values.shape[1]}",
+                )
                 sets.set_xlabel(f"number of 1s ('heads') in a mock set of {values.shape[1]} draws of {site}")
                 sets.set_ylabel("share of the sets")
                 sets.set_title(f"{label}: 1s per mock set", fontsize=10)
                 if obs is not None:
-                    sets.axvline(obs.mean() * values.shape[1], color="k", ls="--",
-                                 label=f"data's share of 1s x {values.shape[1]}")
+                    sets.axvline(
+                        obs.mean() * values.shape[1],
+                        color="k",
+                        ls="--",
+                        label=f"data's share of 1s x {values.shape[1]}",
+                    )
             else:
                 sets.hist(values.ravel(), bins=60, density=True, alpha=0.6, label="mock values")
                 if obs is not None:
-                    sets.hist(np.ravel(obs), bins=30, density=True, histtype="step", color="k",
-                              label="data")
+                    sets.hist(np.ravel(obs), bins=30, density=True, histtype="step", color="k", label="data")
                 sets.set_xlabel(site)
                 sets.set_ylabel("density")
                 sets.set_title(label, fontsize=10)
@@ -432,13 +517,30 @@ def covariance_figure(fitted, predictive, check, reference, fit: str, path) -> N
     _ellipse(ax, covariance, centre, color="tab:blue", lw=1.5, label="guide: L L^T")
     if reference is not None:
         mean = np.concatenate([np.ravel(reference["moments"]["mean"][s]) for s in latent])[:2]
-        _ellipse(ax, np.atleast_2d(reference["moments"]["covariance"])[:2, :2], mean, color="k",
-                 ls="--", lw=1.2, label=f"target ({reference.attrs['method']})")
+        _ellipse(
+            ax,
+            np.atleast_2d(reference["moments"]["covariance"])[:2, :2],
+            mean,
+            color="k",
+            ls="--",
+            lw=1.2,
+            label=f"target ({reference.attrs['method']})",
+        )
     rows = {r["quantity"]: r for r in check.attrs.get("truth") or []}
-    text = "\n".join(f"{q}: {r['fit']:.3f} (target {r['target']:.3f})" for q, r in rows.items()
-                     if not q.startswith("covariance"))
-    ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=8,
-            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+    text = "\n".join(
+        f"{q}: {r['fit']:.3f} (target {r['target']:.3f})"
+        for q, r in rows.items()
+        if not q.startswith("covariance")
+    )
+    ax.text(
+        0.02,
+        0.98,
+        text,
+        transform=ax.transAxes,
+        va="top",
+        fontsize=8,
+        bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+    )
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -484,16 +586,22 @@ def plot_loss_comparison(fit_paths: list[str], path, title: str = "") -> None:
         losses = fitted["losses"][0]
         seeds = fitted.attrs.get("seeds") or []
         # the first seed's curve: the post's figure has one run per setting
-        label = (f"{spec.get('name')}: num_particles = {spec.get('elbo', {}).get('num_particles', 1)}"
-                 + (f" (seed {seeds[0]}, the first of {len(seeds)})" if len(seeds) > 1 else ""))
+        label = f"{spec.get('name')}: num_particles = {spec.get('elbo', {}).get('num_particles', 1)}" + (
+            f" (seed {seeds[0]}, the first of {len(seeds)})" if len(seeds) > 1 else ""
+        )
         ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.5, label=label)
         finite = losses[np.isfinite(losses)]
         if finite.size:
             lows.append(np.percentile(finite, 0.5))
             highs.append(np.percentile(finite, 99.0))
-            late = np.median(finite[-max(1, len(finite) // 10):])
-            ax.axhline(late, ls="--", lw=0.8, color=ax.lines[-1].get_color(),
-                       label=f"{spec.get('name')}: median of the last 10 % of steps, {late:.3f}")
+            late = np.median(finite[-max(1, len(finite) // 10) :])
+            ax.axhline(
+                late,
+                ls="--",
+                lw=0.8,
+                color=ax.lines[-1].get_color(),
+                label=f"{spec.get('name')}: median of the last 10 % of steps, {late:.3f}",
+            )
     if lows:
         pad = 0.1 * (max(highs) - min(lows) or 1.0)
         ax.set_ylim(min(lows) - pad, max(highs) + pad)

@@ -54,9 +54,13 @@ def set_precision(params: dict) -> str:
     environment = os.environ.get("JAX_ENABLE_X64")
     if environment is not None and _truthy(environment) != x64:
         model = (params.get("spec") or {}).get("model") or params.get("model") or {}
-        log.warning("JAX_ENABLE_X64=%s in the environment is overridden: models.%s.precision is "
-                    "%s (set precision: float64 in the config for float64)", environment,
-                    model.get("name", "<model>"), precision)
+        log.warning(
+            "JAX_ENABLE_X64=%s in the environment is overridden: models.%s.precision is "
+            "%s (set precision: float64 in the config for float64)",
+            environment,
+            model.get("name", "<model>"),
+            precision,
+        )
     if x64 or "jax" in sys.modules or environment is not None:
         import jax
 
@@ -66,8 +70,7 @@ def set_precision(params: dict) -> str:
     return precision
 
 
-def nonfinite_at_start_advice(losses, precision: str | None = None,
-                              model: str | None = None) -> str | None:
+def nonfinite_at_start_advice(losses, precision: str | None = None, model: str | None = None) -> str | None:
     """The reason to give when every seed's loss is NaN or inf from its very first step: the
     model's density is not finite at the initial point, so a smaller step size cannot help.
     ``losses``: (seed, step) or (step,); ``precision``: the fit's (``precision_of``), which picks
@@ -84,12 +87,16 @@ def nonfinite_at_start_advice(losses, precision: str | None = None,
     if np.isfinite(first).any():
         return None
     kinds = sorted({"NaN" if math.isnan(v) else "inf" for v in first})
-    sentence = (f"the loss is {' or '.join(kinds)} from the first step on, in every seed: the "
-                f"model's log density (or the guide's) is not finite at the initial point, so a "
-                f"smaller step size will not help; ")
+    sentence = (
+        f"the loss is {' or '.join(kinds)} from the first step on, in every seed: the "
+        f"model's log density (or the guide's) is not finite at the initial point, so a "
+        f"smaller step size will not help; "
+    )
     if precision == "float64":
-        return sentence + ("it is not finite even in float64: check the model at the guide's "
-                           "initial values (init_loc_fn, the guide's *_init args) and the data")
+        return sentence + (
+            "it is not finite even in float64: check the model at the guide's "
+            "initial values (init_loc_fn, the guide's *_init args) and the data"
+        )
     return sentence + float32_hint(model) + ", or check the model at the guide's initial values and the data"
 
 
@@ -97,6 +104,8 @@ def float32_hint(model: str | None = None) -> str:
     """The clause that names float32 as a possible cause of a density that is not finite, and
     the key that changes it; for any message about a model that is NaN or inf at its start (an
     autoguide's "Cannot find valid initial parameters" too)."""
-    return ("float32 may be the cause (a Cholesky of an ill-conditioned matrix, an exp above "
-            f"88.7, a sum that loses its digits): set models.{model or '<name>'}.precision: "
-            "float64 (or engine.precision for every model)")
+    return (
+        "float32 may be the cause (a Cholesky of an ill-conditioned matrix, an exp above "
+        f"88.7, a sum that loses its digits): set models.{model or '<name>'}.precision: "
+        "float64 (or engine.precision for every model)"
+    )

@@ -38,18 +38,27 @@ def site_names(model, model_kwargs: dict, seed: int = 0) -> tuple[list[str], lis
         # substitute: an improper prior (ImproperUniform) cannot be sampled, only initialised
         substituted = handlers.substitute(handlers.seed(model, seed), substitute_fn=init_to_uniform)
         trace = handlers.trace(substituted).get_trace(**model_kwargs)
-        latent.extend(n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
-                      and not s.get("infer", {}).get("is_auxiliary", False))
+        latent.extend(
+            n
+            for n, s in trace.items()
+            if s["type"] == "sample"
+            and not s["is_observed"]
+            and not s.get("infer", {}).get("is_auxiliary", False)
+        )
         # numpyro.factor is an observed sample site of a Unit distribution: not data
-        observed.extend(n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]
-                        and type(s["fn"]).__name__ != "Unit")
+        observed.extend(
+            n
+            for n, s in trace.items()
+            if s["type"] == "sample" and s["is_observed"] and type(s["fn"]).__name__ != "Unit"
+        )
 
     jax.make_jaxpr(names)()  # traced on abstract values: no XLA compile per eager op
     return latent, observed
 
 
-def mock_sets(model, predict_kwargs: dict, observed_sites: list[str], num_mock: int,
-              max_values: int | None) -> int:
+def mock_sets(
+    model, predict_kwargs: dict, observed_sites: list[str], num_mock: int, max_values: int | None
+) -> int:
     """How many mock observation sets to draw per seed and path: ``num_mock``, or fewer so that
     a path holds at most ``max_values`` values per seed (at least one set); 0 without observed
     sites. One set's size is read from the model traced on abstract values."""
@@ -70,11 +79,22 @@ def mock_sets(model, predict_kwargs: dict, observed_sites: list[str], num_mock: 
     return max(1, min(num_mock, int(max_values) // max(1, sizes[0])))
 
 
-def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwargs: dict,
-                     observed_sites: list[str], latent_sites: list[str], *, num_samples: int,
-                     num_mock: int, seed: int, num_weighted: int = 0,
-                     max_mock_values: int | None = None,
-                     deterministic_sites=()) -> dict[str, dict[str, np.ndarray]]:
+def predictive_paths(
+    model,
+    guide,
+    params: dict,
+    fit_kwargs: dict,
+    predict_kwargs: dict,
+    observed_sites: list[str],
+    latent_sites: list[str],
+    *,
+    num_samples: int,
+    num_mock: int,
+    seed: int,
+    num_weighted: int = 0,
+    max_mock_values: int | None = None,
+    deterministic_sites=(),
+) -> dict[str, dict[str, np.ndarray]]:
     """``params``: (seed, ...) arrays, as a fit stores them. -> the three paths, each a dict of
     (seed, draw, ...) arrays, and ``log_weights`` (seed, draw): log p(x, z) - log q(z) of the
     first ``max(num_samples, num_weighted)`` draws z of path 1 (the check's ELBO and k-hat).
@@ -101,18 +121,26 @@ def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwarg
         drawn = Predictive(guide, params=p, num_samples=num_draws + num_mock)(keys2[0], **fit_kwargs)
         out = {"posterior": {k: v[:num_samples] for k, v in drawn.items() if k in latent_sites}}
         if deterministic_sites:
-            out["posterior"].update(Predictive(model, posterior_samples=dict(out["posterior"]),
-                                               return_sites=list(deterministic_sites))(
-                keys2[1], **fit_kwargs))
+            out["posterior"].update(
+                Predictive(
+                    model, posterior_samples=dict(out["posterior"]), return_sites=list(deterministic_sites)
+                )(keys2[1], **fit_kwargs)
+            )
         if num_weighted:
             weighted = {k: v[:num_draws] for k, v in drawn.items()}
-            out["log_weights"] = jax.vmap(lambda draw: _log_weight(model, guide, p, fit_kwargs, draw))(weighted)
+            out["log_weights"] = jax.vmap(lambda draw: _log_weight(model, guide, p, fit_kwargs, draw))(
+                weighted
+            )
         if observed_sites:
             # path 2's latents (draws num_draws.. of the guide), then path 3's (path 1's draws)
-            latents = {k: jnp.concatenate([v[num_draws:], v[:from_samples]])
-                       for k, v in drawn.items() if k in latent_sites}
-            mock = Predictive(model, posterior_samples=latents,
-                              return_sites=observed_sites)(keys2[1], **predict_kwargs)
+            latents = {
+                k: jnp.concatenate([v[num_draws:], v[:from_samples]])
+                for k, v in drawn.items()
+                if k in latent_sites
+            }
+            mock = Predictive(model, posterior_samples=latents, return_sites=observed_sites)(
+                keys2[1], **predict_kwargs
+            )
             out["mock_from_guide"] = {k: v[:num_mock] for k, v in mock.items()}
             out["mock_from_samples"] = {k: v[num_mock:] for k, v in mock.items()}
         return out
@@ -123,8 +151,9 @@ def predictive_paths(model, guide, params: dict, fit_kwargs: dict, predict_kwarg
     result = {name: {k: np.asarray(v) for k, v in sites.items()} for name, sites in paths.items()}
     result.setdefault("mock_from_guide", {})
     result.setdefault("mock_from_samples", {})
-    result["log_weights"] = (np.asarray(weights, dtype=np.float64) if weights is not None
-                             else np.zeros((n_seeds, 0)))
+    result["log_weights"] = (
+        np.asarray(weights, dtype=np.float64) if weights is not None else np.zeros((n_seeds, 0))
+    )
     return result
 
 
@@ -133,10 +162,12 @@ def _log_weight(model, guide, params: dict, model_kwargs: dict, draw: dict):
     from numpyro.infer.util import log_density
 
     # seeded in case a site is missing from the draw: it is then sampled, not an error
-    guide_log, guide_trace = log_density(handlers.substitute(handlers.seed(guide, 0), data=draw),
-                                         (), model_kwargs, params)
-    model_log, _ = log_density(handlers.replay(handlers.seed(model, 1), guide_trace), (),
-                               model_kwargs, params)
+    guide_log, guide_trace = log_density(
+        handlers.substitute(handlers.seed(guide, 0), data=draw), (), model_kwargs, params
+    )
+    model_log, _ = log_density(
+        handlers.replay(handlers.seed(model, 1), guide_trace), (), model_kwargs, params
+    )
     return model_log - guide_log
 
 
@@ -201,7 +232,9 @@ def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites)
 
     def structure(p):
         trace = guide_trace(p)
-        model_trace = handlers.trace(handlers.replay(handlers.seed(model, 1), trace)).get_trace(**model_kwargs)
+        model_trace = handlers.trace(handlers.replay(handlers.seed(model, 1), trace)).get_trace(
+            **model_kwargs
+        )
         for site in latent_sites:
             g, m = trace.get(site), model_trace.get(site)
             if not g or not m or g["type"] != "sample" or isinstance(g["fn"], dist.Delta):
@@ -220,15 +253,24 @@ def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites)
         for site, (_, (low, high)) in wider.items():
             fn = trace[site]["fn"]
             try:
-                out[site] = ((fn.cdf(low) if np.isfinite(low) else 0.0)
-                             + (1.0 - fn.cdf(high) if np.isfinite(high) else 0.0))
+                out[site] = (fn.cdf(low) if np.isfinite(low) else 0.0) + (
+                    1.0 - fn.cdf(high) if np.isfinite(high) else 0.0
+                )
             except NotImplementedError:  # no cdf: the mass is left unknown (NaN)
                 pass
         return out
 
     masses = jax.jit(jax.vmap(mass))(params)
     n_seeds = len(next(iter(params.values())))
-    return {site: {"guide_support": _describe(guide_bounds), "model_support": _describe(model_bounds),
-                   "mass_outside": (np.asarray(masses[site], dtype=np.float64).reshape(n_seeds)
-                                    if site in masses else np.full(n_seeds, np.nan))}
-            for site, (guide_bounds, model_bounds) in wider.items()}
+    return {
+        site: {
+            "guide_support": _describe(guide_bounds),
+            "model_support": _describe(model_bounds),
+            "mass_outside": (
+                np.asarray(masses[site], dtype=np.float64).reshape(n_seeds)
+                if site in masses
+                else np.full(n_seeds, np.nan)
+            ),
+        }
+        for site, (guide_bounds, model_bounds) in wider.items()
+    }

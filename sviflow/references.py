@@ -41,8 +41,15 @@ RHAT_MAX = 1.01
 ESS_MIN = 400
 
 
-def _core(latent_sites, draws: dict, mean=None, sd=None, covariance=None, log_z=float("nan"),
-          deterministic: dict | None = None):
+def _core(
+    latent_sites,
+    draws: dict,
+    mean=None,
+    sd=None,
+    covariance=None,
+    log_z=float("nan"),
+    deterministic: dict | None = None,
+):
     flat = np.concatenate([np.asarray(draws[s]).reshape(len(draws[s]), -1) for s in latent_sites], axis=1)
     if covariance is None:
         covariance = np.atleast_2d(np.cov(flat, rowvar=False))
@@ -76,8 +83,11 @@ def site_shapes(model, model_kwargs: dict, seed: int = 0) -> tuple[dict, dict]:
         substituted = handlers.substitute(handlers.seed(model, seed), substitute_fn=init_to_uniform)
         trace = handlers.trace(substituted).get_trace(**model_kwargs)
         for name, site in trace.items():
-            if (site["type"] == "sample" and not site["is_observed"]
-                    and not site.get("infer", {}).get("is_auxiliary", False)):
+            if (
+                site["type"] == "sample"
+                and not site["is_observed"]
+                and not site.get("infer", {}).get("is_auxiliary", False)
+            ):
                 latent[name] = tuple(np.shape(site["value"]))
             elif site["type"] == "deterministic":
                 deterministic[name] = tuple(np.shape(site["value"]))
@@ -111,8 +121,10 @@ def chain_statistics(by_chain: dict) -> dict:
         rhat = az.rhat(dataset, method="rank")
         bulk = az.ess(dataset, method="bulk")
         tail = az.ess(dataset, method="tail")
-    return {name: {s: np.asarray(values[s].values, dtype=np.float64) for s in by_chain}
-            for name, values in (("rhat", rhat), ("ess", bulk), ("ess_tail", tail))}
+    return {
+        name: {s: np.asarray(values[s].values, dtype=np.float64) for s in by_chain}
+        for name, values in (("rhat", rhat), ("ess", bulk), ("ess_tail", tail))
+    }
 
 
 def _components(values: dict, predicate) -> tuple[list[str], list[float]]:
@@ -130,8 +142,9 @@ def _from_zero(labels: list[str]) -> str:
     return "; indices from 0" if any("[" in text for text in labels) else ""
 
 
-def trust(statistics: dict, *, num_chains: int, subject: str, more_draws: str,
-          more_chains: str | None) -> list[str]:
+def trust(
+    statistics: dict, *, num_chains: int, subject: str, more_draws: str, more_chains: str | None
+) -> list[str]:
     """The reasons not to trust draws whose ``chain_statistics`` these are, each with what to
     change: R-hat above RHAT_MAX, bulk ESS below ESS_MIN, or either not finite. One chain has
     no R-hat: a problem where ``more_chains`` says how to get more, else not judged."""
@@ -143,16 +156,24 @@ def trust(statistics: dict, *, num_chains: int, subject: str, more_draws: str,
         labels, worst = _components(statistics["rhat"], lambda v: not v <= RHAT_MAX)
         if labels:
             finite = [v for v in worst if math.isfinite(v)]
-            detail = f"worst {max(finite):.3f}" if finite else "not finite: too few draws, or draws that do not move"
-            problems.append(f"{subject}: R-hat above {RHAT_MAX} for {_listed(labels)} ({detail}"
-                            f"{_from_zero(labels)}): the chains disagree; {more_draws}"
-                            + (f", or {more_chains}" if more_chains else ""))
+            detail = (
+                f"worst {max(finite):.3f}"
+                if finite
+                else "not finite: too few draws, or draws that do not move"
+            )
+            problems.append(
+                f"{subject}: R-hat above {RHAT_MAX} for {_listed(labels)} ({detail}"
+                f"{_from_zero(labels)}): the chains disagree; {more_draws}"
+                + (f", or {more_chains}" if more_chains else "")
+            )
     labels, lowest = _components(statistics["ess"], lambda v: not v >= ESS_MIN)
     if labels:
         finite = [v for v in lowest if math.isfinite(v)]
         detail = f"lowest {min(finite):.0f}" if finite else "not finite"
-        problems.append(f"{subject}: bulk ESS below {ESS_MIN} for {_listed(labels)} ({detail}"
-                        f"{_from_zero(labels)}): too few independent draws for its moments; {more_draws}")
+        problems.append(
+            f"{subject}: bulk ESS below {ESS_MIN} for {_listed(labels)} ({detail}"
+            f"{_from_zero(labels)}): too few independent draws for its moments; {more_draws}"
+        )
     return problems
 
 
@@ -172,8 +193,14 @@ def _from_chains(latent: list[str], deterministic: list[str], by_chain: dict, nu
     mean = {s: np.mean(pooled[s], axis=0, dtype=np.float64) for s in pooled}
     sd = {s: np.std(pooled[s], axis=0, dtype=np.float64) for s in pooled}
     keep = thin(len(flat), num_draws)
-    return _core(latent, {s: pooled[s][keep] for s in latent}, mean=mean, sd=sd,
-                 covariance=covariance, deterministic={s: pooled[s][keep] for s in deterministic})
+    return _core(
+        latent,
+        {s: pooled[s][keep] for s in latent},
+        mean=mean,
+        sd=sd,
+        covariance=covariance,
+        deterministic={s: pooled[s][keep] for s in deterministic},
+    )
 
 
 @contextlib.contextmanager
@@ -187,8 +214,15 @@ def _stage(what: str):
         raise RuntimeError(f"reference failed while {what}: {type(error).__name__}: {error}") from error
 
 
-def exact_coin(observed: dict, model_args: dict, *, num_draws: int = 10_000, seed: int = 0,
-               site: str = "latent_fairness", obs_site: str = "obs") -> dict:
+def exact_coin(
+    observed: dict,
+    model_args: dict,
+    *,
+    num_draws: int = 10_000,
+    seed: int = 0,
+    site: str = "latent_fairness",
+    obs_site: str = "obs",
+) -> dict:
     """The conjugate posterior of :func:`sviflow.models.coin_flips`."""
     flips = np.asarray(observed[obs_site])
     heads, tails = float(flips.sum()), float(len(flips) - flips.sum())
@@ -197,10 +231,14 @@ def exact_coin(observed: dict, model_args: dict, *, num_draws: int = 10_000, see
     posterior = stats.beta(a, b)
     draws = posterior.rvs(size=num_draws, random_state=np.random.default_rng(seed))
     x = np.linspace(0.0, 1.0, 513)[1:-1]
-    reference = _core([site], {site: draws}, mean={site: np.float64(posterior.mean())},
-                      sd={site: np.float64(posterior.std())},
-                      covariance=np.array([[posterior.var()]]),
-                      log_z=special.betaln(a, b) - special.betaln(a0, b0))
+    reference = _core(
+        [site],
+        {site: draws},
+        mean={site: np.float64(posterior.mean())},
+        sd={site: np.float64(posterior.std())},
+        covariance=np.array([[posterior.var()]]),
+        log_z=special.betaln(a, b) - special.betaln(a0, b0),
+    )
     reference["method"] = "exact"
     reference["exact"] = {"alpha": a, "beta": b, "heads": heads, "tails": tails}
     reference["density"] = {"x": x, "pdf": posterior.pdf(x)}
@@ -215,15 +253,21 @@ def _site_bounds(model, model_kwargs, sites, bounds):
     from numpyro import handlers
     from numpyro.infer.initialization import init_to_uniform
 
-    given = [tuple(float(v) for v in bounds[i]) if bounds and bounds[i] is not None else None
-             for i in range(len(sites))]
+    given = [
+        tuple(float(v) for v in bounds[i]) if bounds and bounds[i] is not None else None
+        for i in range(len(sites))
+    ]
     missing = [site for site, limits in zip(sites, given) if limits is None]
 
     def supports():
         substituted = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
         trace = handlers.trace(substituted).get_trace(**model_kwargs)
-        return {site: tuple(getattr(trace[site]["fn"].support, side, None)
-                            for side in ("lower_bound", "upper_bound")) for site in missing}
+        return {
+            site: tuple(
+                getattr(trace[site]["fn"].support, side, None) for side in ("lower_bound", "upper_bound")
+            )
+            for site in missing
+        }
 
     found = jax.jit(supports)() if missing else {}
     resolved = []
@@ -231,15 +275,25 @@ def _site_bounds(model, model_kwargs, sites, bounds):
         if limits is None:
             low, high = found[site]
             if low is None or high is None:
-                raise ConfigError(f"reference.bounds: site {site!r} is unbounded; give its bounds "
-                                  f"as [low, high] in the model's reference.bounds")
+                raise ConfigError(
+                    f"reference.bounds: site {site!r} is unbounded; give its bounds "
+                    f"as [low, high] in the model's reference.bounds"
+                )
             limits = (float(low), float(high))
         resolved.append(limits)
     return resolved
 
 
-def grid(model, model_kwargs: dict, *, bounds=None, points: int = 400, num_draws: int = 10_000,
-         seed: int = 0, split_direction=None) -> dict:
+def grid(
+    model,
+    model_kwargs: dict,
+    *,
+    bounds=None,
+    points: int = 400,
+    num_draws: int = 10_000,
+    seed: int = 0,
+    split_direction=None,
+) -> dict:
     """Quadrature of the log joint on ``points`` cells per dimension (1 or 2 scalar sites)."""
     import jax
     import jax.numpy as jnp
@@ -249,8 +303,10 @@ def grid(model, model_kwargs: dict, *, bounds=None, points: int = 400, num_draws
 
     sites, _ = site_names(model, model_kwargs)
     if len(sites) not in (1, 2):
-        raise ConfigError(f"reference.method grid needs one or two scalar latent sites, the model "
-                          f"has {len(sites)} ({', '.join(sites)}); use method nuts")
+        raise ConfigError(
+            f"reference.method grid needs one or two scalar latent sites, the model "
+            f"has {len(sites)} ({', '.join(sites)}); use method nuts"
+        )
     limits = _site_bounds(model, model_kwargs, sites, bounds)
     axes = [low + (high - low) * (np.arange(points) + 0.5) / points for low, high in limits]
     cell = float(np.prod([(high - low) / points for low, high in limits]))
@@ -272,13 +328,19 @@ def grid(model, model_kwargs: dict, *, bounds=None, points: int = 400, num_draws
     widths = np.array([(high - low) / points for low, high in limits])
     jitter = (rng.random((num_draws, len(sites))) - 0.5) * widths
     draws = coords[cells] + jitter
-    reference = _core(sites, {s: draws[:, i] for i, s in enumerate(sites)},
-                      mean={s: mean_vec[i] for i, s in enumerate(sites)},
-                      sd={s: math.sqrt(covariance[i, i]) for i, s in enumerate(sites)},
-                      covariance=covariance, log_z=log_z)
+    reference = _core(
+        sites,
+        {s: draws[:, i] for i, s in enumerate(sites)},
+        mean={s: mean_vec[i] for i, s in enumerate(sites)},
+        sd={s: math.sqrt(covariance[i, i]) for i, s in enumerate(sites)},
+        covariance=covariance,
+        log_z=log_z,
+    )
     reference["method"] = "grid"
-    reference["density"] = {**{f"axis_{i}": a for i, a in enumerate(axes)},
-                            "pdf": np.exp(log_p - log_z).reshape(mesh[0].shape)}
+    reference["density"] = {
+        **{f"axis_{i}": a for i, a in enumerate(axes)},
+        "pdf": np.exp(log_p - log_z).reshape(mesh[0].shape),
+    }
     if split_direction is not None:
         direction = np.asarray(split_direction, dtype=np.float64)
         side = centred @ direction > 0
@@ -286,10 +348,20 @@ def grid(model, model_kwargs: dict, *, bounds=None, points: int = 400, num_draws
     return reference
 
 
-def nuts(model, model_kwargs: dict, *, num_warmup: int = 1000, num_samples: int = 2000,
-         num_chains: int = 2, target_accept_prob: float = 0.8, dense_mass: bool = False,
-         max_tree_depth: int = 10, num_draws: int | None = None, seed: int = 0,
-         where: str = "reference") -> dict:
+def nuts(
+    model,
+    model_kwargs: dict,
+    *,
+    num_warmup: int = 1000,
+    num_samples: int = 2000,
+    num_chains: int = 2,
+    target_accept_prob: float = 0.8,
+    dense_mass: bool = False,
+    max_tree_depth: int = 10,
+    num_draws: int | None = None,
+    seed: int = 0,
+    where: str = "reference",
+) -> dict:
     """NUTS draws of every latent (and deterministic) site, of any shape; R-hat and ESS of
     every component, divergences and tree-depth hits are kept and judged (``warnings``).
     ``where`` is the config key the advice names (``models.<name>.reference``)."""
@@ -301,15 +373,30 @@ def nuts(model, model_kwargs: dict, *, num_warmup: int = 1000, num_samples: int 
     log = logging.getLogger("sviflow")
     with _stage("tracing the model for its sites"):
         latent, deterministic = site_shapes(model, model_kwargs)
-    log.info("nuts: %d chains of %d warmup and %d draws, target_accept_prob %g, dense_mass %s, "
-             "max_tree_depth %d; sites %s", num_chains, num_warmup, num_samples, target_accept_prob,
-             dense_mass, max_tree_depth, {**latent, **deterministic})
+    log.info(
+        "nuts: %d chains of %d warmup and %d draws, target_accept_prob %g, dense_mass %s, "
+        "max_tree_depth %d; sites %s",
+        num_chains,
+        num_warmup,
+        num_samples,
+        target_accept_prob,
+        dense_mass,
+        max_tree_depth,
+        {**latent, **deterministic},
+    )
     start = time.perf_counter()
     with _stage("sampling with NUTS"):
-        kernel = NUTS(model, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
-                      max_tree_depth=max_tree_depth)
-        mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                    chain_method="sequential", progress_bar=False)
+        kernel = NUTS(
+            model, target_accept_prob=target_accept_prob, dense_mass=dense_mass, max_tree_depth=max_tree_depth
+        )
+        mcmc = MCMC(
+            kernel,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            chain_method="sequential",
+            progress_bar=False,
+        )
         mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"), **model_kwargs)
         samples = mcmc.get_samples(group_by_chain=True)
         extra = mcmc.get_extra_fields(group_by_chain=True)
@@ -319,38 +406,48 @@ def nuts(model, model_kwargs: dict, *, num_warmup: int = 1000, num_samples: int 
         statistics = chain_statistics(by_chain)
         divergences = np.asarray(extra["diverging"], dtype=bool).reshape(num_chains, -1).sum(axis=1)
         # a transition that hit the tree depth took 2**depth - 1 leapfrog steps
-        depth_hits = (np.asarray(extra["num_steps"]).reshape(num_chains, -1)
-                      >= 2 ** max_tree_depth - 1).sum(axis=1)
+        depth_hits = (np.asarray(extra["num_steps"]).reshape(num_chains, -1) >= 2**max_tree_depth - 1).sum(
+            axis=1
+        )
     with _stage("writing the moments of the draws"):
-        reference = _from_chains(list(latent), [s for s in deterministic if s in by_chain],
-                                 by_chain, num_draws)
+        reference = _from_chains(
+            list(latent), [s for s in deterministic if s in by_chain], by_chain, num_draws
+        )
     reference["method"] = "nuts"
     reference["nuts"] = {
         **statistics,
         "divergences": divergences.astype(np.int64),
         "tree_depth_hits": depth_hits.astype(np.int64),
-        "num_chains": np.int64(num_chains), "num_warmup": np.int64(num_warmup),
+        "num_chains": np.int64(num_chains),
+        "num_warmup": np.int64(num_warmup),
         "num_samples": np.int64(num_samples),
         "target_accept_prob": np.float64(target_accept_prob),
-        "dense_mass": np.bool_(dense_mass), "max_tree_depth": np.int64(max_tree_depth),
+        "dense_mass": np.bool_(dense_mass),
+        "max_tree_depth": np.int64(max_tree_depth),
     }
-    now = (f"{where}.num_warmup (now {num_warmup}) and num_samples (now {num_samples})")
-    problems = trust(statistics, num_chains=num_chains, subject="NUTS reference",
-                     more_draws=f"raise {now}",
-                     more_chains=f"run more chains ({where}.num_chains, now {num_chains}; 4 is usual)")
+    now = f"{where}.num_warmup (now {num_warmup}) and num_samples (now {num_samples})"
+    problems = trust(
+        statistics,
+        num_chains=num_chains,
+        subject="NUTS reference",
+        more_draws=f"raise {now}",
+        more_chains=f"run more chains ({where}.num_chains, now {num_chains}; 4 is usual)",
+    )
     total, diverged = num_chains * num_samples, int(divergences.sum())
     if diverged:
         problems.append(
             f"NUTS reference: {diverged} divergent transitions of {total}: the sampler cannot follow "
             f"the posterior's curvature and may miss part of it; raise {where}.target_accept_prob "
             f"(now {target_accept_prob:g}; try 0.95 or 0.99), set {where}.dense_mass: true for a "
-            f"correlated posterior, or reparametrize the model (non-centred)")
+            f"correlated posterior, or reparametrize the model (non-centred)"
+        )
     hits = int(depth_hits.sum())
     if hits:
         problems.append(
             f"NUTS reference: {hits} of {total} transitions hit max_tree_depth {max_tree_depth}: "
             f"the sampler moves slowly; set {where}.dense_mass: true (now {str(dense_mass).lower()}), "
-            f"raise {where}.max_tree_depth, or rescale the model's parameters")
+            f"raise {where}.max_tree_depth, or rescale the model's parameters"
+        )
     reference["warnings"] = problems
     return reference
 
@@ -384,8 +481,9 @@ def _stack_chains(chains: list[dict], path) -> dict:
     lengths = {len(chain[names[0]]) for chain in chains} if names else {0}
     if len(lengths) == 1:
         return {n: np.stack([np.asarray(chain[n], dtype=np.float64) for chain in chains]) for n in names}
-    return {n: np.concatenate([np.asarray(chain[n], dtype=np.float64) for chain in chains])[None]
-            for n in names}
+    return {
+        n: np.concatenate([np.asarray(chain[n], dtype=np.float64) for chain in chains])[None] for n in names
+    }
 
 
 def _read_netcdf(path: Path) -> dict:
@@ -401,8 +499,9 @@ def _read_netcdf(path: Path) -> dict:
     raw = {}
     for name, values in posterior.data_vars.items():
         if "chain" not in values.dims or "draw" not in values.dims:
-            raise ConfigError(f"{path}: posterior variable {name!r} has dims {values.dims}, not "
-                              f"(chain, draw, ...)")
+            raise ConfigError(
+                f"{path}: posterior variable {name!r} has dims {values.dims}, not (chain, draw, ...)"
+            )
         others = [d for d in values.dims if d not in ("chain", "draw")]
         raw[str(name)] = np.asarray(values.transpose("chain", "draw", *others).values, dtype=np.float64)
     return raw
@@ -421,12 +520,17 @@ def _read_csv(path: Path) -> dict:
         if not pd.api.types.is_numeric_dtype(table[column]):
             bad = table[column][pd.to_numeric(table[column], errors="coerce").isna()]
             row = int(bad.index[0]) + 2 if len(bad) else "?"
-            raise ConfigError(f"{path}: column {column!r} is not a number in row {row} "
-                              f"({bad.iloc[0]!r})" if len(bad) else f"{path}: column {column!r} is not numeric")
+            raise ConfigError(
+                f"{path}: column {column!r} is not a number in row {row} ({bad.iloc[0]!r})"
+                if len(bad)
+                else f"{path}: column {column!r} is not numeric"
+            )
     if chain_column is None:
         return {str(c): table[c].to_numpy(dtype=np.float64)[None] for c in columns}
-    chains = [{str(c): part[c].to_numpy(dtype=np.float64) for c in columns}
-              for _, part in table.groupby(chain_column, sort=True)]
+    chains = [
+        {str(c): part[c].to_numpy(dtype=np.float64) for c in columns}
+        for _, part in table.groupby(chain_column, sort=True)
+    ]
     return _stack_chains(chains, path)
 
 
@@ -437,8 +541,10 @@ def _read_posteriordb(path: Path) -> dict:
                 members = [m for m in archive.namelist() if not m.endswith("/")]
                 inner = [m for m in members if m.endswith(".json")] or members
                 if len(inner) != 1:
-                    raise ConfigError(f"{path}: the zip file should hold one JSON file, it holds "
-                                      f"{_listed(members) or 'none'}")
+                    raise ConfigError(
+                        f"{path}: the zip file should hold one JSON file, it holds "
+                        f"{_listed(members) or 'none'}"
+                    )
                 text = archive.read(inner[0]).decode()
         else:
             text = path.read_text()
@@ -450,8 +556,10 @@ def _read_posteriordb(path: Path) -> dict:
     if isinstance(content, dict):
         content = [content]
     if not (isinstance(content, list) and content and all(isinstance(c, dict) for c in content)):
-        raise ConfigError(f"{path}: posteriordb draws are a list of chains, each an object "
-                          f"{{name: [draws]}}; found {type(content).__name__}")
+        raise ConfigError(
+            f"{path}: posteriordb draws are a list of chains, each an object "
+            f"{{name: [draws]}}; found {type(content).__name__}"
+        )
     return _stack_chains(content, path)
 
 
@@ -473,7 +581,9 @@ def read_draws(path) -> tuple[dict, str]:
 def _describe_sites(latent: dict, deterministic: dict) -> str:
     text = "the model's latent sites: " + ", ".join(f"{s} {shape}" for s, shape in latent.items())
     if deterministic:
-        text += "; its deterministic sites: " + ", ".join(f"{s} {shape}" for s, shape in deterministic.items())
+        text += "; its deterministic sites: " + ", ".join(
+            f"{s} {shape}" for s, shape in deterministic.items()
+        )
     return text
 
 
@@ -515,8 +625,11 @@ def match_draws(raw: dict, latent: dict, deterministic: dict, *, source: str) ->
         if site in whole:
             by_chain[site] = whole[site]
         elif parts[site]:
-            absent = [label(site, tuple(i + 1 for i in index)) for index in np.ndindex(shape)
-                      if index not in parts[site]]
+            absent = [
+                label(site, tuple(i + 1 for i in index))
+                for index in np.ndindex(shape)
+                if index not in parts[site]
+            ]
             if absent:
                 missing.append(f"{site} {shape}: no draws of {_listed(absent)} (indices from 1)")
                 continue
@@ -535,20 +648,31 @@ def match_draws(raw: dict, latent: dict, deterministic: dict, *, source: str) ->
     if missing:
         problems.append(f"sites without draws: {'; '.join(missing)}")
     if problems:
-        raise ConfigError(f"{source}: {'; '.join(problems)}; {_describe_sites(latent, deterministic)} "
-                          f"(a name is a site's, or one component as name[1,2] or name.1.2, from 1)")
+        raise ConfigError(
+            f"{source}: {'; '.join(problems)}; {_describe_sites(latent, deterministic)} "
+            f"(a name is a site's, or one component as name[1,2] or name.1.2, from 1)"
+        )
     sizes = {v.shape[:2] for v in by_chain.values()}
     if len(sizes) > 1:
-        raise ConfigError(f"{source}: the sites have different numbers of chains and draws: "
-                          f"{ {s: v.shape[:2] for s, v in by_chain.items()} }")
+        raise ConfigError(
+            f"{source}: the sites have different numbers of chains and draws: "
+            f"{ {s: v.shape[:2] for s, v in by_chain.items()} }"
+        )
     bad = [s for s, v in by_chain.items() if not np.all(np.isfinite(v))]
     if bad:
         raise ConfigError(f"{source}: draws that are not finite numbers in {_listed(bad)}")
     return by_chain
 
 
-def from_draws(model, model_kwargs: dict, path, *, num_draws: int | None = 10_000,
-               where: str = "reference", shown_path: str | None = None) -> dict:
+def from_draws(
+    model,
+    model_kwargs: dict,
+    path,
+    *,
+    num_draws: int | None = 10_000,
+    where: str = "reference",
+    shown_path: str | None = None,
+) -> dict:
     """The user's gold draws as a reference: moments of all of them, at most ``num_draws`` kept.
     With two or more chains of equal length their R-hat and ESS are judged like NUTS's."""
     shown = shown_path or str(path)
@@ -562,31 +686,39 @@ def from_draws(model, model_kwargs: dict, path, *, num_draws: int | None = 10_00
         latent, deterministic = site_shapes(model, model_kwargs)
     by_chain = match_draws(raw, latent, deterministic, source=source)
     num_chains, per_chain = next(iter(by_chain.values())).shape[:2]
-    reference = _from_chains(list(latent), [s for s in deterministic if s in by_chain], by_chain,
-                             num_draws)
+    reference = _from_chains(list(latent), [s for s in deterministic if s in by_chain], by_chain, num_draws)
     reference["method"] = "draws"
-    reference["source"] = {"file": shown, "format": kind, "chains": int(num_chains),
-                           "draws_per_chain": int(per_chain),
-                           "draws_kept": int(len(next(iter(reference["draws"].values()))))}
+    reference["source"] = {
+        "file": shown,
+        "format": kind,
+        "chains": int(num_chains),
+        "draws_per_chain": int(per_chain),
+        "draws_kept": int(len(next(iter(reference["draws"].values())))),
+    }
     if per_chain >= 4:
         with _stage("computing R-hat and ESS of the draws"):
             statistics = chain_statistics(by_chain)
         reference["chains"] = statistics
         more = f"draw more, or longer chains, into {shown}"
         reference["warnings"] = trust(
-            statistics, num_chains=num_chains, subject=f"the reference draws of {shown}",
-            more_draws=more, more_chains=None)  # one chain (a CSV without chain__): not judged
+            statistics,
+            num_chains=num_chains,
+            subject=f"the reference draws of {shown}",
+            more_draws=more,
+            more_chains=None,
+        )  # one chain (a CSV without chain__): not judged
     else:
-        reference["warnings"] = [f"the reference draws of {shown}: {per_chain} draws per chain, too "
-                                 f"few to judge; give at least {ESS_MIN} independent draws"]
+        reference["warnings"] = [
+            f"the reference draws of {shown}: {per_chain} draws per chain, too "
+            f"few to judge; give at least {ESS_MIN} independent draws"
+        ]
     return reference
 
 
 def to_tree(reference: dict) -> dict:
     """The reference as an HDF5 tree (see ``sviflow.h5io.SCHEMAS['reference']``)."""
     tree = {
-        "moments": {"mean": reference["mean"], "sd": reference["sd"],
-                    "covariance": reference["covariance"]},
+        "moments": {"mean": reference["mean"], "sd": reference["sd"], "covariance": reference["covariance"]},
         "draws": reference["draws"],
         "log_z": np.float64(reference["log_z"]),
     }

@@ -13,6 +13,7 @@ from sviflow.errors import ConfigError
 from sviflow.names import AUTOGUIDES, GUIDES, INIT_STRATEGIES, MODELS
 from sviflow.userfiles import _user_location, is_file_reference, load_function
 
+
 def _bind(function, args: dict):
     if not args:
         return function
@@ -34,13 +35,15 @@ def resolve_model(spec: dict, where: str = "model"):
 
         function = BUILTIN_MODELS[name]
     else:
-        raise ConfigError(f"{where}.function: unknown model {name!r}; built-in models: "
-                          f"{', '.join(MODELS)}, or path/to/file.py:function")
+        raise ConfigError(
+            f"{where}.function: unknown model {name!r}; built-in models: "
+            f"{', '.join(MODELS)}, or path/to/file.py:function"
+        )
     return _bind(function, spec.get("args") or {})
 
 
 # autoguide keyword arguments whose value is a function, given in the config by name
-_MODEL_ARGS = ("local_model", "surrogate_model")     # a model: built-in name or file reference
+_MODEL_ARGS = ("local_model", "surrogate_model")  # a model: built-in name or file reference
 _FUNCTION_ARGS = ("global_guide", "local_guide", "hessian_fn", "create_plates")  # file reference
 
 
@@ -55,17 +58,21 @@ def _autoguide_args(name: str, args: dict, model, where: str) -> dict:
         try:
             args["init_loc_fn"] = init_strategy(init.pop("name"), **init)
         except (ValueError, TypeError, KeyError) as error:
-            raise ConfigError(f"{where}.args.init_loc_fn: {error}; give a name "
-                              f"({', '.join(INIT_STRATEGIES)}) or "
-                              f"{{name: init_to_value, values: {{site: value}}}}") from error
+            raise ConfigError(
+                f"{where}.args.init_loc_fn: {error}; give a name "
+                f"({', '.join(INIT_STRATEGIES)}) or "
+                f"{{name: init_to_value, values: {{site: value}}}}"
+            ) from error
     if isinstance(args.get("nonlinearity"), str):
         from jax.example_libraries import stax
 
         layer = getattr(stax, args["nonlinearity"], None)
         valid = ("Elu", "Gelu", "LeakyRelu", "Relu", "Selu", "Sigmoid", "Softplus", "Tanh")
         if args["nonlinearity"] not in valid or layer is None:
-            raise ConfigError(f"{where}.args.nonlinearity: unknown {args['nonlinearity']!r}; "
-                              f"valid: {', '.join(valid)} (jax.example_libraries.stax)")
+            raise ConfigError(
+                f"{where}.args.nonlinearity: unknown {args['nonlinearity']!r}; "
+                f"valid: {', '.join(valid)} (jax.example_libraries.stax)"
+            )
         args["nonlinearity"] = layer
     for key in _MODEL_ARGS:
         if isinstance(args.get(key), str):
@@ -78,9 +85,11 @@ def _autoguide_args(name: str, args: dict, model, where: str) -> dict:
     if name == "AutoGuideList":
         parts = args.pop("guides", None)
         if not parts:
-            raise ConfigError(f"{where}.args.guides: AutoGuideList needs its parts: a list of "
-                              f"{{name: AutoNormal, args: {{...}}, expose: [sites]}} (or hide: "
-                              f"[sites]), one per group of the model's sample sites")
+            raise ConfigError(
+                f"{where}.args.guides: AutoGuideList needs its parts: a list of "
+                f"{{name: AutoNormal, args: {{...}}, expose: [sites]}} (or hide: "
+                f"[sites]), one per group of the model's sample sites"
+            )
         args["_parts"] = parts
     return args
 
@@ -99,14 +108,17 @@ def resolve_guide(spec: dict, model, where: str = "guide"):
         try:
             return function(**args)
         except TypeError as error:
-            raise ConfigError(f"{where}.args: {error}; with args, {name} is called as a factory "
-                              f"that returns the guide") from error
+            raise ConfigError(
+                f"{where}.args: {error}; with args, {name} is called as a factory that returns the guide"
+            ) from error
     if name in BUILTIN_GUIDES:
         try:
             return BUILTIN_GUIDES[name](**args)
         except TypeError as error:
-            raise ConfigError(f"{where}.args: {error}; the {name} guide takes "
-                              f"{', '.join(inspect.signature(BUILTIN_GUIDES[name]).parameters)}") from error
+            raise ConfigError(
+                f"{where}.args: {error}; the {name} guide takes "
+                f"{', '.join(inspect.signature(BUILTIN_GUIDES[name]).parameters)}"
+            ) from error
     if name in AUTOGUIDES:
         from numpyro import handlers
         from numpyro.infer import autoguide
@@ -125,17 +137,24 @@ def resolve_guide(spec: dict, model, where: str = "guide"):
                 raise ConfigError(f"{here}: expected {{name: AutoNormal, expose: [sites]}}")
             block = {k: part[k] for k in ("expose", "hide") if k in part}
             if part["name"] not in AUTOGUIDES or part["name"] == "AutoGuideList":
-                raise ConfigError(f"{here}.name: {part['name']!r}: a part of AutoGuideList is an "
-                                  f"autoguide: {', '.join(a for a in AUTOGUIDES if a != 'AutoGuideList')}")
+                raise ConfigError(
+                    f"{here}.name: {part['name']!r}: a part of AutoGuideList is an "
+                    f"autoguide: {', '.join(a for a in AUTOGUIDES if a != 'AutoGuideList')}"
+                )
             try:
-                guide.append(resolve_guide({"name": part["name"], "args": part.get("args")},
-                                           handlers.block(model, **block), here))
+                guide.append(
+                    resolve_guide(
+                        {"name": part["name"], "args": part.get("args")}, handlers.block(model, **block), here
+                    )
+                )
             except ValueError as error:
                 raise ConfigError(f"{here}: {error}") from error
         return guide
-    raise ConfigError(f"{where}.name: unknown guide {name!r}; built-in guides: "
-                      f"{', '.join(GUIDES)}; autoguides: {', '.join(AUTOGUIDES)}; "
-                      f"or path/to/file.py:function")
+    raise ConfigError(
+        f"{where}.name: unknown guide {name!r}; built-in guides: "
+        f"{', '.join(GUIDES)}; autoguides: {', '.join(AUTOGUIDES)}; "
+        f"or path/to/file.py:function"
+    )
 
 
 def prepare_guide(model, guide, model_kwargs: dict, where: str, sources: dict | None = None) -> None:
@@ -187,6 +206,8 @@ def prepare_guide(model, guide, model_kwargs: dict, where: str, sources: dict | 
             # the model's density is not finite at any initial point the guide tried
             model_key = next((key for key in sources if key.startswith("models.")), "models.<name>.")
             hint = "; " + float32_hint(model_key.split(".")[1] if model_key.count(".") >= 2 else None)
-        raise ConfigError(f"{where}: {named or 'the model and guide'} failed when traced on the "
-                          f"data (keyword arguments: {', '.join(model_kwargs) or 'none'}): "
-                          f"{type(error).__name__}: {error}{_user_location(error, files)}{hint}") from error
+        raise ConfigError(
+            f"{where}: {named or 'the model and guide'} failed when traced on the "
+            f"data (keyword arguments: {', '.join(model_kwargs) or 'none'}): "
+            f"{type(error).__name__}: {error}{_user_location(error, files)}{hint}"
+        ) from error

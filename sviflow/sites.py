@@ -40,8 +40,9 @@ def guide_sites(guide, model_kwargs: dict) -> tuple[list[str], list[str]]:
     return sampled, auxiliary
 
 
-def check_model(model, model_kwargs: dict, where: str, model_key: str, function: str,
-                data: str | None) -> tuple[list[str], list[str]]:
+def check_model(
+    model, model_kwargs: dict, where: str, model_key: str, function: str, data: str | None
+) -> tuple[list[str], list[str]]:
     """-> (latent, observed) sample sites of the model; a model without a latent site is a
     ConfigError. ``where``: ``fits.<name>``; ``model_key``: ``models.<name>.function``."""
     from sviflow.predictive import site_names
@@ -53,12 +54,19 @@ def check_model(model, model_kwargs: dict, where: str, model_key: str, function:
             f"{where}: the model {model_key} = {function!r} has no latent sample site {on}: there "
             f"is nothing to fit (its sample sites: {_listed(observed)}, all observed); give it a "
             f"numpyro.sample site without obs=, or check that its observed arguments are the "
-            f"dataset's observed arrays")
+            f"dataset's observed arrays"
+        )
     return latent, observed
 
 
-def check_guide(model_sites: tuple[list[str], list[str]], guide, model_kwargs: dict, where: str,
-                guide_name: str, function: str) -> None:
+def check_guide(
+    model_sites: tuple[list[str], list[str]],
+    guide,
+    model_kwargs: dict,
+    where: str,
+    guide_name: str,
+    function: str,
+) -> None:
     """The guide's sample sites are exactly the model's latent sites (its auxiliary sites, an
     autoguide's ``_auto_latent`` or a transformed guide's ``u``, aside)."""
     from numpyro.infer.autoguide import AutoGuide
@@ -75,17 +83,20 @@ def check_guide(model_sites: tuple[list[str], list[str]], guide, model_kwargs: d
             f"{_listed(missing)} (the model {function!r} samples {_listed(latent)}; the guide "
             f"{_listed(sampled)}): SVI would draw them from the prior at every step and fit "
             f"nothing of them; add numpyro.sample({missing[0]!r}, ...) to the guide, or use an "
-            f"autoguide (AutoNormal)")
+            f"autoguide (AutoNormal)"
+        )
     watched = [name for name in sampled if name in observed]
     if watched:
         raise ConfigError(
             f"{where}: the guide {key} samples {_listed(watched)}, which the model {function!r} "
             f"observes (its latent sites: {_listed(latent)}): a guide samples latent sites only; "
-            f"remove them from the guide")
+            f"remove them from the guide"
+        )
     extra = [name for name in sampled if name not in latent]
     if extra:
         raise ConfigError(
             f"{where}: the guide {key} samples {_listed(extra)}, which the model {function!r} does "
             f"not sample (its latent sites: {_listed(latent)}): a misspelt site, or a guide of "
             f"another model; rename or remove them (an auxiliary variable of the guide's own "
-            f"takes infer={{'is_auxiliary': True}})")
+            f"takes infer={{'is_auxiliary': True}})"
+        )

@@ -34,7 +34,6 @@ import time
 WATCHDOG_GRACE = 30.0  # seconds after the time limit before a step stuck in C code is ended
 
 
-
 class StepTimeout(BaseException):
     """The step ran past its time limit (a BaseException: see the module's docstring)."""
 
@@ -55,15 +54,19 @@ def _from_command_line(argv=None):
     parser.add_argument("--output", nargs="*", default=[], help="name=path of each output")
     parser.add_argument("--params", default="{}", help="the params as JSON, or @file.json")
     parser.add_argument("--log", default=None, help="log file (default: standard error)")
-    parser.add_argument("--runtime", type=float, default=None,
-                        help="time limit in minutes (default: none)")
+    parser.add_argument("--runtime", type=float, default=None, help="time limit in minutes (default: none)")
     args = parser.parse_args(argv)
     text = args.params
     if text.startswith("@"):
         with open(text[1:]) as handle:
             text = handle.read()
-    return (_pairs(args.input, "input"), _pairs(args.output, "output"), json.loads(text), args.log,
-            args.runtime)
+    return (
+        _pairs(args.input, "input"),
+        _pairs(args.output, "output"),
+        json.loads(text),
+        args.log,
+        args.runtime,
+    )
 
 
 def _time_limit(smk) -> float | None:
@@ -96,11 +99,16 @@ def _job_name(smk, params: dict, step: str) -> tuple[str, str]:
 def _timeout_message(rule: str, what: str, minutes: float, by_hand: bool) -> str:
     job = f"rule {rule}" + (f", {what}" if what else "")
     raised = max(2 * minutes, minutes + 1)
-    how = (f"run it with --runtime {raised:g}" if by_hand else
-           f"snakemake --set-resources {rule}:runtime={raised:g} (or set-resources in a profile)")
-    return (f"{job}: stopped after {minutes:g} minute(s), its time limit (resources: runtime = "
-            f"{minutes:g}, in minutes); a model or guide that never ends when traced (a loop) "
-            f"hangs here; if the step only needs longer, raise the limit: {how}")
+    how = (
+        f"run it with --runtime {raised:g}"
+        if by_hand
+        else f"snakemake --set-resources {rule}:runtime={raised:g} (or set-resources in a profile)"
+    )
+    return (
+        f"{job}: stopped after {minutes:g} minute(s), its time limit (resources: runtime = "
+        f"{minutes:g}, in minutes); a model or guide that never ends when traced (a loop) "
+        f"hangs here; if the step only needs longer, raise the limit: {how}"
+    )
 
 
 def _remove_partials(outputs: dict) -> None:
@@ -109,7 +117,7 @@ def _remove_partials(outputs: dict) -> None:
     from pathlib import Path
 
     for value in outputs.values():
-        for path in (value if isinstance(value, list) else [value]):
+        for path in value if isinstance(value, list) else [value]:
             path = Path(str(path))
             for partial in path.parent.glob(f".{path.name}.*.partial"):
                 with contextlib.suppress(OSError):
@@ -141,11 +149,12 @@ def time_limit(minutes: float | None, message: str, on_stuck):
         signal.signal(signal.SIGALRM, previous)
 
 
-
 def _named(namedlist) -> dict:
     """Snakemake's named inputs/outputs/params as plain values (lists of paths stay lists)."""
-    return {name: (list(value) if type(value).__name__ == "Namedlist" else value)
-            for name, value in namedlist.items()}
+    return {
+        name: (list(value) if type(value).__name__ == "Namedlist" else value)
+        for name, value in namedlist.items()
+    }
 
 
 def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None:
@@ -202,8 +211,11 @@ def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None
 
     succeeded = False
     try:
-        with time_limit(minutes, timeout, stuck), contextlib.redirect_stderr(stream), \
-                contextlib.redirect_stdout(stream):
+        with (
+            time_limit(minutes, timeout, stuck),
+            contextlib.redirect_stderr(stream),
+            contextlib.redirect_stdout(stream),
+        ):
             function(inputs, outputs, params, progress_file=stream)
         succeeded = True
     except (ConfigError, ArtifactError) as error:
@@ -219,8 +231,9 @@ def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None
         fail(f"cannot write {where}: {os.strerror(problem[0])}; {problem[1]}")
     finally:
         # a failed step says so: "done" after its error would read as a success
-        logging.getLogger("sviflow").info("%s: %s in %.2f s", name, "done" if succeeded else "failed",
-                                          time.perf_counter() - start)
+        logging.getLogger("sviflow").info(
+            "%s: %s in %.2f s", name, "done" if succeeded else "failed", time.perf_counter() - start
+        )
         root.removeHandler(handler)
         if stream is not sys.stderr:
             stream.close()

@@ -55,8 +55,9 @@ def _model_and_guide(spec: dict, kwargs: dict, check_sites: bool = False):
         from sviflow import sites
 
         try:
-            model_sites = sites.check_model(model, kwargs, where, model_key,
-                                            spec["model"]["function"], spec.get("data"))
+            model_sites = sites.check_model(
+                model, kwargs, where, model_key, spec["model"]["function"], spec.get("data")
+            )
         except ConfigError:
             raise
         except Exception:
@@ -68,8 +69,7 @@ def _model_and_guide(spec: dict, kwargs: dict, check_sites: bool = False):
     prepare_guide(model, guide, kwargs, where=where, sources=sources)
     if not check_sites:
         return model, guide
-    sites.check_guide(model_sites, guide, kwargs, where, spec["guide"]["name"],
-                      spec["model"]["function"])
+    sites.check_guide(model_sites, guide, kwargs, where, spec["guide"]["name"], spec["model"]["function"])
     return model, guide, model_sites
 
 
@@ -82,8 +82,12 @@ def model(inputs, outputs, params, progress_file=None):
 
     with written_atomically(outputs["spec"]) as temporary, open(temporary, "w") as handle:
         json.dump(params["spec"], handle, indent=1, sort_keys=True)
-    log.info("model %s: function %s, args %s", params["spec"]["name"], params["spec"]["function"],
-             params["spec"].get("args"))
+    log.info(
+        "model %s: function %s, args %s",
+        params["spec"]["name"],
+        params["spec"]["function"],
+        params["spec"].get("args"),
+    )
 
 
 def simulate(inputs, outputs, params, progress_file=None):
@@ -93,8 +97,14 @@ def simulate(inputs, outputs, params, progress_file=None):
     dataset = load_dataset(params["spec"], where=f"datasets.{params['name']}")
     for group, arrays in dataset.items():
         for name, value in arrays.items():
-            log.info("dataset %s: %s %s shape %s, mean %.4g", params["name"], group, name,
-                     np.shape(value), float(np.mean(value)) if np.size(value) else float("nan"))
+            log.info(
+                "dataset %s: %s %s shape %s, mean %.4g",
+                params["name"],
+                group,
+                name,
+                np.shape(value),
+                float(np.mean(value)) if np.size(value) else float("nan"),
+            )
     write_artifact(outputs["data"], "data", dataset, config=params["spec"])
 
 
@@ -128,19 +138,30 @@ def fit(inputs, outputs, params, progress_file=None):
 
         init_params, smallest = laplace_init(model, guide, kwargs, int(spec["seeds"][0]))
         if init_params is None:
-            log.warning("fit %s: no Laplace start for guide %s; it starts from its own "
-                        "initialisation", spec["name"], spec["guide"]["name"])
+            log.warning(
+                "fit %s: no Laplace start for guide %s; it starts from its own initialisation",
+                spec["name"],
+                spec["guide"]["name"],
+            )
         elif not optimizer.get("schedule"):
             # Adam moves every parameter by about its step size a step: to resolve the
             # narrowest posterior direction it must start well below that direction's sd
             cap = 0.1 * smallest
             if cap < float(optimizer["step_size"]):
-                log.info("fit %s: first step size %.3g, a tenth of the sd of the narrowest "
-                         "direction of the Laplace approximation (optimizer.step_size %.3g)",
-                         spec["name"], cap, optimizer["step_size"])
+                log.info(
+                    "fit %s: first step size %.3g, a tenth of the sd of the narrowest "
+                    "direction of the Laplace approximation (optimizer.step_size %.3g)",
+                    spec["name"],
+                    cap,
+                    optimizer["step_size"],
+                )
                 optimizer["step_size"] = cap
-    svi = SVI(model, guide, make_optimizer(optimizer, f"{where}.optimizer", adaptive=decay is not None),
-              loss=make_elbo(spec["elbo"], f"{where}.elbo"))
+    svi = SVI(
+        model,
+        guide,
+        make_optimizer(optimizer, f"{where}.optimizer", adaptive=decay is not None),
+        loss=make_elbo(spec["elbo"], f"{where}.elbo"),
+    )
     engine = spec.get("engine", {})
     # a budget's spec holds its chunks (they are where the rule is applied); a fixed number of
     # steps gets them by the environment: they change no number of such a fit
@@ -148,46 +169,84 @@ def fit(inputs, outputs, params, progress_file=None):
     rule = {**schema_defaults("checks", "convergence"), **(spec.get("convergence") or {})}
     stable_update = bool(spec.get("stable_update", default("fits", "stable_update")))
     try:
-        result = fit_svi(svi, None if budget else int(spec["steps"]), spec["seeds"], kwargs,
-                         chunks=int(chunks),
-                         trajectory_points=int(engine.get("trajectory_points",
-                                                          default("engine", "trajectory_points"))),
-                         stable_update=stable_update,
-                         progress=True, progress_file=progress_file, latent_sites=latent,
-                         rule=rule, moment_draws=int(rule["draws"]),
-                         budget=budget, decay=decay, init_params=init_params)
+        result = fit_svi(
+            svi,
+            None if budget else int(spec["steps"]),
+            spec["seeds"],
+            kwargs,
+            chunks=int(chunks),
+            trajectory_points=int(engine.get("trajectory_points", default("engine", "trajectory_points"))),
+            stable_update=stable_update,
+            progress=True,
+            progress_file=progress_file,
+            latent_sites=latent,
+            rule=rule,
+            moment_draws=int(rule["draws"]),
+            budget=budget,
+            decay=decay,
+            init_params=init_params,
+        )
     except (TypeError, ValueError, KeyError, NotImplementedError) as error:
-        raise ConfigError(f"{where}: the model {spec['model']['function']!r} with the guide "
-                          f"{spec['guide']['name']!r} failed when traced: "
-                          f"{type(error).__name__}: {error}") from error
+        raise ConfigError(
+            f"{where}: the model {spec['model']['function']!r} with the guide "
+            f"{spec['guide']['name']!r} failed when traced: "
+            f"{type(error).__name__}: {error}"
+        ) from error
     from sviflow.diagnostics import divergence, first_nonfinite
 
     bad, skipped = divergence(result.losses, result.params, stable_update)
     for seed, step in zip(result.seeds, bad):
         if step >= 0:
-            log.warning("fit %s seed %d: loss NaN or inf from step %d on: the fit diverged",
-                        spec["name"], seed, step)
-    final = {k: np.round(np.asarray(v, dtype=float).ravel()[:6], 4).tolist() for k, v in result.params.items()}
-    log.info("fit %s: final params %s; mean loss of the last 10%% of steps %.4f", spec["name"],
-             final, float(np.nanmean(result.losses[:, -max(1, result.losses.shape[1] // 10):])))
+            log.warning(
+                "fit %s seed %d: loss NaN or inf from step %d on: the fit diverged", spec["name"], seed, step
+            )
+    final = {
+        k: np.round(np.asarray(v, dtype=float).ravel()[:6], 4).tolist() for k, v in result.params.items()
+    }
+    log.info(
+        "fit %s: final params %s; mean loss of the last 10%% of steps %.4f",
+        spec["name"],
+        final,
+        float(np.nanmean(result.losses[:, -max(1, result.losses.shape[1] // 10) :])),
+    )
     for seed, averaged, window in zip(result.seeds, result.stop["averaged"], result.stop["windows"]):
-        log.info("fit %s seed %d: %s; reported guide: %s", spec["name"], seed, result.stop["reason"],
-                 f"the average of the iterates of steps {window['start_step']}-{window['end_step']}"
-                 if averaged else "the last iterate")
-    trajectory = {"step": result.trajectory_step, "params": result.trajectory,
-                  "moments": {"mean": result.moments["mean"], "sd": result.moments["sd"]}}
+        log.info(
+            "fit %s seed %d: %s; reported guide: %s",
+            spec["name"],
+            seed,
+            result.stop["reason"],
+            f"the average of the iterates of steps {window['start_step']}-{window['end_step']}"
+            if averaged
+            else "the last iterate",
+        )
+    trajectory = {
+        "step": result.trajectory_step,
+        "params": result.trajectory,
+        "moments": {"mean": result.moments["mean"], "sd": result.moments["sd"]},
+    }
     if result.step_size is not None:
         trajectory["step_size"] = result.step_size
     write_artifact(
-        outputs["fit"], "fit",
-        {"losses": result.losses, "params": result.params, "last_params": result.last_params,
-         "trajectory": trajectory,
-         "first_nonfinite_step": first_nonfinite(result.losses), "diverged_step": bad,
-         "skipped_steps": skipped},
-        config=spec, seeds=result.seeds,
-        attrs={"timings": result.timings, "diverged": bool((bad >= 0).any()),
-               "stop": result.stop, "moment_labels": result.moments["labels"],
-               "latent_sites": latent},
+        outputs["fit"],
+        "fit",
+        {
+            "losses": result.losses,
+            "params": result.params,
+            "last_params": result.last_params,
+            "trajectory": trajectory,
+            "first_nonfinite_step": first_nonfinite(result.losses),
+            "diverged_step": bad,
+            "skipped_steps": skipped,
+        },
+        config=spec,
+        seeds=result.seeds,
+        attrs={
+            "timings": result.timings,
+            "diverged": bool((bad >= 0).any()),
+            "stop": result.stop,
+            "moment_labels": result.moments["labels"],
+            "latent_sites": latent,
+        },
     )
 
 
@@ -217,31 +276,60 @@ def predict(inputs, outputs, params, progress_file=None):
     excess = {}
     if fitted.attrs.get("diverged"):
         log.warning("fit %s diverged: no predictive draws are made from it", spec["name"])
-        tree = {"posterior": {}, "mock_from_guide": {}, "mock_from_samples": {},
-                "log_weights": np.zeros((n_seeds, 0))}
+        tree = {
+            "posterior": {},
+            "mock_from_guide": {},
+            "mock_from_samples": {},
+            "log_weights": np.zeros((n_seeds, 0)),
+        }
     else:
         excess = support_excess(model, guide, fitted["params"], fit_kwargs, latent)
         for site, info in excess.items():
-            log.info("%s: the guide's support is %s, the model's %s; mass outside per seed %s",
-                     site, info["guide_support"], info["model_support"],
-                     info["mass_outside"].tolist())
-        tree = predictive_paths(model, guide, fitted["params"], fit_kwargs, predict_kwargs,
-                                observed, latent, num_samples=int(settings["num_samples"]),
-                                num_mock=int(settings["num_mock"]), seed=int(settings["seed"]),
-                                num_weighted=weighted,
-                                max_mock_values=int(settings["max_mock_values"]),
-                                deterministic_sites=deterministic)
+            log.info(
+                "%s: the guide's support is %s, the model's %s; mass outside per seed %s",
+                site,
+                info["guide_support"],
+                info["model_support"],
+                info["mass_outside"].tolist(),
+            )
+        tree = predictive_paths(
+            model,
+            guide,
+            fitted["params"],
+            fit_kwargs,
+            predict_kwargs,
+            observed,
+            latent,
+            num_samples=int(settings["num_samples"]),
+            num_mock=int(settings["num_mock"]),
+            seed=int(settings["seed"]),
+            num_weighted=weighted,
+            max_mock_values=int(settings["max_mock_values"]),
+            deterministic_sites=deterministic,
+        )
         for path in ("posterior", "mock_from_guide", "mock_from_samples"):
             log.info("%s: %s", path, {k: v.shape for k, v in tree[path].items()})
-        log.info("log_weights: %d draws per seed, mean %s", tree["log_weights"].shape[-1],
-                 np.round(np.mean(tree["log_weights"], axis=-1), 4).tolist())
-    write_artifact(outputs["predictive"], "predictive", tree, config=params,
-                   seeds=fitted.attrs.get("seeds"),
-                   attrs={"latent_sites": latent, "observed_sites": observed,
-                          "deterministic_sites": deterministic,
-                          "diverged": bool(fitted.attrs.get("diverged")),
-                          "support_excess": {site: {**info, "mass_outside": info["mass_outside"].tolist()}
-                                             for site, info in excess.items()}})
+        log.info(
+            "log_weights: %d draws per seed, mean %s",
+            tree["log_weights"].shape[-1],
+            np.round(np.mean(tree["log_weights"], axis=-1), 4).tolist(),
+        )
+    write_artifact(
+        outputs["predictive"],
+        "predictive",
+        tree,
+        config=params,
+        seeds=fitted.attrs.get("seeds"),
+        attrs={
+            "latent_sites": latent,
+            "observed_sites": observed,
+            "deterministic_sites": deterministic,
+            "diverged": bool(fitted.attrs.get("diverged")),
+            "support_excess": {
+                site: {**info, "mass_outside": info["mass_outside"].tolist()} for site, info in excess.items()
+            },
+        },
+    )
 
 
 def reference(inputs, outputs, params, progress_file=None):
@@ -270,20 +358,33 @@ def reference(inputs, outputs, params, progress_file=None):
         if method == "exact":
             if model_spec["function"] != "coin_flips":
                 raise ConfigError(f"{where}.method: exact is known only for coin_flips; use grid or nuts")
-            return references.exact_coin(dataset["observed"], model_spec.get("args") or {},
-                                         num_draws=num_draws, seed=seed)
+            return references.exact_coin(
+                dataset["observed"], model_spec.get("args") or {}, num_draws=num_draws, seed=seed
+            )
         if method == "grid":
-            return references.grid(model, kwargs, bounds=settings.get("bounds"),
-                                   points=int(settings["points"]), num_draws=num_draws,
-                                   seed=seed, split_direction=settings.get("split_direction"))
+            return references.grid(
+                model,
+                kwargs,
+                bounds=settings.get("bounds"),
+                points=int(settings["points"]),
+                num_draws=num_draws,
+                seed=seed,
+                split_direction=settings.get("split_direction"),
+            )
         if method == "nuts":
-            return references.nuts(model, kwargs, num_warmup=int(settings["num_warmup"]),
-                                   num_samples=int(settings["num_samples"]),
-                                   num_chains=int(settings["num_chains"]),
-                                   target_accept_prob=float(settings["target_accept_prob"]),
-                                   dense_mass=bool(settings["dense_mass"]),
-                                   max_tree_depth=int(settings["max_tree_depth"]),
-                                   num_draws=num_draws, seed=seed, where=where)
+            return references.nuts(
+                model,
+                kwargs,
+                num_warmup=int(settings["num_warmup"]),
+                num_samples=int(settings["num_samples"]),
+                num_chains=int(settings["num_chains"]),
+                target_accept_prob=float(settings["target_accept_prob"]),
+                dense_mass=bool(settings["dense_mass"]),
+                max_tree_depth=int(settings["max_tree_depth"]),
+                num_draws=num_draws,
+                seed=seed,
+                where=where,
+            )
         if method == "draws":
             # the file: an input of the job (Snakemake passes its path), else as the params give it
             path = inputs.get("draws")
@@ -291,8 +392,14 @@ def reference(inputs, outputs, params, progress_file=None):
             path = path or settings.get("file")
             if not path:
                 raise ConfigError(f"{where}.file: method draws needs the file of the draws")
-            return references.from_draws(model, kwargs, path, num_draws=num_draws, where=where,
-                                         shown_path=settings.get("file") or str(path))
+            return references.from_draws(
+                model,
+                kwargs,
+                path,
+                num_draws=num_draws,
+                where=where,
+                shown_path=settings.get("file") or str(path),
+            )
         raise ConfigError(f"{where}.method: unknown method {method!r}; valid: exact, grid, nuts, draws")
 
     try:
@@ -300,12 +407,22 @@ def reference(inputs, outputs, params, progress_file=None):
     except ConfigError:
         raise
     except Exception as error:  # the log says which job of which rule, and what it was doing
-        log.error("rule reference (workflow/rules/reference.smk), %s, method %s, model %s: %s",
-                  where, method, model_spec["function"], error)
+        log.error(
+            "rule reference (workflow/rules/reference.smk), %s, method %s, model %s: %s",
+            where,
+            method,
+            model_spec["function"],
+            error,
+        )
         raise
-    log.info("reference %s (%s): log Z %.6g, mean %s, sd %s", model_spec["name"], method,
-             result["log_z"], {k: np.round(v, 5).tolist() for k, v in result["mean"].items()},
-             {k: np.round(v, 5).tolist() for k, v in result["sd"].items()})
+    log.info(
+        "reference %s (%s): log Z %.6g, mean %s, sd %s",
+        model_spec["name"],
+        method,
+        result["log_z"],
+        {k: np.round(v, 5).tolist() for k, v in result["mean"].items()},
+        {k: np.round(v, 5).tolist() for k, v in result["sd"].items()},
+    )
     checked = result.get("nuts") or result.get("chains")
     if checked is not None:
         # the reference is only as good as its chains: say how they agree
@@ -313,17 +430,23 @@ def reference(inputs, outputs, params, progress_file=None):
         ess = {k: round(float(np.min(v)), 1) for k, v in checked["ess"].items()}
         log.info("reference %s (%s): R-hat %s, ESS %s", model_spec["name"], method, rhat, ess)
     if "nuts" in result:
-        log.info("reference %s (nuts): %d divergences, %d transitions at max_tree_depth",
-                 model_spec["name"], int(np.sum(result["nuts"]["divergences"])),
-                 int(np.sum(result["nuts"]["tree_depth_hits"])))
+        log.info(
+            "reference %s (nuts): %d divergences, %d transitions at max_tree_depth",
+            model_spec["name"],
+            int(np.sum(result["nuts"]["divergences"])),
+            int(np.sum(result["nuts"]["tree_depth_hits"])),
+        )
     for problem in result["warnings"]:
         log.warning("reference %s: not to be trusted: %s", model_spec["name"], problem)
-    attrs = {"method": method, "latent_sites": result["latent_sites"],
-             "deterministic_sites": result["deterministic_sites"], "warnings": result["warnings"]}
+    attrs = {
+        "method": method,
+        "latent_sites": result["latent_sites"],
+        "deterministic_sites": result["deterministic_sites"],
+        "warnings": result["warnings"],
+    }
     if "source" in result:
         attrs["source"] = result["source"]
-    write_artifact(outputs["reference"], "reference", references.to_tree(result), config=params,
-                   attrs=attrs)
+    write_artifact(outputs["reference"], "reference", references.to_tree(result), config=params, attrs=attrs)
 
 
 def check(inputs, outputs, params, progress_file=None):
@@ -337,10 +460,22 @@ def check(inputs, outputs, params, progress_file=None):
     result = assess(spec, params.get("checks"), fitted, predictive, ref)
     log.info("check %s: %s (%s)", spec["name"], result.attrs["verdict"], result.attrs["sentence"])
     for row in result.attrs["truth"]:
-        log.info("truth %s: target %.4g, fit %.4g, error %+.3g %s", row["quantity"], row["target"],
-                 row["fit"], row["error"], row["note"])
-    write_artifact(outputs["check"], "check", result.tree, config=params,
-                   seeds=fitted.attrs.get("seeds") or [], attrs=result.attrs)
+        log.info(
+            "truth %s: target %.4g, fit %.4g, error %+.3g %s",
+            row["quantity"],
+            row["target"],
+            row["fit"],
+            row["error"],
+            row["note"],
+        )
+    write_artifact(
+        outputs["check"],
+        "check",
+        result.tree,
+        config=params,
+        seeds=fitted.attrs.get("seeds") or [],
+        attrs=result.attrs,
+    )
 
 
 def plot(inputs, outputs, params, progress_file=None):
@@ -354,8 +489,11 @@ def compare(inputs, outputs, params, progress_file=None):
     """Loss curves of several fits in one figure (the post's 1 vs 32 particles)."""
     from sviflow import plots
 
-    plots.plot_loss_comparison(inputs["fits"] if isinstance(inputs["fits"], list) else [inputs["fits"]],
-                               outputs["figure"], params.get("title", ""))
+    plots.plot_loss_comparison(
+        inputs["fits"] if isinstance(inputs["fits"], list) else [inputs["fits"]],
+        outputs["figure"],
+        params.get("title", ""),
+    )
 
 
 def summarize(inputs, outputs, params, progress_file=None):
@@ -367,10 +505,12 @@ def summarize(inputs, outputs, params, progress_file=None):
     datasets = params.get("data") or {}
     checks = [read_artifact(path, "check") for path in inputs["checks"]]
     idatas = []
-    for fit, predictive_path, check, netcdf_path in zip(fits, inputs["predictive"], checks,
-                                                         outputs["netcdf"]):
-        idata = inference_data({"predictive": predictive_path, "data": datasets.get(fit)}, check,
-                               params["specs"][fit])
+    for fit, predictive_path, check, netcdf_path in zip(
+        fits, inputs["predictive"], checks, outputs["netcdf"]
+    ):
+        idata = inference_data(
+            {"predictive": predictive_path, "data": datasets.get(fit)}, check, params["specs"][fit]
+        )
         write_netcdf(idata, netcdf_path)
         log.info("arviz %s: groups %s -> %s", fit, list(idata.groups()), netcdf_path)
         idatas.append(idata)
@@ -398,6 +538,9 @@ def strict(inputs, outputs, params, progress_file=None):
         if attrs["verdict"] != "converged":
             failing.append(f"{fit}: {attrs['verdict']} ({attrs['sentence']})")
     if failing:
-        raise ConfigError("checks.strict is true and these fits did not pass: "
-                          + "; ".join(failing) + f". The summary is in {inputs['summary']}.")
+        raise ConfigError(
+            "checks.strict is true and these fits did not pass: "
+            + "; ".join(failing)
+            + f". The summary is in {inputs['summary']}."
+        )
     Path(outputs["ok"]).write_text("every fit converged\n")

@@ -22,7 +22,9 @@ def inference_data(inputs: dict, check, spec: dict):
     (optional) data files; ``check``: its check artifact; ``spec``: {"name", "model", "guide"}."""
     predictive = read_artifact(inputs["predictive"], "predictive")
     # the latent sites, then the deterministic ones (transformed parameters), as ArviZ keeps them
-    latent = (predictive.attrs.get("latent_sites") or []) + (predictive.attrs.get("deterministic_sites") or [])
+    latent = (predictive.attrs.get("latent_sites") or []) + (
+        predictive.attrs.get("deterministic_sites") or []
+    )
     posterior = {k: v for k, v in predictive["posterior"].items() if k in latent}
     groups = {"posterior": posterior or None}
     if predictive["mock_from_samples"]:
@@ -35,9 +37,14 @@ def inference_data(inputs: dict, check, spec: dict):
             groups["constant_data"] = data["covariates"]
     # the mock observations have the model's default size, not the data's: their own dims
     dims = {name: [f"{name}_mock_dim_0"] for name in predictive["mock_from_samples"]}
-    attrs = {"fit": spec["name"], "verdict": check.attrs["verdict"],
-             "reasons": check.attrs["sentence"], "model": spec["model"],
-             "guide": spec["guide"], "inference_library": "numpyro (SVI)"}
+    attrs = {
+        "fit": spec["name"],
+        "verdict": check.attrs["verdict"],
+        "reasons": check.attrs["sentence"],
+        "model": spec["model"],
+        "guide": spec["guide"],
+        "inference_library": "numpyro (SVI)",
+    }
     return az.from_dict(**{k: v for k, v in groups.items() if v is not None}, dims=dims, attrs=attrs)
 
 
@@ -52,8 +59,7 @@ def netcdf_encoding(dataset) -> dict:
     for name, variable in dataset.variables.items():
         if variable.dtype.kind not in "biuf" or variable.ndim == 0 or variable.nbytes <= COMPRESS_ABOVE:
             continue
-        entry = {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": True,
-                 "fletcher32": True}
+        entry = {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": True, "fletcher32": True}
         if variable.dtype == np.float64 and storage_dtype(np.asarray(variable.values)) == np.float32:
             entry["dtype"] = np.dtype(np.float32)
         encoding[name] = entry
@@ -72,8 +78,9 @@ def write_netcdf(idata, path) -> None:
             mode = "a"
         for group in idata.groups():
             data = idata[group]
-            data.to_netcdf(temporary, mode=mode, group=group, engine="h5netcdf",
-                           encoding=netcdf_encoding(data))
+            data.to_netcdf(
+                temporary, mode=mode, group=group, engine="h5netcdf", encoding=netcdf_encoding(data)
+            )
             mode = "a"
         if mode == "w":  # no group and no attribute: an empty file ArviZ reads as empty
             xr.Dataset().to_netcdf(temporary, mode=mode, engine="h5netcdf")
@@ -94,8 +101,12 @@ def _quality_columns(check) -> dict:
         value = quality.get(key)
         return float(fn(value)) if value is not None and np.size(value) else math.nan
 
-    return {"khat": worst("khat"), "elbo": worst("elbo", np.nanmean),
-            "kl": worst("kl", np.nanmax), "energy_distance": worst("energy_distance")}
+    return {
+        "khat": worst("khat"),
+        "elbo": worst("elbo", np.nanmean),
+        "kl": worst("kl", np.nanmax),
+        "energy_distance": worst("energy_distance"),
+    }
 
 
 def summary_table(fits: list[str], idatas: list, checks: list):
@@ -105,8 +116,12 @@ def summary_table(fits: list[str], idatas: list, checks: list):
 
     frames = []
     for fit, idata, check in zip(fits, idatas, checks):
-        extra = {"fit": fit, "verdict": check.attrs["verdict"], **_quality_columns(check),
-                 "reasons": check.attrs["sentence"]}
+        extra = {
+            "fit": fit,
+            "verdict": check.attrs["verdict"],
+            **_quality_columns(check),
+            "reasons": check.attrs["sentence"],
+        }
         if "posterior" in idata.groups() and not check.attrs.get("diverged"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # one chain: ArviZ warns that R-hat needs two
@@ -137,19 +152,38 @@ def write_markdown(table, checks: list, fits: list[str], path) -> None:
     verdict_rows, truth_sections = [], []
     for fit, check in zip(fits, checks):
         q = _quality_columns(check)
-        verdict_rows.append([fit, check.attrs["verdict"], q["khat"], q["kl"], q["elbo"],
-                             check.attrs["sentence"]])
+        verdict_rows.append(
+            [fit, check.attrs["verdict"], q["khat"], q["kl"], q["elbo"], check.attrs["sentence"]]
+        )
         truth = check.attrs.get("truth") or []
         if truth:
-            truth_sections.append(f"### {fit}\n\n" + _markdown_table(
-                ["quantity", "target", "fit", "error", "note"],
-                [[r["quantity"], r["target"], r["fit"], r["error"], r["note"]] for r in truth]))
-    columns = [c for c in ("fit", "variable", "mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat")
-               if c in table.columns]
-    text = ["# sviflow summary", "", "## Verdicts", "",
-            _markdown_table(["fit", "verdict", "PSIS k-hat", "KL(q||p)", "ELBO", "reasons"], verdict_rows),
-            "", "## Against the exact answers", ""]
+            truth_sections.append(
+                f"### {fit}\n\n"
+                + _markdown_table(
+                    ["quantity", "target", "fit", "error", "note"],
+                    [[r["quantity"], r["target"], r["fit"], r["error"], r["note"]] for r in truth],
+                )
+            )
+    columns = [
+        c
+        for c in ("fit", "variable", "mean", "sd", "hdi_3%", "hdi_97%", "ess_bulk", "r_hat")
+        if c in table.columns
+    ]
+    text = [
+        "# sviflow summary",
+        "",
+        "## Verdicts",
+        "",
+        _markdown_table(["fit", "verdict", "PSIS k-hat", "KL(q||p)", "ELBO", "reasons"], verdict_rows),
+        "",
+        "## Against the exact answers",
+        "",
+    ]
     text += [s + "\n" for s in truth_sections] or ["(no fit has a known exact answer)", ""]
-    text += ["## Posterior summaries (az.summary; chains are seeds)", "",
-             _markdown_table(columns, table[columns].values.tolist()), ""]
+    text += [
+        "## Posterior summaries (az.summary; chains are seeds)",
+        "",
+        _markdown_table(columns, table[columns].values.tolist()),
+        "",
+    ]
     write_text("\n".join(text), path)

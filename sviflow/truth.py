@@ -40,8 +40,14 @@ def _row(quantity, target, fit, note=""):
     return {"quantity": quantity, "target": target, "fit": fit, "error": fit - target, "note": note}
 
 
-def truth_table(model_function: str, model_args: dict, guide_name: str, params: dict,
-                reference: dict | None, guide_draws: dict) -> list[dict]:
+def truth_table(
+    model_function: str,
+    model_args: dict,
+    guide_name: str,
+    params: dict,
+    reference: dict | None,
+    guide_draws: dict,
+) -> list[dict]:
     """Rows of {quantity, target, fit, error, note}; ``params`` are (seed, ...) arrays and the
     fit column is their mean over seeds."""
     mean_over_seeds = {k: np.mean(np.asarray(v, dtype=np.float64), axis=0) for k, v in params.items()}
@@ -52,15 +58,27 @@ def truth_table(model_function: str, model_args: dict, guide_name: str, params: 
         site = "latent_fairness"
         draws = np.asarray(guide_draws[site], dtype=np.float64)
         rows.append(_row("posterior mean", a / (a + b), draws.mean(), "exact Beta(A+1, B+1)"))
-        rows.append(_row("posterior sd", math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))), draws.std(),
-                         "exact Beta(A+1, B+1)"))
+        rows.append(
+            _row(
+                "posterior sd",
+                math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))),
+                draws.std(),
+                "exact Beta(A+1, B+1)",
+            )
+        )
         if guide_name == "beta":
             rows.append(_row("alpha_q", a, mean_over_seeds["alpha_q"], "= A + 1"))
             rows.append(_row("beta_q", b, mean_over_seeds["beta_q"], "= B + 1"))
         if guide_name == "normal":
             rows.append(_row("mean", a / (a + b), mean_over_seeds["mean"], "exact posterior mean"))
-            rows.append(_row("sd", math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))),
-                             mean_over_seeds["sd"], "exact posterior sd"))
+            rows.append(
+                _row(
+                    "sd",
+                    math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))),
+                    mean_over_seeds["sd"],
+                    "exact posterior sd",
+                )
+            )
     elif model_function == "correlated_gaussian_2d" and "auto_scale_tril" in params:
         args = {"sig1": 1.0, "sig2": 3.0, "theta_deg": 45.0, **(model_args or {})}
         target = correlated_gaussian_2d_covariance(**args)
@@ -77,8 +95,14 @@ def truth_table(model_function: str, model_args: dict, guide_name: str, params: 
         args = {"b": 5.0, "sig1": 0.5, "sig2": 2.0, **(model_args or {})}
         rows.append(_row("b (mode offset)", args["b"], mean_over_seeds["b"]))
         rows.append(_row("sig1 (mode sd)", args["sig1"], mean_over_seeds["sig1_q"]))
-        rows.append(_row("sig2", args["sig2"], mean_over_seeds["sig2_q"],
-                         "target is Cauchy-like along u2: a scale, not an sd"))
+        rows.append(
+            _row(
+                "sig2",
+                args["sig2"],
+                mean_over_seeds["sig2_q"],
+                "target is Cauchy-like along u2: a scale, not an sd",
+            )
+        )
         rows.append(_row("theta (deg)", 45.0, math.degrees(mean_over_seeds["theta"])))
         if reference is not None and "split" in reference:
             # the same plane as the reference's: through its mean, orthogonal to the direction
@@ -86,6 +110,12 @@ def truth_table(model_function: str, model_args: dict, guide_name: str, params: 
             mean = np.array([float(reference["moments"]["mean"][s]) for s in sites])
             points = np.stack([np.asarray(guide_draws[s], dtype=np.float64) for s in sites], axis=1)
             side = (points - mean) @ np.asarray(reference["split"]["direction"], dtype=np.float64) > 0
-            rows.append(_row("mass on the positive side (one mode)", reference["split"]["mass_positive"],
-                             float(np.mean(side)), "grid quadrature"))
+            rows.append(
+                _row(
+                    "mass on the positive side (one mode)",
+                    reference["split"]["mass_positive"],
+                    float(np.mean(side)),
+                    "grid quadrature",
+                )
+            )
     return rows

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sviflow.errors import ConfigError
 
+
 def is_file_reference(name) -> bool:
     return isinstance(name, str) and ":" in name and name.split(":", 1)[0].endswith(".py")
 
@@ -55,8 +56,10 @@ def check_reference(reference: str, where: str, path: Path | None = None) -> Non
     path_text, _, function_name = reference.partition(":")
     path = Path(path if path is not None else path_text)
     if not path.is_file():
-        raise ConfigError(f"{where}: file {path_text!r} not found (looked for {path}); paths "
-                          f"are relative to the config file")
+        raise ConfigError(
+            f"{where}: file {path_text!r} not found (looked for {path}); paths "
+            f"are relative to the config file"
+        )
     if not function_name:
         raise ConfigError(f"{where}: {reference!r} names no function; write {path_text}:function")
     try:
@@ -64,15 +67,16 @@ def check_reference(reference: str, where: str, path: Path | None = None) -> Non
     except SyntaxError as error:
         raise ConfigError(f"{where}: {path}, line {error.lineno}: syntax error: {error.msg}") from error
     if function_name not in functions and function_name not in others and "*" not in others:
-        raise ConfigError(f"{where}: {path} has no function {function_name!r}; functions in "
-                          f"that file: {', '.join(functions) or 'none'}")
+        raise ConfigError(
+            f"{where}: {path} has no function {function_name!r}; functions in "
+            f"that file: {', '.join(functions) or 'none'}"
+        )
 
 
 def _user_location(error: BaseException, paths) -> str:
     """' (path, line N: code)' for the deepest frame of ``error``'s traceback in one of ``paths``."""
     wanted = {os.path.realpath(p) for p in paths if p}
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if os.path.realpath(f.filename) in wanted]
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) in wanted]
     if not frames:
         return ""
     frame = frames[-1]
@@ -84,8 +88,10 @@ def load_function(reference: str, where: str):
     path_text, _, function_name = reference.partition(":")
     path = Path(path_text)
     if not path.is_file():
-        raise ConfigError(f"{where}: file {path_text!r} not found (paths are relative to the "
-                          f"config file); fix the path or create the file")
+        raise ConfigError(
+            f"{where}: file {path_text!r} not found (paths are relative to the "
+            f"config file); fix the path or create the file"
+        )
     module_name = f"sviflow_user_{abs(hash(str(path.resolve())))}"
     if module_name in sys.modules:
         module = sys.modules[module_name]
@@ -99,14 +105,19 @@ def load_function(reference: str, where: str):
         try:
             spec.loader.exec_module(module)
         except Exception as error:  # the user's file: any error is theirs to see, with its place
-            raise ConfigError(f"{where}: importing {path_text} failed: "
-                              f"{type(error).__name__}: {error}"
-                              f"{_user_location(error, [path])}") from error
+            raise ConfigError(
+                f"{where}: importing {path_text} failed: "
+                f"{type(error).__name__}: {error}"
+                f"{_user_location(error, [path])}"
+            ) from error
         sys.modules[module_name] = module
     function = getattr(module, function_name, None)
     if not callable(function):
-        available = sorted(n for n, v in vars(module).items()
-                           if inspect.isfunction(v) and v.__module__ == module_name)
-        raise ConfigError(f"{where}: {path_text} has no function {function_name!r}; "
-                          f"functions in that file: {', '.join(available) or 'none'}")
+        available = sorted(
+            n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module_name
+        )
+        raise ConfigError(
+            f"{where}: {path_text} has no function {function_name!r}; "
+            f"functions in that file: {', '.join(available) or 'none'}"
+        )
     return function

@@ -15,8 +15,11 @@ from urllib.parse import quote
 import numpy as np
 
 # the hex values of matplotlib's tab:green, tab:red, tab:orange: the figures' title colours
-VERDICT_COLOURS = {"converged": "#2ca02c", "not converged": "#d62728",
-                   "converged, poor approximation": "#ff7f0e"}
+VERDICT_COLOURS = {
+    "converged": "#2ca02c",
+    "not converged": "#d62728",
+    "converged, poor approximation": "#ff7f0e",
+}
 TABLE_ID = "sviflow-verdicts"
 
 
@@ -45,10 +48,16 @@ def verdict_numbers(check) -> dict:
     quality = check.get("quality", {})
     stop = check.attrs.get("stop") or {}
     sites = quality.get("sites") or {}
-    errors = [abs(float(v)) for row in sites.values()
-              for v in np.ravel(row.get("mean_error_sd_per_seed", row.get("mean_error_sd", np.nan)))]
-    ratios = [float(v) for row in sites.values()
-              for v in np.ravel(row.get("sd_ratio_per_seed", row.get("sd_ratio", np.nan)))]
+    errors = [
+        abs(float(v))
+        for row in sites.values()
+        for v in np.ravel(row.get("mean_error_sd_per_seed", row.get("mean_error_sd", np.nan)))
+    ]
+    ratios = [
+        float(v)
+        for row in sites.values()
+        for v in np.ravel(row.get("sd_ratio_per_seed", row.get("sd_ratio", np.nan)))
+    ]
     ratios = [r for r in ratios if np.isfinite(r) and r > 0]
     mass_outside = quality.get("mass_outside") or {}
     return {
@@ -71,9 +80,11 @@ def _verdict_text(check) -> str:
 
 def _badge(check) -> str:
     colour = VERDICT_COLOURS.get(check.attrs["verdict"], "#555555")
-    return (f'<span class="sviflow-verdict" style="background:{colour};color:white;'
-            f'padding:1px 6px;border-radius:3px;white-space:nowrap">'
-            f"{html.escape(_verdict_text(check))}</span>")
+    return (
+        f'<span class="sviflow-verdict" style="background:{colour};color:white;'
+        f'padding:1px 6px;border-radius:3px;white-space:nowrap">'
+        f"{html.escape(_verdict_text(check))}</span>"
+    )
 
 
 def _distance_cell(numbers: dict) -> str:
@@ -102,9 +113,15 @@ def _reasons_cell(check) -> str:
     short = "; ".join(problems) if problems else "every check passed"
     reasons = check.attrs.get("reasons") or []
     full = "".join(f"<li>{html.escape(reason)}</li>" for reason in reasons)
-    return (f"{html.escape(short)}<details><summary style=\"cursor:pointer;color:#555\">"
-            f"the reasons in full</summary><ul style=\"margin:0;padding-left:1.1em\">{full}</ul>"
-            "</details>") if full else html.escape(short)
+    return (
+        (
+            f'{html.escape(short)}<details><summary style="cursor:pointer;color:#555">'
+            f'the reasons in full</summary><ul style="margin:0;padding-left:1.1em">{full}</ul>'
+            "</details>"
+        )
+        if full
+        else html.escape(short)
+    )
 
 
 def verdict_table(fits: list[str], checks: list) -> str:
@@ -115,27 +132,46 @@ def verdict_table(fits: list[str], checks: list) -> str:
     rows = []
     for fit, check in zip(fits, checks):
         numbers = verdict_numbers(check)
-        khat = (f"{_number(numbers['khat'], 2)} (limit {_number(numbers['khat_limit'], 2)})"
-                if np.isfinite(numbers["khat"]) else "n/a")
+        khat = (
+            f"{_number(numbers['khat'], 2)} (limit {_number(numbers['khat_limit'], 2)})"
+            if np.isfinite(numbers["khat"])
+            else "n/a"
+        )
         stop = html.escape(numbers["stop"] or "")
         if numbers["steps_run"] is not None and str(numbers["steps_run"]) not in stop:
             stop += f", {int(numbers['steps_run'])} steps"
         # percent-encoded, as Snakemake's own links to a category: the browser decodes it
-        link = (f'<a class="sviflow-figures" href="javascript:app.showCategory(&quot;{quote(fit)}&quot;)" '
-                f'style="color:#1f77b4;text-decoration:underline">figures</a>')
-        cells = [f"<b>{html.escape(fit)}</b><br>{link}", _badge(check), _reasons_cell(check), khat,
-                 _distance_cell(numbers), stop]
-        rows.append(f'<tr data-fit="{html.escape(fit)}">'
-                    + "".join(f'<td style="{CELL}">{cell}</td>' for cell in cells) + "</tr>")
+        link = (
+            f'<a class="sviflow-figures" href="javascript:app.showCategory(&quot;{quote(fit)}&quot;)" '
+            f'style="color:#1f77b4;text-decoration:underline">figures</a>'
+        )
+        cells = [
+            f"<b>{html.escape(fit)}</b><br>{link}",
+            _badge(check),
+            _reasons_cell(check),
+            khat,
+            _distance_cell(numbers),
+            stop,
+        ]
+        rows.append(
+            f'<tr data-fit="{html.escape(fit)}">'
+            + "".join(f'<td style="{CELL}">{cell}</td>' for cell in cells)
+            + "</tr>"
+        )
     head = "".join(f'<th style="{CELL};background:#eee">{html.escape(h)}</th>' for h in header)
-    return (f'<table id="{TABLE_ID}" style="border-collapse:collapse;font-size:0.8em;'
-            f'line-height:1.35;margin:0.5em 0 1em 0"><thead><tr>{head}</tr></thead><tbody>'
-            + "\n".join(rows) + "</tbody></table>\n")
+    return (
+        f'<table id="{TABLE_ID}" style="border-collapse:collapse;font-size:0.8em;'
+        f'line-height:1.35;margin:0.5em 0 1em 0"><thead><tr>{head}</tr></thead><tbody>'
+        + "\n".join(rows)
+        + "</tbody></table>\n"
+    )
 
 
 def verdict_paragraph(fit: str, check) -> str:
     """The verdict of one fit and its reasons in full, for the captions of its figures (whose
     titles carry only the verdict and its reasons in a few words)."""
     reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in check.attrs.get("reasons") or [])
-    return (f'<div class="sviflow-reasons"><p>Verdict of fit <b>{html.escape(fit)}</b>: '
-            f"{_badge(check)}</p><ul>{reasons}</ul></div>\n")
+    return (
+        f'<div class="sviflow-reasons"><p>Verdict of fit <b>{html.escape(fit)}</b>: '
+        f"{_badge(check)}</p><ul>{reasons}</ul></div>\n"
+    )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,16 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # how a user runs their own config: --replace-workflow-config keeps the default's fits out
 TINY = ("--configfile", "tests/configs/tiny.yaml", "--replace-workflow-config")
-WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "sviflow", "tests/configs",
-                  "environment.yml", "pyproject.toml")
+WORKFLOW_PARTS = (
+    "Snakefile",
+    "workflow",
+    "scripts",
+    "config",
+    "sviflow",
+    "tests/configs",
+    "environment.yml",
+    "pyproject.toml",
+)
 
 
 # a job's block in a dry run: "rule NAME:" and its indented lines; inside a group job (the SLURM
@@ -45,8 +53,7 @@ def dry_run_jobs(text: str) -> dict[tuple[str, str], str]:
             current = None
         header = _JOB_HEADER.match(line)
         if header:
-            current = {"rule": header.group(2), "wildcards": "", "reason": "",
-                       "indent": len(header.group(1))}
+            current = {"rule": header.group(2), "wildcards": "", "reason": "", "indent": len(header.group(1))}
         elif current is not None and line.lstrip().startswith("wildcards: "):
             current["wildcards"] = line.lstrip().removeprefix("wildcards: ")
         elif current is not None and line.lstrip().startswith("reason: "):
@@ -58,8 +65,9 @@ def dry_run_jobs(text: str) -> dict[tuple[str, str], str]:
         return jobs
     stats = _JOB_STATS.search(text)
     assert stats, text[-3000:]
-    counted = Counter({rule: int(count) for rule, count in
-                       (row.split() for row in stats.group(1).splitlines())})
+    counted = Counter(
+        {rule: int(count) for rule, count in (row.split() for row in stats.group(1).splitlines())}
+    )
     assert Counter(rule for rule, _ in jobs) == counted
     assert len(jobs) == int(stats.group(2))
     return jobs
@@ -78,15 +86,19 @@ def copy_workflow(destination: Path) -> Path:
     return destination
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900,
-                  env: dict | None = None) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """``snakemake ARGS`` in ``workdir``; on failure the assertion shows Snakemake's output."""
     environment = {**os.environ, "PYTHONPATH": str(workdir), **(env or {})}
-    result = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True,
-                            timeout=timeout, env=environment)
+    result = subprocess.run(
+        [SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=timeout, env=environment
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.workflow
@@ -23,10 +22,24 @@ pytestmark = pytest.mark.workflow
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     out = tmp_path_factory.mktemp("calibration")
-    command = [sys.executable, str(REPO / "benchmarks" / "calibrate.py"), "--out", str(out),
-               "--only", "kidiq_momiq", "--guides", "AutoMultivariateNormal,AutoNormal",
-               "--modes", "budget", "--seeds", "1", "--cores", "2",
-               "--nuts", "num_warmup=300,num_samples=300,num_chains=2"]
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "calibrate.py"),
+        "--out",
+        str(out),
+        "--only",
+        "kidiq_momiq",
+        "--guides",
+        "AutoMultivariateNormal,AutoNormal",
+        "--modes",
+        "budget",
+        "--seeds",
+        "1",
+        "--cores",
+        "2",
+        "--nuts",
+        "num_warmup=300,num_samples=300,num_chains=2",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout, json.loads((out / "calibration.json").read_text())

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import REPO, copy_workflow
+from conftest import copy_workflow
 
 PROBE = """
 import json
@@ -50,8 +49,14 @@ with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
 def _rule_envs(workdir: Path, use_conda: bool) -> dict:
     """Each rule's `conda:` env file as the parsed workflow holds it, with or without --use-conda."""
     code = PROBE % ("DeploymentMethod.CONDA" if use_conda else "")
-    result = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(workdir)})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(workdir)},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -97,9 +102,14 @@ def test_use_conda_env_installs_this_checkout_from_snakemakes_copy(tmp_path):
     assert "-e " in env_file.read_text()  # editable: jobs run the checkout's code as it is now
 
     # the rest is environment.yml's (the one place that says which Python)
-    derived, source = yaml.safe_load(env_file.read_text()), yaml.safe_load(
-        (workdir / "environment.yml").read_text())
-    strip = lambda spec: [d for d in spec["dependencies"] if not isinstance(d, dict)]
+    derived, source = (
+        yaml.safe_load(env_file.read_text()),
+        yaml.safe_load((workdir / "environment.yml").read_text()),
+    )
+
+    def strip(spec):
+        return [d for d in spec["dependencies"] if not isinstance(d, dict)]
+
     assert strip(derived) == strip(source) and derived["channels"] == source["channels"]
     # `conda env create -f environment.yml` by hand: conda runs pip beside the file
     assert _pip_install_targets(workdir / "environment.yml", workdir) == [workdir.resolve()]
@@ -137,7 +147,9 @@ def test_pip_paths_are_made_absolute_against_the_env_files_directory():
     assert absolute_pip_entry("-r requirements.txt", base) == "-r /work/checkout/requirements.txt"
     assert absolute_pip_entry("./vendor/pkg", base) == "/work/checkout/vendor/pkg"
     assert absolute_pip_entry("-e /abs/path", base) == "-e /abs/path"
-    assert absolute_pip_entry("-e git+https://host/repo.git#egg=x", base) == "-e git+https://host/repo.git#egg=x"
+    assert (
+        absolute_pip_entry("-e git+https://host/repo.git#egg=x", base) == "-e git+https://host/repo.git#egg=x"
+    )
     assert absolute_pip_entry("numpy==2.4.6", base) == "numpy==2.4.6"
     # pip splits an option's value as a shell would: a path with a space stays one path
     assert shlex.split(absolute_pip_entry("-e .", "/with space/x"))[1] == "/with space/x"

@@ -20,11 +20,11 @@ DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 def coin_config(**fits) -> dict:
     """A config of coin fits on one dataset; ``fits`` override or add fit entries."""
-    config = {"models": {"coin": {"function": "coin_flips", "reference": {"method": "exact"}}},
-              "datasets": {"coin_12_8": {"generator": "coin_flips",
-                                         "args": {"heads": 12, "tails": 8}}},
-              "fits": {"beta": {"model": "coin", "data": "coin_12_8", "guide": {"name": "beta"},
-                                "steps": 1000}}}
+    config = {
+        "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact"}}},
+        "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
+        "fits": {"beta": {"model": "coin", "data": "coin_12_8", "guide": {"name": "beta"}, "steps": 1000}},
+    }
     config["fits"].update(fits)
     return config
 
@@ -43,6 +43,7 @@ def test_the_default_and_example_configs_are_valid():
 
 # --- validation messages -----------------------------------------------------------------------
 
+
 def test_an_unknown_key_is_named_with_the_closest_allowed_one():
     config = coin_config()
     config["fits"]["beta"]["step"] = 10
@@ -50,11 +51,14 @@ def test_an_unknown_key_is_named_with_the_closest_allowed_one():
         cfg.validate(config)
 
 
-@pytest.mark.parametrize("seed, message", [
-    ([], r"^fits\.beta\.seed: the list is empty; give at least 1 value"),
-    ([1, 1], r"^fits\.beta\.seed: 1 given more than once; each value may appear once"),
-    ([3, 1, 3, 1], r"^fits\.beta\.seed: 3, 1 given more than once"),
-])
+@pytest.mark.parametrize(
+    "seed, message",
+    [
+        ([], r"^fits\.beta\.seed: the list is empty; give at least 1 value"),
+        ([1, 1], r"^fits\.beta\.seed: 1 given more than once; each value may appear once"),
+        ([3, 1, 3, 1], r"^fits\.beta\.seed: 3, 1 given more than once"),
+    ],
+)
 def test_an_empty_or_repeated_seed_list_says_so(seed, message):
     """Not "not valid under any of the given schemas" (issue 17, case 6)."""
     config = coin_config()
@@ -72,15 +76,24 @@ def test_a_number_out_of_range_names_its_key_and_the_bound():
 
 # --- names and outputs that would collide (issue 17, case 1) -----------------------------------
 
+
 def test_two_model_dataset_pairs_never_share_a_reference():
     """Model a on dataset b--c and model a--b on dataset c were both reference a--b--c: the
     second fit was checked against the first one's posterior. '--' is refused in names."""
-    config = {"models": {"a": {"function": "coin_flips", "reference": {"method": "exact"}},
-                         "a--b": {"function": "coin_flips", "reference": {"method": "exact"}}},
-              "datasets": {"b--c": {"generator": "coin_flips", "args": {"heads": 1, "tails": 1}},
-                           "c": {"generator": "coin_flips", "args": {"heads": 9, "tails": 1}}},
-              "fits": {"one": {"model": "a", "data": "b--c", "guide": {"name": "beta"}, "steps": 10},
-                       "two": {"model": "a--b", "data": "c", "guide": {"name": "beta"}, "steps": 10}}}
+    config = {
+        "models": {
+            "a": {"function": "coin_flips", "reference": {"method": "exact"}},
+            "a--b": {"function": "coin_flips", "reference": {"method": "exact"}},
+        },
+        "datasets": {
+            "b--c": {"generator": "coin_flips", "args": {"heads": 1, "tails": 1}},
+            "c": {"generator": "coin_flips", "args": {"heads": 9, "tails": 1}},
+        },
+        "fits": {
+            "one": {"model": "a", "data": "b--c", "guide": {"name": "beta"}, "steps": 10},
+            "two": {"model": "a--b", "data": "c", "guide": {"name": "beta"}, "steps": 10},
+        },
+    }
     with pytest.raises(ConfigError, match=r"^models\.a--b: a name may not hold '--'"):
         plan(config)
 
@@ -105,8 +118,9 @@ def test_a_name_ending_in_a_newline_is_refused():
 
 def test_a_fit_named_comparisons_is_refused():
     """Its figures would go to results/figures/comparisons/, the comparisons' folder."""
-    config = coin_config(comparisons={"model": "coin", "data": "coin_12_8",
-                                      "guide": {"name": "beta"}, "steps": 10})
+    config = coin_config(
+        comparisons={"model": "coin", "data": "coin_12_8", "guide": {"name": "beta"}, "steps": 10}
+    )
     with pytest.raises(ConfigError, match=r"^fits\.comparisons: results/figures/comparisons/"):
         plan(config)
 
@@ -128,15 +142,20 @@ def test_every_output_path_has_one_owner():
 def test_a_fit_that_names_an_unknown_model_or_dataset_lists_the_valid_ones():
     config = coin_config()
     config["fits"]["beta"]["model"] = "coins"
-    with pytest.raises(ConfigError, match=r"^fits\.beta\.model: 'coins' is not a key of models \(models: coin\)"):
+    with pytest.raises(
+        ConfigError, match=r"^fits\.beta\.model: 'coins' is not a key of models \(models: coin\)"
+    ):
         plan(config)
 
 
 def test_a_missing_model_file_is_named_with_where_it_was_looked_for(tmp_path):
     config = coin_config()
     config["models"]["coin"]["function"] = "mine.py:model"
-    with pytest.raises(ConfigError, match=r"^models\.coin\.function: file 'mine\.py' not found "
-                                          r"\(looked for .*mine\.py\); paths are relative"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^models\.coin\.function: file 'mine\.py' not found "
+        r"\(looked for .*mine\.py\); paths are relative",
+    ):
         plan(config, tmp_path)
     (tmp_path / "mine.py").write_text("def model():\n    pass\n")
     spec = plan(config, tmp_path).model_spec("coin")
@@ -144,6 +163,7 @@ def test_a_missing_model_file_is_named_with_where_it_was_looked_for(tmp_path):
 
 
 # --- the jobs' slices -------------------------------------------------------------------------
+
 
 def test_a_fit_spec_has_every_default_and_sorted_keys():
     spec = plan(coin_config()).fit_spec("beta")
@@ -163,8 +183,14 @@ def test_reordering_a_config_changes_no_spec():
 
 
 def test_a_budget_gets_its_defaults_and_an_autoguide_a_laplace_start():
-    config = coin_config(mvn={"model": "coin", "data": "coin_12_8",
-                              "guide": {"name": "AutoMultivariateNormal"}, "steps": {"max": 9000}})
+    config = coin_config(
+        mvn={
+            "model": "coin",
+            "data": "coin_12_8",
+            "guide": {"name": "AutoMultivariateNormal"},
+            "steps": {"max": 9000},
+        }
+    )
     the_plan = plan(config)
     assert the_plan.fit_spec("mvn")["steps"] == {"decay": 0.5, "max": 9000, "max_decays": 10, "min": 2000}
     assert the_plan.fit_spec("mvn")["init"] == "laplace"
@@ -181,8 +207,9 @@ def test_a_budget_gets_its_defaults_and_an_autoguide_a_laplace_start():
 
 def test_the_budget_defaults_are_the_ones_the_schema_states():
     """The schema's oneOf cannot hold defaults; its descriptions state BUDGET_DEFAULTS."""
-    budget = cfg.load_schema()["properties"]["fits"]["additionalProperties"]["properties"][
-        "steps"]["oneOf"][1]["properties"]
+    budget = cfg.load_schema()["properties"]["fits"]["additionalProperties"]["properties"]["steps"]["oneOf"][
+        1
+    ]["properties"]
     for key, value in cfg.BUDGET_DEFAULTS.items():
         assert f"(default {value:g})" in budget[key]["description"], key
 
@@ -206,12 +233,15 @@ def test_references_figures_and_plot_rules_of_the_default_config():
     assert the_plan.plot_rule("multimodal") == "plot"
     assert the_plan.fit_inputs("beta") == {"code": [], "data": "results/data/coin_12_8.h5"}
     assert the_plan.with_reference("beta", fit="f.h5") == {
-        "fit": "f.h5", "reference": "results/references/coin--coin_12_8.h5"}
+        "fit": "f.h5",
+        "reference": "results/references/coin--coin_12_8.h5",
+    }
     constraints = the_plan.wildcard_constraints()
     assert re.fullmatch(constraints["fit"], "beta") and not re.fullmatch(constraints["fit"], "bet")
 
 
 # --- one home for each default (issue 20, item 2) ---------------------------------------------
+
 
 def test_the_schema_defaults_are_what_snakemake_fills_in():
     """schema_defaults reads the same defaults that Snakemake's validate writes into a config."""
@@ -222,14 +252,17 @@ def test_the_schema_defaults_are_what_snakemake_fills_in():
     fit = config["fits"]["beta"]
     for key, value in cfg.schema_defaults("fits").items():
         assert fit[key] == value, key
-    assert config["models"]["coin"]["reference"] == {**cfg.schema_defaults("models", "reference"),
-                                                     "method": "exact"}
+    assert config["models"]["coin"]["reference"] == {
+        **cfg.schema_defaults("models", "reference"),
+        "method": "exact",
+    }
 
 
 def test_the_library_reads_its_defaults_from_the_schema():
     assert diagnostics.DEFAULTS == cfg.schema_defaults("checks")
-    assert convergence.DEFAULTS == {k: v for k, v in cfg.schema_defaults("checks", "convergence").items()
-                                    if k != "draws"}
+    assert convergence.DEFAULTS == {
+        k: v for k, v in cfg.schema_defaults("checks", "convergence").items() if k != "draws"
+    }
     assert optim.make_elbo({}).num_particles == cfg.default("fits", "elbo", "num_particles")
     assert cfg.default("engine", "trajectory_points") == 1000
 

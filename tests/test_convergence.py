@@ -114,4 +114,11 @@ def test_too_few_points_and_nonfinite_moments_are_not_converged():
 
 def test_labels_name_every_component():
     assert convergence.component_labels({"a": (), "b": (2,), "c": (2, 2)}) == [
-        "a", "b[0]", "b[1]", "c[0,0]", "c[0,1]", "c[1,0]", "c[1,1]"]
+        "a",
+        "b[0]",
+        "b[1]",
+        "c[0,0]",
+        "c[0,1]",
+        "c[1,0]",
+        "c[1,1]",
+    ]

@@ -13,9 +13,8 @@ import pytest
 from sviflow import convergence
 from sviflow import diagnostics as dg
 
-
-
 # --- plateau ---------------------------------------------------------------------------------
+
 
 def test_plateau_flat_noisy_loss_has_converged():
     rng = np.random.default_rng(0)
@@ -80,6 +79,7 @@ def test_seed_spread():
 
 # --- divergence ------------------------------------------------------------------------------
 
+
 def test_divergence_without_stable_update():
     losses = np.ones((3, 10))
     losses[1, 4:] = np.nan  # NaN from step 4: it poisons the optimizer
@@ -110,6 +110,7 @@ def test_divergence_with_stable_update_counts_skipped_steps():
 
 
 # --- quality ---------------------------------------------------------------------------------
+
 
 def test_energy_distance():
     rng = np.random.default_rng(0)
@@ -170,8 +171,13 @@ RULE = convergence.settings({})
 
 def window(converged=True, **changes):
     """A convergence window of one seed: one that passes the rule, or one still moving."""
-    values = dict(shift=np.array([0.01]), sd_change=np.array([0.001]), mcse=np.array([0.005]),
-                  rhat=np.array([1.0]), speed=np.array([0.1]))
+    values = dict(
+        shift=np.array([0.01]),
+        sd_change=np.array([0.001]),
+        mcse=np.array([0.005]),
+        rhat=np.array([1.0]),
+        speed=np.array([0.1]),
+    )
     if not converged:
         values["shift"] = np.array([1.0])
         values["rhat"] = np.array([3.0])
@@ -181,8 +187,13 @@ def window(converged=True, **changes):
 
 
 def inputs(converged=True, seeds=1, **changes):
-    return dict(nonfinite=np.full(seeds, -1), windows=[window(converged, **changes)] * seeds,
-                labels=["latent_fairness"], settings=SETTINGS, seeds=list(range(1, seeds + 1)))
+    return dict(
+        nonfinite=np.full(seeds, -1),
+        windows=[window(converged, **changes)] * seeds,
+        labels=["latent_fairness"],
+        settings=SETTINGS,
+        seeds=list(range(1, seeds + 1)),
+    )
 
 
 def distances(mean_error=0.0, sd_ratio=1.0):
@@ -205,11 +216,20 @@ def test_verdict_converged_poor_and_not():
 
 def test_verdict_lists_every_failing_check_most_important_first():
     """Not converged, and k-hat and KL fail too: all three are reasons, convergence first."""
-    result = dg.verdict(**inputs(converged=False), khat_values=[1.9], khat_limit=0.7,
-                        kl=np.array([0.5]), distances=distances(mean_error=0.5))
+    result = dg.verdict(
+        **inputs(converged=False),
+        khat_values=[1.9],
+        khat_limit=0.7,
+        kl=np.array([0.5]),
+        distances=distances(mean_error=0.5),
+    )
     assert result.verdict == dg.NOT_CONVERGED
-    assert result.problems == ["guide still changing", "means off the reference (1)",
-                               "KL 0.5 > 0.1", "k-hat 1.90 > 0.70"]
+    assert result.problems == [
+        "guide still changing",
+        "means off the reference (1)",
+        "KL 0.5 > 0.1",
+        "k-hat 1.90 > 0.70",
+    ]
     assert result.reasons[0].startswith("seed 1: the guide is still changing")
     assert "PSIS k-hat 1.90 > 0.70" in result.sentence and "KL(q || p) 0.5 nats" in result.sentence
 
@@ -253,8 +273,9 @@ def test_seeds_rhat_compares_the_guides_posterior_draws():
 
 
 def test_verdict_divergence_comes_first():
-    result = dg.verdict(**{**inputs(seeds=2), "nonfinite": np.array([-1, 57])},
-                        khat_values=[0.1], khat_limit=0.7)
+    result = dg.verdict(
+        **{**inputs(seeds=2), "nonfinite": np.array([-1, 57])}, khat_values=[0.1], khat_limit=0.7
+    )
     assert result.verdict == dg.NOT_CONVERGED
     assert "seed 2 at step 57" in result.sentence and "diverged" in result.sentence
     assert result.problems[0] == "the loss became NaN or inf"
@@ -293,12 +314,17 @@ def test_khat_of_the_predictive_weights_is_numpyros_psis_estimate():
     guide = AutoNormal(correlated_gaussian_2d)
     with handlers.seed(rng_seed=0):
         guide()  # an autoguide sets itself up on its first call
-    params = {"x_auto_loc": jnp.float32(0.1), "y_auto_loc": jnp.float32(-0.1),
-              "x_auto_scale": jnp.float32(1.3), "y_auto_scale": jnp.float32(1.3)}
+    params = {
+        "x_auto_loc": jnp.float32(0.1),
+        "y_auto_loc": jnp.float32(-0.1),
+        "x_auto_scale": jnp.float32(1.3),
+        "y_auto_scale": jnp.float32(1.3),
+    }
     draws = Predictive(guide, params=params, num_samples=2000)(jax.random.PRNGKey(0))
     stacked = {k: jnp.stack([v, v]) for k, v in params.items()}  # two seeds of one fit
-    weights = log_weights(correlated_gaussian_2d, guide, stacked, {},
-                          {k: jnp.stack([v, v]) for k, v in draws.items()})
+    weights = log_weights(
+        correlated_gaussian_2d, guide, stacked, {}, {k: jnp.stack([v, v]) for k, v in draws.items()}
+    )
     assert weights.shape == (2, 2000) and np.isfinite(weights).all()
     np.testing.assert_array_equal(weights[0], weights[1])
     assert dg.khat_from_log_weights(weights[0]) == pytest.approx(_psis_khat(weights[0]), abs=1e-4)
@@ -316,12 +342,22 @@ def test_log_weights_are_log_joint_minus_log_guide_at_the_draws():
 
     obs = np.concatenate([np.ones(12), np.zeros(8)]).astype(np.float32)
     z = np.random.default_rng(0).beta(13, 9, size=(1, 500)).astype(np.float32)
-    exact = log_weights(coin_flips, beta_guide(), {"alpha_q": np.array([13.0]), "beta_q": np.array([9.0])},
-                        {"obs": obs}, {"latent_fairness": z})
+    exact = log_weights(
+        coin_flips,
+        beta_guide(),
+        {"alpha_q": np.array([13.0]), "beta_q": np.array([9.0])},
+        {"obs": obs},
+        {"latent_fairness": z},
+    )
     assert exact.shape == (1, 500)
     np.testing.assert_allclose(exact, special.betaln(13, 9), atol=2e-4)
-    off = log_weights(coin_flips, beta_guide(), {"alpha_q": np.array([30.0]), "beta_q": np.array([5.0])},
-                      {"obs": obs}, {"latent_fairness": z})
+    off = log_weights(
+        coin_flips,
+        beta_guide(),
+        {"alpha_q": np.array([30.0]), "beta_q": np.array([5.0])},
+        {"obs": obs},
+        {"latent_fairness": z},
+    )
     z64 = z.astype(np.float64)
     expected = 12 * np.log(z64) + 8 * np.log1p(-z64) - stats.beta.logpdf(z64, 30, 5)
     np.testing.assert_allclose(off, expected, rtol=1e-4, atol=1e-3)
@@ -340,9 +376,17 @@ def test_verdict_a_loss_not_finite_from_the_start_gives_the_start_advice():
 def test_verdict_a_budget_whose_step_size_was_not_confirmed_is_not_converged():
     """A budget lowers its step size until halving it moves the settled guide no more: a seed
     whose window passes the rule but that was never confirmed so is not converged."""
-    stop = {"mode": "budget", "reason": "the budget of 5000 steps ran out before the rule held",
-            "confirmed": [False], "levels": [[{"step": 2000, "mean": [0.5], "sd": [0.1]},
-                                              {"step": 2500, "mean": [0.55], "sd": [0.1], "shift": 0.5}]]}
+    stop = {
+        "mode": "budget",
+        "reason": "the budget of 5000 steps ran out before the rule held",
+        "confirmed": [False],
+        "levels": [
+            [
+                {"step": 2000, "mean": [0.5], "sd": [0.1]},
+                {"step": 2500, "mean": [0.55], "sd": [0.1], "shift": 0.5},
+            ]
+        ],
+    }
     result = dg.verdict(**inputs(), stop=stop)
     assert result.verdict == dg.NOT_CONVERGED
     assert result.problems[:2] == ["step size not confirmed", "budget ran out"]
@@ -355,7 +399,10 @@ def test_verdict_with_a_reference_the_distances_decide_not_khat():
     does not make the fit poor; without a reference, k-hat decides."""
     with_reference = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7, distances=distances())
     assert with_reference.verdict == dg.CONVERGED
-    assert "PSIS k-hat 0.90 > 0.70: the joint is not good enough for importance sampling" in with_reference.sentence
+    assert (
+        "PSIS k-hat 0.90 > 0.70: the joint is not good enough for importance sampling"
+        in with_reference.sentence
+    )
     alone = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7)
     assert alone.verdict == dg.POOR
     off = dg.verdict(**inputs(), khat_values=[0.9], khat_limit=0.7, distances=distances(sd_ratio=0.5))
@@ -373,5 +420,8 @@ def test_the_distance_bars_leave_room_for_the_references_own_error():
     narrow_sd = [{"f": {"mean_error_sd": 0.0, "sd_ratio": 0.82, "reference_ess": 400.0, "guide_draws": 4000}}]
     assert dg.verdict(**inputs(), distances=narrow_sd).verdict == dg.POOR
     assert dg.reference_ess({"nuts": {"ess": {"b": np.array([500.0, 600.0]), "s": np.float64(700.0)}}}) == {
-        "b[0]": 500.0, "b[1]": 600.0, "s": 700.0}
+        "b[0]": 500.0,
+        "b[1]": 600.0,
+        "s": 700.0,
+    }
     assert dg.reference_ess({"log_z": 0.0}) == {}

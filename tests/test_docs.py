@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load(
-    (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
 README = REPO / "README.md"
 DOCS = sorted((REPO / "docs").glob("*.md"))
 README_MAX_BYTES = 8000  # "at most 8 KB" read the strict way: 8,000 bytes, not 8,192
@@ -36,15 +35,15 @@ def _keys(node: dict, path: str = ""):
 
 
 def test_every_schema_key_is_described():
-    undescribed = [path for path, node in _keys(SCHEMA) if "description" not in node
-                   and "$ref" not in node]
+    undescribed = [path for path, node in _keys(SCHEMA) if "description" not in node and "$ref" not in node]
     assert undescribed == []
 
 
 def test_every_schema_key_is_in_config_readme():
     text = (REPO / "config" / "README.md").read_text(encoding="utf-8")
-    missing = [path for path, _ in _keys(SCHEMA)
-               if f"`{path}`" not in text and path.split(".")[-1] not in text]
+    missing = [
+        path for path, _ in _keys(SCHEMA) if f"`{path}`" not in text and path.split(".")[-1] not in text
+    ]
     assert missing == []
 
 
@@ -67,11 +66,13 @@ def test_ci_runs_the_readme_test_command():
 
 # --- the README is a start, the guides are in docs/ --------------------------------------------
 
+
 def test_readme_is_at_most_8_kb():
     size = len(README.read_bytes())
     assert size <= README_MAX_BYTES, (
         f"README.md is {size} bytes, more than {README_MAX_BYTES}: it starts the user (the two "
-        f"commands, what sviflow is, the DAG, a short tour); move the rest to docs/")
+        f"commands, what sviflow is, the DAG, a short tour); move the rest to docs/"
+    )
 
 
 def test_readme_links_every_doc_and_the_post():
@@ -81,7 +82,7 @@ def test_readme_links_every_doc_and_the_post():
     assert unlinked == [], "every page of docs/ is linked from the README"
     # the post is linked where it is first named
     first = text.index("Stochastic Variational Inference Part 1")
-    assert POST_URL in text[first:first + 400]
+    assert POST_URL in text[first : first + 400]
 
 
 # --- links ---------------------------------------------------------------------------------
@@ -127,8 +128,9 @@ def broken_links(path: Path, root: Path = REPO) -> list[str]:
         if not resolved.exists():
             broken.append(f"{path.relative_to(root)}: {target} (no file {file_part})")
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-            broken.append(f"{path.relative_to(root)}: {target} (no heading #{anchor} in "
-                          f"{resolved.relative_to(root)})")
+            broken.append(
+                f"{path.relative_to(root)}: {target} (no heading #{anchor} in {resolved.relative_to(root)})"
+            )
     return broken
 
 
@@ -140,14 +142,17 @@ def test_relative_links_resolve(path):
 def test_the_link_check_finds_a_broken_file_and_a_broken_anchor(tmp_path):
     (tmp_path / "b.md").write_text("# A heading, with `code`\n## Twice\n## Twice\n")
     page = tmp_path / "a.md"
-    page.write_text("[ok](b.md#a-heading-with-code) [twice](b.md#twice-1) [web](https://x.org/y)"
-                    " `[code](nowhere.md)` [gone](missing.md) [bad](b.md#nothing)\n"
-                    "```\n[fenced](nowhere.md)\n```\n")
+    page.write_text(
+        "[ok](b.md#a-heading-with-code) [twice](b.md#twice-1) [web](https://x.org/y)"
+        " `[code](nowhere.md)` [gone](missing.md) [bad](b.md#nothing)\n"
+        "```\n[fenced](nowhere.md)\n```\n"
+    )
     broken = broken_links(page, root=tmp_path)
     assert len(broken) == 2 and "missing.md" in broken[0] and "#nothing" in broken[1]
 
 
 # --- the HDF5 layout, documented from the code -----------------------------------------------
+
 
 def rendered_files_md(text: str) -> str:
     """docs/files.md with its layout block replaced by what sviflow.h5io renders now."""
@@ -162,7 +167,8 @@ def test_files_md_holds_the_layout_the_code_defines():
     assert LAYOUT_BEGIN in text and LAYOUT_END in text
     assert text == rendered_files_md(text), (
         "docs/files.md's HDF5 layout differs from sviflow.h5io.describe_schemas(): "
-        "run `python tests/test_docs.py` to regenerate it")
+        "run `python tests/test_docs.py` to regenerate it"
+    )
 
 
 if __name__ == "__main__":  # regenerate the layout block of docs/files.md

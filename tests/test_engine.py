@@ -12,11 +12,11 @@ import h5py
 import numpy as np
 import numpyro.optim
 import pytest
+from conftest import run_snakemake
 from jax import random
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal
 
-from conftest import run_snakemake
 from sviflow.data import coin_flips as coin_data
 from sviflow.data import model_kwargs
 from sviflow.engine import fit_svi, plan_chunks
@@ -27,13 +27,21 @@ COIN = model_kwargs(coin_data(heads=12, tails=8))  # the post's 12 heads, 8 tail
 
 
 def coin_svi(guide=None, particles=1, step_size=5e-3):
-    return SVI(coin_flips, guide or beta_guide(), numpyro.optim.Adam(step_size),
-               loss=Trace_ELBO(num_particles=particles))
+    return SVI(
+        coin_flips,
+        guide or beta_guide(),
+        numpyro.optim.Adam(step_size),
+        loss=Trace_ELBO(num_particles=particles),
+    )
 
 
 def autoguide_svi():
-    return SVI(correlated_gaussian_2d, AutoMultivariateNormal(correlated_gaussian_2d),
-               numpyro.optim.Adam(1e-2), loss=Trace_ELBO())
+    return SVI(
+        correlated_gaussian_2d,
+        AutoMultivariateNormal(correlated_gaussian_2d),
+        numpyro.optim.Adam(1e-2),
+        loss=Trace_ELBO(),
+    )
 
 
 def assert_float32_close(actual, expected, ulps, what):
@@ -55,11 +63,14 @@ def assert_same_as_svi_run(result, index, reference, ulps_params=4, ulps_losses=
     assert_float32_close(result.losses[index], reference.losses, ulps_losses, "losses")
 
 
-@pytest.mark.parametrize("steps, chunks, points", [
-    (300, 4, 40),   # 60 blocks of 5 steps, 10 per chunk: the chunks cover the steps exactly
-    (301, 4, 50),   # 61 blocks of 5 steps, 12 per chunk: the last 59 steps are padding
-    (257, 7, 50),   # 52 blocks of 5 steps, 7 per chunk: padding again, other shapes
-])
+@pytest.mark.parametrize(
+    "steps, chunks, points",
+    [
+        (300, 4, 40),  # 60 blocks of 5 steps, 10 per chunk: the chunks cover the steps exactly
+        (301, 4, 50),  # 61 blocks of 5 steps, 12 per chunk: the last 59 steps are padding
+        (257, 7, 50),  # 52 blocks of 5 steps, 7 per chunk: padding again, other shapes
+    ],
+)
 def test_one_seed_equals_svi_run(steps, chunks, points):
     thin, per_chunk, n_chunks = plan_chunks(steps, chunks, points)
     assert (thin * per_chunk * n_chunks == steps) == (steps == 300)  # the cases are what they say
@@ -132,8 +143,7 @@ def test_stable_update_equals_svi_run():
     """The default config's Normal fit uses stable_update: the same path as svi.run's."""
     svi = coin_svi(normal_guide())
     reference = svi.run(random.PRNGKey(2), 301, progress_bar=False, stable_update=True, **COIN)
-    result = fit_svi(svi, 301, [2], COIN, chunks=4, trajectory_points=50, stable_update=True,
-                     progress=False)
+    result = fit_svi(svi, 301, [2], COIN, chunks=4, trajectory_points=50, stable_update=True, progress=False)
     assert_same_as_svi_run(result, 0, reference)
 
 
@@ -146,10 +156,13 @@ def test_autoguide_equals_svi_run():
     assert_same_as_svi_run(result, 0, reference)
 
 
-@pytest.mark.parametrize("make_svi, kwargs, steps", [
-    (lambda: coin_svi(particles=4), COIN, 301),
-    (autoguide_svi, {}, 203),
-])
+@pytest.mark.parametrize(
+    "make_svi, kwargs, steps",
+    [
+        (lambda: coin_svi(particles=4), COIN, 301),
+        (autoguide_svi, {}, 203),
+    ],
+)
 def test_each_vmapped_seed_equals_its_own_run(make_svi, kwargs, steps):
     svi = make_svi()
     seeds = [1, 2, 7]
@@ -170,8 +183,16 @@ def test_progress_lines_go_to_the_log_file(tmp_path):
     thin, per_chunk, n_chunks = plan_chunks(steps, chunks, points)
     log = tmp_path / "fit.log"
     with open(log, "w") as handle:
-        fit_svi(coin_svi(), steps, [1], COIN, chunks=chunks, trajectory_points=points,
-                progress=True, progress_file=handle)
+        fit_svi(
+            coin_svi(),
+            steps,
+            [1],
+            COIN,
+            chunks=chunks,
+            trajectory_points=points,
+            progress=True,
+            progress_file=handle,
+        )
     text = log.read_text()
     # one progress line per chunk, each on a line of its own ("\n", not tqdm's "\r" redraws)
     lines = [line for line in text.split("\n") if re.search(rf"\d+/{steps} \[", line)]
@@ -195,8 +216,7 @@ def test_the_chunk_function_is_compiled_once():
 
     monitoring.register_event_duration_secs_listener(listener)
     try:
-        result = fit_svi(coin_svi(), 400, [1, 2], COIN, chunks=8, trajectory_points=100,
-                         progress=False)
+        result = fit_svi(coin_svi(), 400, [1, 2], COIN, chunks=8, trajectory_points=100, progress=False)
     finally:
         monitoring.unregister_event_duration_listener(listener)
     assert result.timings["chunks"] == plan_chunks(400, 8, 100)[2] > 1  # called again and again
@@ -226,8 +246,15 @@ fits:
     seed: 1
 engine: {chunks: 4, trajectory_points: 50}
 """)
-    args = ("--cores", "1", "--configfile", "engine_cache.yaml", "--replace-workflow-config",
-            "--until", "fit")
+    args = (
+        "--cores",
+        "1",
+        "--configfile",
+        "engine_cache.yaml",
+        "--replace-workflow-config",
+        "--until",
+        "fit",
+    )
     env = {"JAX_LOG_COMPILES": "1", "JAX_EXPLAIN_CACHE_MISSES": "1"}
     cache = workflow_copy / ".jax_cache"
     log = workflow_copy / "results" / "logs" / "fit" / "multimodal.log"

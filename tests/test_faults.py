@@ -21,8 +21,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from conftest import SNAKEMAKE, copy_workflow, run_snakemake
+
 from sviflow.h5io import SCHEMA_VERSION
 
 pytestmark = pytest.mark.workflow
@@ -35,6 +35,7 @@ VOLATILE_ATTRS = {"created", "timings", "created_at", "sviflow_sha256"}
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
 
 def _output(result) -> str:
     return result.stdout + result.stderr
@@ -60,8 +61,11 @@ def _clone(run: Path, destination: Path) -> Path:
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root``: relative path -> (size, mtime in ns)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 def _environment(workdir: Path) -> dict:
@@ -72,9 +76,15 @@ def _environment(workdir: Path) -> dict:
 def _background(workdir: Path, *args: str):
     """``snakemake ARGS`` started in its own session; on exit, if it still runs, it and its jobs
     (its process group) are killed."""
-    process = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=_environment(workdir),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [SNAKEMAKE, *args],
+        cwd=workdir,
+        env=_environment(workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         yield process
     finally:
@@ -87,8 +97,9 @@ def _wait_for(condition, what: str, timeout: float = 600.0, process=None) -> Non
     start = time.monotonic()
     while not condition():
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"snakemake ended ({process.returncode}) before {what}:\n"
-                                 f"{process.communicate()[0][-4000:]}")
+            raise AssertionError(
+                f"snakemake ended ({process.returncode}) before {what}:\n{process.communicate()[0][-4000:]}"
+            )
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
@@ -111,8 +122,7 @@ def _h5_contents(path: Path) -> dict:
     contents = {}
 
     def visit(name, item):
-        attrs = {k: _dereferenced(handle, v) for k, v in item.attrs.items()
-                 if k not in VOLATILE_ATTRS}
+        attrs = {k: _dereferenced(handle, v) for k, v in item.attrs.items() if k not in VOLATILE_ATTRS}
         contents[f"{name}@attrs"] = attrs
         if isinstance(item, h5py.Dataset):
             contents[name] = (item.dtype.str, item.shape, _dereferenced(handle, item[()]))
@@ -138,6 +148,7 @@ def _equal(a, b) -> bool:
 
 # --- shared runs -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> Path:
     """The fault config run once, end to end. Never modified: tests that break things clone it."""
@@ -157,9 +168,12 @@ def second_run(tmp_path_factory):
 
 # --- 1. bad config: fails before any job, naming the key and what is allowed ----------------
 
+
 def _minimal() -> dict:
-    return {"models": {"coin": {"function": "coin_flips"}},
-            "fits": {"beta": {"model": "coin", "guide": {"name": "beta"}, "steps": 5}}}
+    return {
+        "models": {"coin": {"function": "coin_flips"}},
+        "fits": {"beta": {"model": "coin", "guide": {"name": "beta"}, "steps": 5}},
+    }
 
 
 def _fit(config: dict) -> dict:
@@ -169,51 +183,82 @@ def _fit(config: dict) -> dict:
 def _rename_fit(name):
     def change(config):
         config["fits"] = {name: config["fits"]["beta"]}
+
     return change
 
 
 BAD_CONFIGS = {
     # name: (change to the minimal config, what the message must say)
-    "steps is a word": (lambda c: _fit(c).update(steps="many"),
-                        ["fits.beta.steps", "'many' is not valid under any of the given schemas",
-                         "allowed: integer >= 1 or object", "a budget {min, max}"]),
-    "typo in a key": (lambda c: _fit(c).update(stpes=_fit(c).pop("steps")),
-                      ["fits.beta", "'stpes' was unexpected", "allowed: keys model, data, guide",
-                       "did you mean 'steps'?"]),
-    "negative steps": (lambda c: _fit(c).update(steps=-5),
-                       ["fits.beta.steps", "-5 is not valid under any of the given schemas",
-                        "allowed: integer >= 1 or object"]),
-    "zero particles": (lambda c: _fit(c).update(elbo={"num_particles": 0}),
-                       ["fits.beta.elbo.num_particles", "0 is less than the minimum of 1",
-                        "allowed: integer >= 1"]),
-    "seed not an integer": (lambda c: _fit(c).update(seed=1.5),
-                            ["fits.beta.seed", "1.5 is not valid", "integer >= 0", "list of seeds"]),
-    "unknown optimizer": (lambda c: _fit(c).update(optimizer={"name": "Adamm"}),
-                          ["fits.beta.optimizer.name", "'Adamm' is not one of", "Adam, ClippedAdam"]),
-    "unknown model function": (lambda c: c["models"]["coin"].update(function="coin_flipz"),
-                               ["models.coin.function", "unknown model 'coin_flipz'",
-                                "built-in models: coin_flips"]),
-    "fit names no model": (lambda c: _fit(c).update(model="coins"),
-                           ["fits.beta.model", "'coins' is not a key of models", "models: coin"]),
-    "unknown guide": (lambda c: _fit(c)["guide"].update(name="betta"),
-                      ["fits.beta.guide.name", "unknown guide 'betta'", "built-in guides: beta"]),
-    "fit name with a slash": (_rename_fit("a/b"),
-                              ["fits: 'a/b' does not match", "letters, digits"]),
-    "fit name leaving results/": (_rename_fit("../x"),
-                                  ["fits: '../x' does not match", "letters, digits"]),
+    "steps is a word": (
+        lambda c: _fit(c).update(steps="many"),
+        [
+            "fits.beta.steps",
+            "'many' is not valid under any of the given schemas",
+            "allowed: integer >= 1 or object",
+            "a budget {min, max}",
+        ],
+    ),
+    "typo in a key": (
+        lambda c: _fit(c).update(stpes=_fit(c).pop("steps")),
+        ["fits.beta", "'stpes' was unexpected", "allowed: keys model, data, guide", "did you mean 'steps'?"],
+    ),
+    "negative steps": (
+        lambda c: _fit(c).update(steps=-5),
+        [
+            "fits.beta.steps",
+            "-5 is not valid under any of the given schemas",
+            "allowed: integer >= 1 or object",
+        ],
+    ),
+    "zero particles": (
+        lambda c: _fit(c).update(elbo={"num_particles": 0}),
+        ["fits.beta.elbo.num_particles", "0 is less than the minimum of 1", "allowed: integer >= 1"],
+    ),
+    "seed not an integer": (
+        lambda c: _fit(c).update(seed=1.5),
+        ["fits.beta.seed", "1.5 is not valid", "integer >= 0", "list of seeds"],
+    ),
+    "unknown optimizer": (
+        lambda c: _fit(c).update(optimizer={"name": "Adamm"}),
+        ["fits.beta.optimizer.name", "'Adamm' is not one of", "Adam, ClippedAdam"],
+    ),
+    "unknown model function": (
+        lambda c: c["models"]["coin"].update(function="coin_flipz"),
+        ["models.coin.function", "unknown model 'coin_flipz'", "built-in models: coin_flips"],
+    ),
+    "fit names no model": (
+        lambda c: _fit(c).update(model="coins"),
+        ["fits.beta.model", "'coins' is not a key of models", "models: coin"],
+    ),
+    "unknown guide": (
+        lambda c: _fit(c)["guide"].update(name="betta"),
+        ["fits.beta.guide.name", "unknown guide 'betta'", "built-in guides: beta"],
+    ),
+    "fit name with a slash": (_rename_fit("a/b"), ["fits: 'a/b' does not match", "letters, digits"]),
+    "fit name leaving results/": (_rename_fit("../x"), ["fits: '../x' does not match", "letters, digits"]),
     # issue 17: estimated before any job, from the config alone
-    "a billion steps": (lambda c: _fit(c).update(steps=1.0e9),
-                        ["fits.beta: results/fits/beta.h5 would hold about 4,000 MB before "
-                         "compression, above engine.max_output_mb = 1000",
-                         "losses 4,000.0 MB (1,000,000,000 steps x 1 seed(s) x 4 bytes)",
-                         "lower fits.beta.steps", "or raise engine.max_output_mb"]),
-    "3e8 posterior samples": (lambda c: c.update(predictive={"num_samples": 300_000_000}),
-                              ["fits.beta: results/predictive/beta.h5 would hold about 3,600 MB",
-                               "posterior 1,200.0 MB (300,000,000 draws x 1 seed(s) x 1 "
-                               "component(s))", "lower predictive.num_samples"]),
-    "cache_dir is a file": (lambda c: c.update(engine={"cache_dir": "Snakefile"}),
-                            ["engine.cache_dir: 'Snakefile' is a file, not a folder",
-                             "or '' to turn the cache off"]),
+    "a billion steps": (
+        lambda c: _fit(c).update(steps=1.0e9),
+        [
+            "fits.beta: results/fits/beta.h5 would hold about 4,000 MB before "
+            "compression, above engine.max_output_mb = 1000",
+            "losses 4,000.0 MB (1,000,000,000 steps x 1 seed(s) x 4 bytes)",
+            "lower fits.beta.steps",
+            "or raise engine.max_output_mb",
+        ],
+    ),
+    "3e8 posterior samples": (
+        lambda c: c.update(predictive={"num_samples": 300_000_000}),
+        [
+            "fits.beta: results/predictive/beta.h5 would hold about 3,600 MB",
+            "posterior 1,200.0 MB (300,000,000 draws x 1 seed(s) x 1 component(s))",
+            "lower predictive.num_samples",
+        ],
+    ),
+    "cache_dir is a file": (
+        lambda c: c.update(engine={"cache_dir": "Snakefile"}),
+        ["engine.cache_dir: 'Snakefile' is a file, not a folder", "or '' to turn the cache off"],
+    ),
 }
 
 
@@ -250,8 +295,10 @@ def test_bad_config_fails_before_any_job_naming_the_key(config_copy, case):
     assert not (config_copy / "results").exists()
 
 
-MALFORMED = "models:\n  coin: {function: coin_flips}\nfits:\n  beta:\n    model: coin\n" \
-            "    guide: {name: beta\n    steps: 5\n"  # the flow mapping on line 6 is not closed
+MALFORMED = (
+    "models:\n  coin: {function: coin_flips}\nfits:\n  beta:\n    model: coin\n"
+    "    guide: {name: beta\n    steps: 5\n"
+)  # the flow mapping on line 6 is not closed
 
 
 def test_malformed_default_config_names_file_and_line(workflow_copy):
@@ -282,6 +329,7 @@ def test_malformed_configfile_fails_before_the_workflow(config_copy):
 
 
 # --- 2. a fit that diverges ------------------------------------------------------------------
+
 
 def test_diverged_fit_records_the_step(base_run):
     """SGD with step size 10 on the coin's Beta guide: the loss is NaN from step 5 on. The fit's
@@ -360,13 +408,14 @@ def test_every_figure_of_a_diverged_fit_is_labelled(base_run, tmp_path, monkeypa
 
     monkeypatch.setattr(plots, "_save", record)
     results = base_run / "results"
-    inputs = {"fit": results / "fits" / "diverged.h5",
-              "predictive": results / "predictive" / "diverged.h5",
-              "check": results / "checks" / "diverged.h5",
-              "reference": results / "references" / "coin--coin_12_8.h5",
-              "data": results / "data" / "coin_12_8.h5"}
-    plots.plot_fit(inputs, {name: tmp_path / f"{name}.png" for name in names},
-                   {"spec": {"name": "diverged"}})
+    inputs = {
+        "fit": results / "fits" / "diverged.h5",
+        "predictive": results / "predictive" / "diverged.h5",
+        "check": results / "checks" / "diverged.h5",
+        "reference": results / "references" / "coin--coin_12_8.h5",
+        "data": results / "data" / "coin_12_8.h5",
+    }
+    plots.plot_fit(inputs, {name: tmp_path / f"{name}.png" for name in names}, {"spec": {"name": "diverged"}})
     assert set(titles) == set(names)
     for name, title in titles.items():
         assert title.startswith("diverged: DIVERGED: not a result"), (name, title)
@@ -377,10 +426,20 @@ def test_every_figure_of_a_diverged_fit_is_labelled(base_run, tmp_path, monkeypa
 
 CORRUPT = {
     # the file broken, what it is, the target that reads it, the step that does, its log
-    "fit file": ("results/fits/beta.h5", "HDF5", "results/predictive/beta.h5", "predict",
-                 "results/logs/predict/beta.log"),
-    "check file": ("results/checks/diverged.h5", "HDF5", "results/arviz/diverged.nc", "summarize",
-                   "results/logs/summarize.log"),
+    "fit file": (
+        "results/fits/beta.h5",
+        "HDF5",
+        "results/predictive/beta.h5",
+        "predict",
+        "results/logs/predict/beta.log",
+    ),
+    "check file": (
+        "results/checks/diverged.h5",
+        "HDF5",
+        "results/arviz/diverged.nc",
+        "summarize",
+        "results/logs/summarize.log",
+    ),
 }
 
 
@@ -435,8 +494,10 @@ def test_input_of_another_schema_version_is_named(base_run, tmp_path):
     target = "results/predictive/beta.h5"
     result = run_snakemake(workdir, "--cores", "1", *BASE, target, check=False)
     assert result.returncode != 0
-    assert ("sviflow predict: results/fits/beta.h5: written with schema version 99, this sviflow "
-            f"reads version {SCHEMA_VERSION}") in _output(result)
+    assert (
+        "sviflow predict: results/fits/beta.h5: written with schema version 99, this sviflow "
+        f"reads version {SCHEMA_VERSION}"
+    ) in _output(result)
     assert "snakemake --forcerun results/fits/beta.h5" in _output(result)
     # the advice works
     run_snakemake(workdir, "--cores", "2", *BASE, "--forcerun", "results/fits/beta.h5", target)
@@ -446,6 +507,7 @@ def test_input_of_another_schema_version_is_named(base_run, tmp_path):
 
 
 # --- 4. a fit killed with SIGKILL ------------------------------------------------------------
+
 
 def _with_long_fit(workdir: Path, steps: int, chunks: int) -> dict:
     config = _base_config(workdir)
@@ -459,8 +521,7 @@ def _fit_process(snakemake_pid: int, fit_name: str = "fit.py"):
 
     for child in psutil.Process(snakemake_pid).children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if child.name().startswith("python") and any(
-                    part.endswith(fit_name) for part in child.cmdline()):
+            if child.name().startswith("python") and any(part.endswith(fit_name) for part in child.cmdline()):
                 return child
     return None
 
@@ -475,8 +536,11 @@ def test_killed_fit_leaves_no_result_and_is_recomputed(base_run, tmp_path):
     long_args = _write_config(workdir, "long.yaml", _with_long_fit(workdir, 4_000_000, 50))
     log = workdir / "results" / "logs" / "fit" / "long.log"
     with _background(workdir, "--cores", "1", *long_args, "results/fits/long.h5") as snakemake:
-        _wait_for(lambda: log.is_file() and "mean loss of chunk" in log.read_text(),
-                  "the fit's first chunk", process=snakemake)
+        _wait_for(
+            lambda: log.is_file() and "mean loss of chunk" in log.read_text(),
+            "the fit's first chunk",
+            process=snakemake,
+        )
         fit = _fit_process(snakemake.pid)
         assert fit is not None, "no fit process under snakemake"
         fit.send_signal(signal.SIGKILL)
@@ -498,13 +562,13 @@ def test_killed_fit_leaves_no_result_and_is_recomputed(base_run, tmp_path):
     after = _snapshot(workdir / "results")
     remade = {"summary.csv", "summary.md", "logs/summarize.log", "benchmarks/summarize.tsv"}
     remade |= {path for path in untouched if path.startswith("arviz/")}  # all written by summarize
-    changed = [path for path, stamp in untouched.items()
-               if path not in remade and after.get(path) != stamp]
+    changed = [path for path, stamp in untouched.items() if path not in remade and after.get(path) != stamp]
     assert changed == []
     assert (workdir / "results" / "figures" / "long" / "loss.png").is_file()
 
 
 # --- 5. results that cannot be written ---------------------------------------------------------
+
 
 def _unprivileged(tmp_path: Path) -> list[str]:
     """A command prefix under which a write into a read-only (555) folder is denied. Root
@@ -517,8 +581,7 @@ def _unprivileged(tmp_path: Path) -> list[str]:
         pytest.skip("running as root without setpriv (util-linux): chmod cannot deny root a write")
     prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
     if subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
-        pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here (no CAP_SETPCAP): nothing "
-                    "denies root a write")
+        pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here (no CAP_SETPCAP): nothing denies root a write")
     probe = tmp_path / "probe"
     probe.mkdir()
     probe.chmod(0o555)
@@ -541,13 +604,19 @@ def test_unwritable_results_give_a_clear_message_and_no_partial_file(base_run, t
     before = _snapshot(fits)
     fits.chmod(0o555)
     try:
-        result = subprocess.run([*prefix, SNAKEMAKE, "--cores", "1", *args, "results/fits/extra.h5"],
-                                cwd=workdir, env=_environment(workdir), capture_output=True,
-                                text=True, timeout=900)
+        result = subprocess.run(
+            [*prefix, SNAKEMAKE, "--cores", "1", *args, "results/fits/extra.h5"],
+            cwd=workdir,
+            env=_environment(workdir),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         fits.chmod(0o755)
-    message = ("cannot write results/fits/extra.h5: Permission denied; check that its folder "
-               "exists and is writable")
+    message = (
+        "cannot write results/fits/extra.h5: Permission denied; check that its folder exists and is writable"
+    )
     assert result.returncode != 0
     assert message in _output(result)
     assert message in (workdir / "results" / "logs" / "fit" / "extra.log").read_text()
@@ -555,6 +624,7 @@ def test_unwritable_results_give_a_clear_message_and_no_partial_file(base_run, t
 
 
 # --- 6. two runs in one directory ------------------------------------------------------------
+
 
 def test_second_run_in_the_same_directory_is_refused_by_the_lock(base_run, tmp_path):
     """While a run works, Snakemake locks the files it reads and writes (.snakemake/locks/); a
@@ -593,32 +663,39 @@ def test_second_run_in_the_same_directory_is_refused_by_the_lock(base_run, tmp_p
 
 # --- 7. determinism ----------------------------------------------------------------------------
 
+
 def test_same_config_gives_the_same_numbers(base_run, second_run):
     """Two runs of one config in two copies: every dataset of every HDF5 and netCDF file is
     exactly equal (NaN where NaN), and so are the attributes but the creation times and
     timings; the summary table is the same text."""
     second, _, _ = second_run
-    files = sorted(str(p.relative_to(base_run)) for p in (base_run / "results").rglob("*")
-                   if p.suffix in (".h5", ".nc"))
+    files = sorted(
+        str(p.relative_to(base_run)) for p in (base_run / "results").rglob("*") if p.suffix in (".h5", ".nc")
+    )
     assert len(files) == 10  # data, reference, and per fit: fit, predictive, check, arviz
-    assert files == sorted(str(p.relative_to(second)) for p in (second / "results").rglob("*")
-                           if p.suffix in (".h5", ".nc"))
-    different = [name for name in files
-                 if not _equal(_h5_contents(base_run / name), _h5_contents(second / name))]
+    assert files == sorted(
+        str(p.relative_to(second)) for p in (second / "results").rglob("*") if p.suffix in (".h5", ".nc")
+    )
+    different = [
+        name for name in files if not _equal(_h5_contents(base_run / name), _h5_contents(second / name))
+    ]
     assert different == []
-    assert (base_run / "results" / "summary.csv").read_text() == \
-        (second / "results" / "summary.csv").read_text()
+    assert (base_run / "results" / "summary.csv").read_text() == (
+        second / "results" / "summary.csv"
+    ).read_text()
 
 
 # --- 8. nothing written outside results/, .snakemake/ and the JAX cache -----------------------
+
 
 def _outside(before: dict, after: dict, allowed: set[str]) -> list[str]:
     """Files added, changed or removed outside the ``allowed`` top-level folders (Python's own
     __pycache__ aside: the interpreter writes it wherever it imports from, unless
     PYTHONDONTWRITEBYTECODE is set)."""
     touched = {p for p in after.keys() | before.keys() if before.get(p) != after.get(p)}
-    return sorted(p for p in touched
-                  if Path(p).parts[0] not in allowed and "__pycache__" not in Path(p).parts)
+    return sorted(
+        p for p in touched if Path(p).parts[0] not in allowed and "__pycache__" not in Path(p).parts
+    )
 
 
 def test_a_run_writes_only_results_snakemake_and_the_jax_cache(second_run):
@@ -649,8 +726,14 @@ def test_an_empty_cache_dir_turns_the_cache_off(workflow_copy, tmp_path):
     args = _write_config(workflow_copy, "nocache.yaml", config)
     inherited = tmp_path / "inherited_cache"
     before = _snapshot(workflow_copy)
-    run_snakemake(workflow_copy, "--cores", "1", *args, "results/fits/diverged.h5",
-                  env={"SVIFLOW_JAX_CACHE": str(inherited)})
+    run_snakemake(
+        workflow_copy,
+        "--cores",
+        "1",
+        *args,
+        "results/fits/diverged.h5",
+        env={"SVIFLOW_JAX_CACHE": str(inherited)},
+    )
     after = _snapshot(workflow_copy)
     assert (workflow_copy / "results" / "fits" / "diverged.h5").is_file()
     assert _outside(before, after, {"results", ".snakemake"}) == []
@@ -659,7 +742,7 @@ def test_an_empty_cache_dir_turns_the_cache_off(workflow_copy, tmp_path):
 
 # --- 9. never silently wrong (issue 17): refused before the step's work, in one line ----------
 
-SITES_MODEL = '''
+SITES_MODEL = """
 import numpyro
 import numpyro.distributions as dist
 
@@ -684,30 +767,45 @@ def guide_with_c(y=None):
     numpyro.sample("a", dist.Normal(numpyro.param("a_loc", 0.0), 1.0))
     numpyro.sample("b", dist.LogNormal(numpyro.param("b_loc", 0.0), 1.0))
     numpyro.sample("c", dist.Normal(0.0, 1.0))
-'''
+"""
 
 REFUSED = {
     # fit or dataset: (its job's target, its log, the one line Snakemake's output shows)
-    "without_b": ("results/fits/without_b.h5", "results/logs/fit/without_b.log",
-                  "sviflow fit: fits.without_b: the guide fits.without_b.guide.name = "
-                  "'tests/configs/faults/sites.py:guide_without_b' has no sample site for the "
-                  "model's latent site(s) 'b' (the model 'tests/configs/faults/sites.py:two' "
-                  "samples 'a', 'b'; the guide 'a')"),
-    "with_c": ("results/fits/with_c.h5", "results/logs/fit/with_c.log",
-               "sviflow fit: fits.with_c: the guide fits.with_c.guide.name = "
-               "'tests/configs/faults/sites.py:guide_with_c' samples 'c', which the model "
-               "'tests/configs/faults/sites.py:two' does not sample (its latent sites: 'a', 'b')"),
-    "no_latent": ("results/fits/no_latent.h5", "results/logs/fit/no_latent.log",
-                  "sviflow fit: fits.no_latent: the model models.observes_only.function = "
-                  "'tests/configs/faults/sites.py:observes_only' has no latent sample site on the "
-                  "data of datasets.three: there is nothing to fit"),
-    "nan_cell": ("results/data/nan_cell.h5", "results/logs/simulate/nan_cell.log",
-                 "sviflow simulate: datasets.nan_cell.file: tests/configs/faults/nan.csv, line 3, "
-                 "column 'y': 'nan' is not a finite number"),
-    "ragged": ("results/data/ragged.h5", "results/logs/simulate/ragged.log",
-               "sviflow simulate: datasets.ragged.file: tests/configs/faults/ragged.json: arrays of "
-               "one value per observation (the observed arrays' first axis, every 1-D covariate) "
-               "differ in length: 'y': 3; 'x': 2"),
+    "without_b": (
+        "results/fits/without_b.h5",
+        "results/logs/fit/without_b.log",
+        "sviflow fit: fits.without_b: the guide fits.without_b.guide.name = "
+        "'tests/configs/faults/sites.py:guide_without_b' has no sample site for the "
+        "model's latent site(s) 'b' (the model 'tests/configs/faults/sites.py:two' "
+        "samples 'a', 'b'; the guide 'a')",
+    ),
+    "with_c": (
+        "results/fits/with_c.h5",
+        "results/logs/fit/with_c.log",
+        "sviflow fit: fits.with_c: the guide fits.with_c.guide.name = "
+        "'tests/configs/faults/sites.py:guide_with_c' samples 'c', which the model "
+        "'tests/configs/faults/sites.py:two' does not sample (its latent sites: 'a', 'b')",
+    ),
+    "no_latent": (
+        "results/fits/no_latent.h5",
+        "results/logs/fit/no_latent.log",
+        "sviflow fit: fits.no_latent: the model models.observes_only.function = "
+        "'tests/configs/faults/sites.py:observes_only' has no latent sample site on the "
+        "data of datasets.three: there is nothing to fit",
+    ),
+    "nan_cell": (
+        "results/data/nan_cell.h5",
+        "results/logs/simulate/nan_cell.log",
+        "sviflow simulate: datasets.nan_cell.file: tests/configs/faults/nan.csv, line 3, "
+        "column 'y': 'nan' is not a finite number",
+    ),
+    "ragged": (
+        "results/data/ragged.h5",
+        "results/logs/simulate/ragged.log",
+        "sviflow simulate: datasets.ragged.file: tests/configs/faults/ragged.json: arrays of "
+        "one value per observation (the observed arrays' first axis, every 1-D covariate) "
+        "differ in length: 'y': 3; 'x': 2",
+    ),
 }
 
 
@@ -724,19 +822,32 @@ def refusals(tmp_path_factory):
     (folder / "ragged.json").write_text('{"x": [1.0, 2.0], "y": [0.5, 1.5, 2.5]}')
     fit = {"data": "three", "optimizer": {"name": "Adam", "step_size": 0.01}, "steps": 50}
     config = {
-        "models": {"two": {"function": "sites.py:two"},
-                   "observes_only": {"function": "sites.py:observes_only"}},
-        "datasets": {"three": {"file": "three.csv", "observed": ["y"]},
-                     "nan_cell": {"file": "nan.csv", "observed": ["y"]},
-                     "ragged": {"file": "ragged.json", "observed": ["y"]}},
-        "fits": {"without_b": {"model": "two", "guide": {"name": "sites.py:guide_without_b"}, **fit},
-                 "with_c": {"model": "two", "guide": {"name": "sites.py:guide_with_c"}, **fit},
-                 "no_latent": {"model": "observes_only", "guide": {"name": "AutoNormal"}, **fit}},
+        "models": {
+            "two": {"function": "sites.py:two"},
+            "observes_only": {"function": "sites.py:observes_only"},
+        },
+        "datasets": {
+            "three": {"file": "three.csv", "observed": ["y"]},
+            "nan_cell": {"file": "nan.csv", "observed": ["y"]},
+            "ragged": {"file": "ragged.json", "observed": ["y"]},
+        },
+        "fits": {
+            "without_b": {"model": "two", "guide": {"name": "sites.py:guide_without_b"}, **fit},
+            "with_c": {"model": "two", "guide": {"name": "sites.py:guide_with_c"}, **fit},
+            "no_latent": {"model": "observes_only", "guide": {"name": "AutoNormal"}, **fit},
+        },
         "engine": {"chunks": 2, "trajectory_points": 10},
     }
     args = _write_config(workdir, "refusals.yaml", config)
-    result = run_snakemake(workdir, "--cores", "2", "--keep-going", *args,
-                           *(target for target, _, _ in REFUSED.values()), check=False)
+    result = run_snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "--keep-going",
+        *args,
+        *(target for target, _, _ in REFUSED.values()),
+        check=False,
+    )
     return workdir, result
 
 
@@ -755,7 +866,7 @@ def test_a_guide_model_or_dataset_that_would_mislead_is_refused_in_one_line(refu
     assert not (workdir / target).exists()
 
 
-LOOPING_MODEL = '''
+LOOPING_MODEL = """
 import numpyro
 import numpyro.distributions as dist
 
@@ -765,7 +876,7 @@ def forever():
     print("a print of the model's")
     while True:  # never ends when traced
         pass
-'''
+"""
 
 
 def test_a_fit_that_never_ends_is_stopped_at_its_runtime(workflow_copy):
@@ -775,15 +886,31 @@ def test_a_fit_that_never_ends_is_stopped_at_its_runtime(workflow_copy):
     print is in the job's log, not on the terminal."""
     folder = workflow_copy / "tests" / "configs" / "faults"
     (folder / "loop.py").write_text(LOOPING_MODEL)
-    args = _write_config(workflow_copy, "loop.yaml", {
-        "models": {"loop": {"function": "loop.py:forever"}},
-        "fits": {"hang": {"model": "loop", "guide": {"name": "AutoNormal"}, "steps": 10}}})
+    args = _write_config(
+        workflow_copy,
+        "loop.yaml",
+        {
+            "models": {"loop": {"function": "loop.py:forever"}},
+            "fits": {"hang": {"model": "loop", "guide": {"name": "AutoNormal"}, "steps": 10}},
+        },
+    )
     start = time.monotonic()
-    result = run_snakemake(workflow_copy, "--cores", "2", *args, "results/fits/hang.h5",
-                           "--set-resources", "fit:runtime=1", check=False, timeout=400)
+    result = run_snakemake(
+        workflow_copy,
+        "--cores",
+        "2",
+        *args,
+        "results/fits/hang.h5",
+        "--set-resources",
+        "fit:runtime=1",
+        check=False,
+        timeout=400,
+    )
     elapsed = time.monotonic() - start
-    message = ("sviflow fit: rule fit, fits.hang: stopped after 1 minute(s), its time limit "
-               "(resources: runtime = 1, in minutes)")
+    message = (
+        "sviflow fit: rule fit, fits.hang: stopped after 1 minute(s), its time limit "
+        "(resources: runtime = 1, in minutes)"
+    )
     assert result.returncode != 0
     assert message in _output(result), _output(result)[-4000:]
     assert "snakemake --set-resources fit:runtime=2" in _output(result)
@@ -801,8 +928,9 @@ def _full_disk(folder: Path, size: str = "8k"):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("a full disk is simulated with a tiny tmpfs: needs root and mount")
     folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -828,8 +956,10 @@ def test_a_full_disk_gives_one_line_and_no_partial_file(base_run, tmp_path):
         (fits / "keep").write_text("x")
         result = run_snakemake(workdir, "--cores", "1", *args, "results/fits/extra.h5", check=False)
         left = sorted(p.name for p in fits.iterdir())
-    message = ("cannot write results/fits/extra.h5: No space left on device; free space on its "
-               "disk (df -h shows how much is left) and run snakemake again")
+    message = (
+        "cannot write results/fits/extra.h5: No space left on device; free space on its "
+        "disk (df -h shows how much is left) and run snakemake again"
+    )
     assert result.returncode != 0
     assert f"sviflow fit: {message}" in _output(result), _output(result)[-4000:]
     assert message in (workdir / "results" / "logs" / "fit" / "extra.log").read_text()

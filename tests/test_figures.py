@@ -14,15 +14,19 @@ from sviflow.h5io import read_artifact
 pytestmark = pytest.mark.workflow
 
 COIN = {"data": "results/data/coin_12_8.h5", "reference": "results/references/coin--coin_12_8.h5"}
-REFERENCES = {"multimodal": "results/references/multimodal--none.h5",
-              "autoguide": "results/references/correlated--none.h5"}
+REFERENCES = {
+    "multimodal": "results/references/multimodal--none.h5",
+    "autoguide": "results/references/correlated--none.h5",
+}
 
 
 def artifacts(run, fit):
     """fit, predictive, check, reference and data of ``fit``, as the plot job reads them."""
     paths = dict(COIN) if fit in ("beta", "beta_4_particles", "normal") else {"reference": REFERENCES[fit]}
-    read = {kind: read_artifact(run / f"results/{folder}/{fit}.h5", kind)
-            for kind, folder in (("fit", "fits"), ("predictive", "predictive"), ("check", "checks"))}
+    read = {
+        kind: read_artifact(run / f"results/{folder}/{fit}.h5", kind)
+        for kind, folder in (("fit", "fits"), ("predictive", "predictive"), ("check", "checks"))
+    }
     read["reference"] = read_artifact(run / paths["reference"], "reference")
     read["data"] = read_artifact(run / paths["data"], "data") if "data" in paths else None
     return read
@@ -36,8 +40,9 @@ def legend_texts(ax) -> list[str]:
 @pytest.mark.parametrize("fit, family", [("beta", "Beta"), ("normal", "Normal")])
 def test_posterior_draws_the_guides_own_density(tiny_run, tmp_path, fit, family):
     a = artifacts(tiny_run, fit)
-    fig = plots.posterior_figure(a["predictive"], a["check"], a["reference"], fit,
-                                 tmp_path / "posterior.png", fitted=a["fit"])
+    fig = plots.posterior_figure(
+        a["predictive"], a["check"], a["reference"], fit, tmp_path / "posterior.png", fitted=a["fit"]
+    )
     ax = fig.axes[0]
     (line,) = [line for line in ax.lines if line.get_label().startswith("guide density")]
     assert f"guide density {family}(" in line.get_label() and "SVI Result" in line.get_label()
@@ -58,8 +63,9 @@ def test_posterior_draws_the_guides_own_density(tiny_run, tmp_path, fit, family)
 def test_posterior_without_a_closed_form_says_it_is_a_kde(tiny_run, tmp_path):
     a = artifacts(tiny_run, "beta")
     a["fit"].config["guide"]["name"] = "AutoNormal"  # a guide whose density is not read from params
-    fig = plots.posterior_figure(a["predictive"], a["check"], a["reference"], "beta",
-                                 tmp_path / "posterior.png", fitted=a["fit"])
+    fig = plots.posterior_figure(
+        a["predictive"], a["check"], a["reference"], "beta", tmp_path / "posterior.png", fitted=a["fit"]
+    )
     (line,) = [line for line in fig.axes[0].lines if line.get_label().startswith("guide density")]
     assert "KDE" in line.get_label()
     x, y = line.get_data()
@@ -68,11 +74,12 @@ def test_posterior_without_a_closed_form_says_it_is_a_kde(tiny_run, tmp_path):
 
 def test_mock_observations_have_the_posts_two_bars_for_both_paths(tiny_run, tmp_path):
     a = artifacts(tiny_run, "beta")
-    fig = plots.mock_observation_figure(a["predictive"], a["data"], a["check"], "beta",
-                                        tmp_path / "mock.png")
+    fig = plots.mock_observation_figure(a["predictive"], a["data"], a["check"], "beta", tmp_path / "mock.png")
     bars = [ax for ax in fig.axes if ax.get_title().endswith("0s and 1s")]
-    assert [ax.get_title() for ax in bars] == ["model + guide: 0s and 1s",
-                                               "model + posterior samples: 0s and 1s"]
+    assert [ax.get_title() for ax in bars] == [
+        "model + guide: 0s and 1s",
+        "model + posterior samples: 0s and 1s",
+    ]
     with h5py.File(tiny_run / "results/predictive/beta.h5") as handle:
         for ax, key in zip(bars, ("mock_from_guide", "mock_from_samples")):
             values = handle[f"{key}/obs"][()]
@@ -85,9 +92,11 @@ def test_mock_observations_have_the_posts_two_bars_for_both_paths(tiny_run, tmp_
 
 
 def test_every_line_of_the_particle_comparison_is_in_its_legend(tiny_run, tmp_path):
-    fig = plots.plot_loss_comparison([tiny_run / "results/fits/beta.h5",
-                                      tiny_run / "results/fits/beta_4_particles.h5"],
-                                     tmp_path / "particles.png", "1 vs 4 particles")
+    fig = plots.plot_loss_comparison(
+        [tiny_run / "results/fits/beta.h5", tiny_run / "results/fits/beta_4_particles.h5"],
+        tmp_path / "particles.png",
+        "1 vs 4 particles",
+    )
     ax = fig.axes[0]
     drawn = [line.get_label() for line in ax.lines]
     assert len(drawn) == 4 and not any(label.startswith("_") for label in drawn), drawn
@@ -102,8 +111,13 @@ def test_trajectories_label_the_window_and_draw_only_free_parameters(tiny_run, t
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     parameters = sorted(t.removeprefix("parameter ") for t in titles if t.startswith("parameter "))
     # the upper triangle of the Cholesky factor is zero by construction: no panel
-    assert parameters == ["auto_loc[0]", "auto_loc[1]", "auto_scale_tril[0,0]",
-                          "auto_scale_tril[1,0]", "auto_scale_tril[1,1]"]
+    assert parameters == [
+        "auto_loc[0]",
+        "auto_loc[1]",
+        "auto_scale_tril[0,0]",
+        "auto_scale_tril[1,0]",
+        "auto_scale_tril[1,1]",
+    ]
 
 
 def test_trajectories_draw_angles_in_degrees(tiny_run, tmp_path):

@@ -17,20 +17,27 @@ def fit_tree(n_seeds=2, n_steps=50, points=5):
         "losses": rng.normal(size=(n_seeds, n_steps)),
         "params": {"alpha_q": rng.random(n_seeds) + 10, "auto_scale_tril": rng.random((n_seeds, 2, 2))},
         "last_params": {"alpha_q": rng.random(n_seeds) + 10, "auto_scale_tril": rng.random((n_seeds, 2, 2))},
-        "trajectory": {"step": np.arange(1, points + 1) * 10,
-                       "params": {"alpha_q": rng.random((n_seeds, points)),
-                                  "auto_scale_tril": rng.random((n_seeds, points, 2, 2))},
-                       "moments": {"mean": rng.random((n_seeds, points, 2)),
-                                   "sd": rng.random((n_seeds, points, 2))}},
+        "trajectory": {
+            "step": np.arange(1, points + 1) * 10,
+            "params": {
+                "alpha_q": rng.random((n_seeds, points)),
+                "auto_scale_tril": rng.random((n_seeds, points, 2, 2)),
+            },
+            "moments": {"mean": rng.random((n_seeds, points, 2)), "sd": rng.random((n_seeds, points, 2))},
+        },
         "first_nonfinite_step": np.full(n_seeds, -1),
         "diverged_step": np.full(n_seeds, -1),
         "skipped_steps": np.zeros(n_seeds, int),
     }
 
 
-FIT_ATTRS = {"timings": {"compile_seconds": 1.5, "run_seconds": 0.25, "chunks": 4, "thin": 10},
-             "diverged": False, "stop": {"mode": "fixed", "steps_run": 50},
-             "moment_labels": ["x", "y"], "latent_sites": ["x", "y"]}
+FIT_ATTRS = {
+    "timings": {"compile_seconds": 1.5, "run_seconds": 0.25, "chunks": 4, "thin": 10},
+    "diverged": False,
+    "stop": {"mode": "fixed", "steps_run": 50},
+    "moment_labels": ["x", "y"],
+    "latent_sites": ["x", "y"],
+}
 
 
 def assert_trees_equal(read, written):
@@ -49,16 +56,24 @@ def assert_trees_equal(read, written):
 def test_round_trip_of_a_nested_tree_and_its_attributes(tmp_path):
     tree = {
         "observed": {"obs": np.array([1, 0, 1], np.float32), "counts": np.arange(4, dtype=np.int32)},
-        "covariates": {"x": np.linspace(0, 1, 6).reshape(2, 3),
-                       "deeper": {"still": {"deeper": np.array(3.5)}}},
+        "covariates": {
+            "x": np.linspace(0, 1, 6).reshape(2, 3),
+            "deeper": {"still": {"deeper": np.array(3.5)}},
+        },
         "label": "twelve heads, eight tails",
         "flag": np.bool_(True),
         "empty_group": {},
     }
     config = {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}, "list": [1, 2.5, "a"]}
-    attrs = {"method": "exact", "latent_sites": ["latent_fairness"], "number": 3, "ratio": 0.25,
-             "nothing": None, "truth": [{"quantity": "mean", "target": 0.59}],
-             "not_json": "[not json"}
+    attrs = {
+        "method": "exact",
+        "latent_sites": ["latent_fairness"],
+        "number": 3,
+        "ratio": 0.25,
+        "nothing": None,
+        "truth": [{"quantity": "mean", "target": 0.59}],
+        "not_json": "[not json",
+    }
     path = tmp_path / "sub" / "dir" / "data.h5"  # folders are made
     assert write_artifact(path, "data", tree, config=config, seeds=[1, 2], attrs=attrs) == path
     artifact = read_artifact(path, "data")
@@ -82,8 +97,7 @@ def test_round_trip_of_a_nested_tree_and_its_attributes(tmp_path):
 
 def test_round_trip_of_a_fit_artifact(tmp_path):
     tree = fit_tree()
-    write_artifact(tmp_path / "fit.h5", "fit", tree, config={"name": "beta"}, seeds=[3, 4],
-                   attrs=FIT_ATTRS)
+    write_artifact(tmp_path / "fit.h5", "fit", tree, config={"name": "beta"}, seeds=[3, 4], attrs=FIT_ATTRS)
     artifact = read_artifact(tmp_path / "fit.h5", "fit")
     assert_trees_equal(artifact, tree)
     assert artifact.attrs["timings"] == FIT_ATTRS["timings"]
@@ -92,11 +106,22 @@ def test_round_trip_of_a_fit_artifact(tmp_path):
 
 
 def test_numpy_values_in_json_attributes(tmp_path):
-    attrs = {"latent_sites": ["x"], "method": "grid", "warnings": [],
-             "extra": {"a": np.float32(1.5), "b": np.arange(3), "c": np.int64(7)}}
-    write_artifact(tmp_path / "r.h5", "reference", {
-        "moments": {"mean": {"x": 0.0}, "sd": {"x": 1.0}, "covariance": np.eye(1)},
-        "draws": {"x": np.zeros(4)}, "log_z": np.float64(-1.0)}, attrs=attrs)
+    attrs = {
+        "latent_sites": ["x"],
+        "method": "grid",
+        "warnings": [],
+        "extra": {"a": np.float32(1.5), "b": np.arange(3), "c": np.int64(7)},
+    }
+    write_artifact(
+        tmp_path / "r.h5",
+        "reference",
+        {
+            "moments": {"mean": {"x": 0.0}, "sd": {"x": 1.0}, "covariance": np.eye(1)},
+            "draws": {"x": np.zeros(4)},
+            "log_z": np.float64(-1.0),
+        },
+        attrs=attrs,
+    )
     read = read_artifact(tmp_path / "r.h5", "reference")
     assert read.attrs["extra"] == {"a": 1.5, "b": [0, 1, 2], "c": 7}
 
@@ -120,8 +145,12 @@ def test_failed_write_keeps_the_previous_whole_file(tmp_path):
     good = {"observed": {"obs": np.arange(5.0)}, "covariates": {}}
     write_artifact(path, "data", good, config={"version": "old"})
     with pytest.raises(TypeError):
-        write_artifact(path, "data", {"observed": {"obs": np.ones(3), "bad": {1, 2}},
-                                      "covariates": {}}, config={"version": "new"})
+        write_artifact(
+            path,
+            "data",
+            {"observed": {"obs": np.ones(3), "bad": {1, 2}}, "covariates": {}},
+            config={"version": "new"},
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["data.h5"]
     artifact = read_artifact(path, "data")
     assert artifact.config == {"version": "old"}
@@ -164,6 +193,7 @@ def test_written_files_get_the_usual_mode(tmp_path):
 
 
 # --- reading what is not a whole artifact ----------------------------------------------------
+
 
 def test_missing_file(tmp_path):
     path = tmp_path / "results" / "fits" / "beta.h5"
@@ -236,8 +266,9 @@ def test_other_schema_version(tmp_path):
     assert f"reads version {h5io.SCHEMA_VERSION}" in message
 
 
-@pytest.mark.parametrize("missing", ["losses", "trajectory/step", "trajectory/params", "params",
-                                     "skipped_steps"])
+@pytest.mark.parametrize(
+    "missing", ["losses", "trajectory/step", "trajectory/params", "params", "skipped_steps"]
+)
 def test_missing_required_dataset(tmp_path, missing):
     path = tmp_path / "fit.h5"
     write_artifact(path, "fit", fit_tree(), attrs=FIT_ATTRS)

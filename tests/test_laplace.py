@@ -75,10 +75,23 @@ def fit(init: bool):
     if init:
         params, smallest = laplace_init(regression, guide, KWARGS)
         step_size = min(step_size, 0.1 * smallest)
-    svi = SVI(regression, guide, make_optimizer({"name": "Adam", "step_size": step_size}, adaptive=True),
-              loss=Trace_ELBO(4))
-    result = fit_svi(svi, None, [1], KWARGS, latent_sites=["a", "b"], progress=False,
-                     budget={"min": 2000, "max": 20000}, decay={"factor": 0.5, "max_decays": 10}, init_params=params)
+    svi = SVI(
+        regression,
+        guide,
+        make_optimizer({"name": "Adam", "step_size": step_size}, adaptive=True),
+        loss=Trace_ELBO(4),
+    )
+    result = fit_svi(
+        svi,
+        None,
+        [1],
+        KWARGS,
+        latent_sites=["a", "b"],
+        progress=False,
+        budget={"min": 2000, "max": 20000},
+        decay={"factor": 0.5, "max_decays": 10},
+        init_params=params,
+    )
     loc = np.asarray(result.params["auto_loc"][0], np.float64)
     tril = np.asarray(result.params["auto_scale_tril"][0], np.float64)
     return result, loc, np.sqrt(np.diag(tril @ tril.T))

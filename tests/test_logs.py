@@ -33,10 +33,17 @@ def test_every_log_says_what_the_job_read_and_wrote_and_when_it_ended(tiny_run):
     root = tiny_run / "results" / "logs"
     logs = sorted(root.rglob("*.log"))
     expected = {f"{step}/{fit}.log" for step in ("fit", "predict", "check", "plot") for fit in FITS}
-    expected |= {"compare/particles.log", "simulate/coin_12_8.log",
-                 "reference/coin--coin_12_8.log", "reference/correlated--none.log",
-                 "reference/multimodal--none.log", "summarize.log",
-                 "model/coin.log", "model/multimodal.log", "model/correlated.log"}
+    expected |= {
+        "compare/particles.log",
+        "simulate/coin_12_8.log",
+        "reference/coin--coin_12_8.log",
+        "reference/correlated--none.log",
+        "reference/multimodal--none.log",
+        "summarize.log",
+        "model/coin.log",
+        "model/multimodal.log",
+        "model/correlated.log",
+    }
     assert {path.relative_to(root).as_posix() for path in logs} == expected
     for path in logs:
         lines = path.read_text().splitlines()
@@ -63,11 +70,18 @@ def test_fit_log_shows_progress_final_params_and_timings(tiny_run, fit):
     assert {int(bar.group(3)) for bar in bars} == {steps}
     assert sum("mean loss of chunk" in bar.group(0) for bar in bars) == chunks + 1
 
-    timing = re.search(rf"fit of {steps} steps x {len(seeds)} seed\(s\): compile ([\d.]+) s, "
-                       r"run ([\d.]+) s, (\d+) steps/s", "\n".join(lines))
+    timing = re.search(
+        rf"fit of {steps} steps x {len(seeds)} seed\(s\): compile ([\d.]+) s, "
+        r"run ([\d.]+) s, (\d+) steps/s",
+        "\n".join(lines),
+    )
     assert timing, lines
-    final = re.search(rf"sviflow: fit {fit}: final params (\{{.*\}}); mean loss of the last 10% "
-                      r"of steps (-?[\d.]+)$", "\n".join(lines), re.M)
+    final = re.search(
+        rf"sviflow: fit {fit}: final params (\{{.*\}}); mean loss of the last 10% "
+        r"of steps (-?[\d.]+)$",
+        "\n".join(lines),
+        re.M,
+    )
     assert final, lines
     params = json.loads(final.group(1).replace("'", '"'))
     with h5py.File(tiny_run / "results" / "fits" / f"{fit}.h5") as artifact:
@@ -79,7 +93,7 @@ def test_fit_log_shows_progress_final_params_and_timings(tiny_run, fit):
             stored = np.asarray(artifact["params"][name][()], dtype=float).ravel()[: len(logged)]
             np.testing.assert_allclose(logged, stored, atol=6e-5)
         losses = artifact["losses"][()]
-        tail = np.nanmean(losses[:, -max(1, losses.shape[1] // 10):])
+        tail = np.nanmean(losses[:, -max(1, losses.shape[1] // 10) :])
         assert float(final.group(2)) == pytest.approx(tail, abs=6e-5)
 
 
@@ -99,8 +113,11 @@ def test_reference_logs_show_log_z(tiny_run):
     logs = sorted((tiny_run / "results" / "logs" / "reference").glob("*.log"))
     assert [p.stem for p in logs] == ["coin--coin_12_8", "correlated--none", "multimodal--none"]
     for path in logs:
-        found = re.search(r"sviflow: reference (\w+) \((exact|grid|nuts)\): log Z (\S+), mean \{.+\}, "
-                          r"sd \{.+\}", path.read_text())
+        found = re.search(
+            r"sviflow: reference (\w+) \((exact|grid|nuts)\): log Z (\S+), mean \{.+\}, "
+            r"sd \{.+\}",
+            path.read_text(),
+        )
         assert found and found.group(1) == path.stem.split("--")[0], path.read_text()
         with h5py.File(tiny_run / "results" / "references" / f"{path.stem}.h5") as reference:
             assert found.group(2) == reference.attrs["method"]
@@ -111,8 +128,10 @@ def test_reference_logs_show_log_z(tiny_run):
 def test_predict_log_shows_the_shapes(tiny_run, fit):
     text = _log(tiny_run, "predict", f"{fit}.log")
     with h5py.File(tiny_run / "results" / "predictive" / f"{fit}.h5") as predictive:
-        paths = {path: {site: tuple(predictive[path][site].shape) for site in predictive[path]}
-                 for path in ("posterior", "mock_from_guide", "mock_from_samples")}
+        paths = {
+            path: {site: tuple(predictive[path][site].shape) for site in predictive[path]}
+            for path in ("posterior", "mock_from_guide", "mock_from_samples")
+        }
     assert paths["posterior"]  # the tiny fits did not diverge: the guide was sampled
     # mock observations exist for the models with observed data (the coin), not for the others
     assert bool(paths["mock_from_guide"]) == (fit in ("beta", "beta_4_particles", "normal"))
@@ -125,5 +144,6 @@ def test_simulate_and_arviz_logs_show_what_they_made(tiny_run):
     assert "dataset coin_12_8: observed obs shape (20,), mean 0.6" in text  # 12 heads, 8 tails
     text = _log(tiny_run, "summarize.log")
     for fit in FITS:
-        assert re.search(rf"sviflow: arviz {fit}: groups \[.*'posterior'.*\] -> results/arviz/{fit}.nc",
-                         text), text
+        assert re.search(
+            rf"sviflow: arviz {fit}: groups \[.*'posterior'.*\] -> results/arviz/{fit}.nc", text
+        ), text

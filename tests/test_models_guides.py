@@ -34,6 +34,7 @@ def param_sites(trace):
 
 # --- models ----------------------------------------------------------------------------------
 
+
 def test_coin_flips_traces_prior_and_observations_at_the_data_size():
     trace = trace_of(models.coin_flips, obs=COIN_DATA)
     sites = sample_sites(trace)
@@ -114,8 +115,9 @@ def test_multimodal_2d_traces_a_box_prior_and_the_factor():
     factor = sites["logfac"]
     assert factor["is_observed"] and type(factor["fn"]).__name__ == "Unit"
     x, y = sites["x"]["value"], sites["y"]["value"]
-    assert float(factor["fn"].log_factor) == pytest.approx(float(models.multimodal_log_density(x, y)),
-                                                           rel=1e-6)
+    assert float(factor["fn"].log_factor) == pytest.approx(
+        float(models.multimodal_log_density(x, y)), rel=1e-6
+    )
 
 
 def test_correlated_gaussian_covariance_is_the_posts():
@@ -136,25 +138,31 @@ def test_correlated_covariance_is_the_inverse_hessian_of_its_log_density(sig1, s
         return -models.correlated_log_density(z[0], z[1], sig1, sig2, theta_deg)
 
     hessian = np.asarray(jax.hessian(negative_log_density)(jnp.zeros(2)), dtype=np.float64)
-    np.testing.assert_allclose(np.linalg.inv(hessian),
-                               models.correlated_gaussian_2d_covariance(sig1, sig2, theta_deg),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.inv(hessian),
+        models.correlated_gaussian_2d_covariance(sig1, sig2, theta_deg),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_correlated_gaussian_2d_has_improper_flat_latents_and_the_factor():
     from numpyro.infer.initialization import init_to_uniform
 
-    trace = handlers.trace(handlers.substitute(handlers.seed(models.correlated_gaussian_2d, 0),
-                                               substitute_fn=init_to_uniform)).get_trace()
+    trace = handlers.trace(
+        handlers.substitute(handlers.seed(models.correlated_gaussian_2d, 0), substitute_fn=init_to_uniform)
+    ).get_trace()
     sites = sample_sites(trace)
     assert type(sites["x"]["fn"]).__name__ == "ImproperUniform"
     assert type(sites["y"]["fn"]).__name__ == "ImproperUniform"
     x, y = sites["x"]["value"], sites["y"]["value"]
     assert float(sites["logfac"]["fn"].log_factor) == pytest.approx(
-        float(models.correlated_log_density(x, y)), rel=1e-6)
+        float(models.correlated_log_density(x, y)), rel=1e-6
+    )
 
 
 # --- guides ----------------------------------------------------------------------------------
+
 
 def test_beta_guide_params_constraints_and_site():
     trace = trace_of(guides.beta_guide(alpha_init=10.0, beta_init=7.0))
@@ -184,15 +192,15 @@ def test_normal_guide_params_constraints_and_site():
 
 
 def test_mixture_guide_with_fixed_weights():
-    trace = trace_of(guides.mixture_2d_guide(b_init=4.0, sig1_init=0.6, sig2_init=2.0,
-                                             theta_init=0.3))
+    trace = trace_of(guides.mixture_2d_guide(b_init=4.0, sig1_init=0.6, sig2_init=2.0, theta_init=0.3))
     params = param_sites(trace)
     assert set(params) == {"sig1_q", "sig2_q", "b", "theta"}
     for name in ("sig1_q", "sig2_q", "b"):
         assert params[name]["kwargs"]["constraint"] is constraints.positive
     theta_support = params["theta"]["kwargs"]["constraint"]
-    assert (theta_support.lower_bound, theta_support.upper_bound) == pytest.approx((-math.pi / 2,
-                                                                                     math.pi / 2))
+    assert (theta_support.lower_bound, theta_support.upper_bound) == pytest.approx(
+        (-math.pi / 2, math.pi / 2)
+    )
     mixture = trace["u1"]["fn"]
     assert type(mixture).__name__ == "MixtureGeneral"
     np.testing.assert_allclose(np.asarray(mixture.mixing_distribution.probs), [0.5, 0.5])
@@ -203,8 +211,7 @@ def test_mixture_guide_with_fixed_weights():
     for aux in ("u1", "u2"):
         assert trace[aux]["infer"].get("is_auxiliary") is True
     # x, y are the rotation of (u1, u2) by theta, as Delta sites
-    u1, u2, c, s = (float(trace["u1"]["value"]), float(trace["u2"]["value"]),
-                    math.cos(0.3), math.sin(0.3))
+    u1, u2, c, s = (float(trace["u1"]["value"]), float(trace["u2"]["value"]), math.cos(0.3), math.sin(0.3))
     assert type(trace["x"]["fn"]).__name__ == "Delta"
     assert float(trace["x"]["value"]) == pytest.approx(c * u1 - s * u2, rel=1e-5, abs=1e-6)
     assert float(trace["y"]["value"]) == pytest.approx(c * u2 + s * u1, rel=1e-5, abs=1e-6)
@@ -215,8 +222,7 @@ def test_mixture_guide_with_a_learnable_weight():
     params = param_sites(trace)
     assert "weight" in params
     assert params["weight"]["kwargs"]["constraint"] is constraints.unit_interval
-    np.testing.assert_allclose(np.asarray(trace["u1"]["fn"].mixing_distribution.probs), [0.3, 0.7],
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(trace["u1"]["fn"].mixing_distribution.probs), [0.3, 0.7], rtol=1e-6)
 
 
 def test_guides_cover_exactly_their_models_latents_under_svi():
@@ -228,8 +234,12 @@ def test_guides_cover_exactly_their_models_latents_under_svi():
     for model, guide, kwargs, expected in (
         (models.coin_flips, guides.beta_guide(), {"obs": COIN_DATA}, {"alpha_q", "beta_q"}),
         (models.coin_flips, guides.normal_guide(), {"obs": COIN_DATA}, {"mean", "sd"}),
-        (models.multimodal_2d, guides.mixture_2d_guide(learn_weight=True), {},
-         {"sig1_q", "sig2_q", "b", "theta", "weight"}),
+        (
+            models.multimodal_2d,
+            guides.mixture_2d_guide(learn_weight=True),
+            {},
+            {"sig1_q", "sig2_q", "b", "theta", "weight"},
+        ),
     ):
         svi = SVI(model, guide, Adam(1e-3), Trace_ELBO())
         assert set(svi.get_params(svi.init(jax.random.PRNGKey(0), **kwargs))) == expected
@@ -248,8 +258,9 @@ def test_the_exact_posterior_as_beta_guide_has_loss_minus_log_evidence():
     guide = guides.beta_guide()
 
     def loss_function(elbo):
-        return jax.jit(lambda params: elbo.loss(jax.random.PRNGKey(3), params, models.coin_flips,
-                                                guide, obs=COIN_DATA))
+        return jax.jit(
+            lambda params: elbo.loss(jax.random.PRNGKey(3), params, models.coin_flips, guide, obs=COIN_DATA)
+        )
 
     exact = {"alpha_q": jnp.float32(13.0), "beta_q": jnp.float32(9.0)}
     log_z = special.betaln(13, 9)
@@ -263,11 +274,19 @@ def test_the_exact_posterior_as_beta_guide_has_loss_minus_log_evidence():
 
 # --- autoguides and init strategies ----------------------------------------------------------
 
+
 def test_autoguide_names_lists_numpyros_concrete_autoguides():
     names = guides.autoguide_names()
-    for expected in ("AutoNormal", "AutoMultivariateNormal", "AutoDelta", "AutoLaplaceApproximation",
-                     "AutoDiagonalNormal", "AutoLowRankMultivariateNormal", "AutoBNAFNormal",
-                     "AutoIAFNormal"):
+    for expected in (
+        "AutoNormal",
+        "AutoMultivariateNormal",
+        "AutoDelta",
+        "AutoLaplaceApproximation",
+        "AutoDiagonalNormal",
+        "AutoLowRankMultivariateNormal",
+        "AutoBNAFNormal",
+        "AutoIAFNormal",
+    ):
         assert expected in names
     assert "AutoGuide" not in names and "AutoContinuous" not in names
     assert names == sorted(names)
@@ -282,9 +301,11 @@ def test_init_strategy_by_name_and_unknown_name():
 
 # --- registry --------------------------------------------------------------------------------
 
+
 def test_resolve_model_builtin_with_bound_args():
-    model = resolve.resolve_model({"function": "correlated_gaussian_2d",
-                                    "args": {"sig1": 2.0, "sig2": 0.5, "theta_deg": 0.0}})
+    model = resolve.resolve_model(
+        {"function": "correlated_gaussian_2d", "args": {"sig1": 2.0, "sig2": 0.5, "theta_deg": 0.0}}
+    )
     from numpyro.infer.util import log_density
 
     value, _ = log_density(model, (), {}, {"x": 1.0, "y": 1.0})
@@ -294,10 +315,12 @@ def test_resolve_model_builtin_with_bound_args():
 
 def test_resolve_model_from_a_file(tmp_path):
     path = tmp_path / "mine.py"
-    path.write_text("import numpyro, numpyro.distributions as dist\n"
-                    "def my_model(scale=1.0):\n"
-                    "    numpyro.sample('z', dist.Normal(0.0, scale))\n"
-                    "def helper():\n    pass\n")
+    path.write_text(
+        "import numpyro, numpyro.distributions as dist\n"
+        "def my_model(scale=1.0):\n"
+        "    numpyro.sample('z', dist.Normal(0.0, scale))\n"
+        "def helper():\n    pass\n"
+    )
     model = resolve.resolve_model({"function": f"{path}:my_model", "args": {"scale": 3.0}})
     assert float(trace_of(model)["z"]["fn"].scale) == 3.0
     with pytest.raises(ConfigError) as error:
@@ -318,12 +341,14 @@ def test_unknown_model_names_the_builtins():
 def test_resolve_builtin_guides_with_args():
     guide = resolve.resolve_guide({"name": "beta", "args": {"alpha_init": 3.0}}, models.coin_flips)
     assert float(param_sites(trace_of(guide))["alpha_q"]["value"]) == 3.0
-    guide = resolve.resolve_guide({"name": "mixture_2d", "args": {"learn_weight": True}},
-                                   models.multimodal_2d)
+    guide = resolve.resolve_guide(
+        {"name": "mixture_2d", "args": {"learn_weight": True}}, models.multimodal_2d
+    )
     assert "weight" in param_sites(trace_of(guide))
     with pytest.raises(ConfigError) as error:
-        resolve.resolve_guide({"name": "beta", "args": {"alpha": 3.0}}, models.coin_flips,
-                               where="fits.beta.guide")
+        resolve.resolve_guide(
+            {"name": "beta", "args": {"alpha": 3.0}}, models.coin_flips, where="fits.beta.guide"
+        )
     assert "fits.beta.guide.args" in str(error.value)
     assert "site, alpha_init, beta_init" in str(error.value)
 
@@ -333,16 +358,21 @@ def test_resolve_autoguide_by_name_with_init_loc_fn_by_name():
     from numpyro.infer.autoguide import AutoDelta, AutoNormal
     from numpyro.optim import Adam
 
-    guide = resolve.resolve_guide({"name": "AutoNormal",
-                                    "args": {"init_loc_fn": "init_to_median", "init_scale": 0.05}},
-                                   models.coin_flips)
+    guide = resolve.resolve_guide(
+        {"name": "AutoNormal", "args": {"init_loc_fn": "init_to_median", "init_scale": 0.05}},
+        models.coin_flips,
+    )
     assert isinstance(guide, AutoNormal)
     assert guide.init_loc_fn.func.__name__ == "init_to_median" and guide._init_scale == 0.05
 
     # dict form with the strategy's own arguments: AutoDelta starts exactly at the values
-    guide = resolve.resolve_guide({"name": "AutoDelta", "args": {
-        "init_loc_fn": {"name": "init_to_value", "values": {"x": 1.5, "y": -2.0}}}},
-        models.correlated_gaussian_2d)
+    guide = resolve.resolve_guide(
+        {
+            "name": "AutoDelta",
+            "args": {"init_loc_fn": {"name": "init_to_value", "values": {"x": 1.5, "y": -2.0}}},
+        },
+        models.correlated_gaussian_2d,
+    )
     assert isinstance(guide, AutoDelta)
     svi = SVI(models.correlated_gaussian_2d, guide, Adam(1e-3), Trace_ELBO())
     params = svi.get_params(svi.init(jax.random.PRNGKey(0)))
@@ -364,13 +394,17 @@ def test_unknown_guide_and_init_names_list_the_valid_ones():
     for name in ("AutoNormal", "AutoMultivariateNormal", "AutoDelta", "AutoLaplaceApproximation"):
         assert name in message
     with pytest.raises(ConfigError) as error:
-        resolve.resolve_guide({"name": "AutoNormal", "args": {"init_loc_fn": "init_to_middle"}},
-                               models.coin_flips, where="fits.f.guide")
+        resolve.resolve_guide(
+            {"name": "AutoNormal", "args": {"init_loc_fn": "init_to_middle"}},
+            models.coin_flips,
+            where="fits.f.guide",
+        )
     assert "fits.f.guide.args.init_loc_fn" in str(error.value)
     assert "init_to_median" in str(error.value) and "init_to_value" in str(error.value)
     with pytest.raises(ConfigError, match="fits.f.guide.args"):
-        resolve.resolve_guide({"name": "AutoNormal", "args": {"no_such_arg": 1}},
-                               models.coin_flips, where="fits.f.guide")
+        resolve.resolve_guide(
+            {"name": "AutoNormal", "args": {"no_such_arg": 1}}, models.coin_flips, where="fits.f.guide"
+        )
 
 
 def quadratic_descent(optimizer, steps=3):
@@ -402,13 +436,18 @@ def test_make_optimizer_step_size_and_args_reach_numpyro():
         optim.make_optimizer({"name": "Adam", "args": {"beta1": 0.5}}, where="fits.f.optimizer")
 
 
-@pytest.mark.parametrize("schedule, expected", [
-    ({"name": "constant"}, [0.1, 0.1, 0.1]),
-    ({"name": "exponential_decay", "transition_steps": 1, "decay_rate": 0.5}, [0.1, 0.05, 0.025]),
-    ({"name": "cosine_decay", "decay_steps": 2}, [0.1, 0.05, 0.0]),
-    ({"name": "warmup_cosine_decay", "init_value": 0.0, "warmup_steps": 2, "decay_steps": 4},
-     [0.0, 0.05, 0.1]),
-])
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        ({"name": "constant"}, [0.1, 0.1, 0.1]),
+        ({"name": "exponential_decay", "transition_steps": 1, "decay_rate": 0.5}, [0.1, 0.05, 0.025]),
+        ({"name": "cosine_decay", "decay_steps": 2}, [0.1, 0.05, 0.0]),
+        (
+            {"name": "warmup_cosine_decay", "init_value": 0.0, "warmup_steps": 2, "decay_steps": 4},
+            [0.0, 0.05, 0.1],
+        ),
+    ],
+)
 def test_make_optimizer_with_schedules(schedule, expected):
     """SGD with a schedule: each step moves p by the scheduled learning rate times the gradient."""
     optimizer = optim.make_optimizer({"name": "SGD", "step_size": 0.1, "schedule": schedule})
@@ -424,8 +463,13 @@ def test_make_optimizer_with_schedules(schedule, expected):
 
 @pytest.mark.parametrize("name", names.OPTIMIZERS)
 def test_make_optimizer_with_a_schedule_for_each_optax_form(name):
-    optimizer = optim.make_optimizer({"name": name, "step_size": 0.01, "schedule": {
-        "name": "exponential_decay", "transition_steps": 10, "decay_rate": 0.9}})
+    optimizer = optim.make_optimizer(
+        {
+            "name": name,
+            "step_size": 0.01,
+            "schedule": {"name": "exponential_decay", "transition_steps": 10, "decay_rate": 0.9},
+        }
+    )
     iterates = quadratic_descent(optimizer)
     assert all(b > a for a, b in zip([0.0] + iterates, iterates))
 
@@ -439,8 +483,9 @@ def test_make_optimizer_errors_name_the_valid_choices():
         optim.make_optimizer({"name": "Adam", "schedule": {"name": "linear"}}, where="o")
     assert "o.schedule.name" in str(error.value) and ", ".join(names.SCHEDULES) in str(error.value)
     with pytest.raises(ConfigError) as error:
-        optim.make_optimizer({"name": "Adam", "schedule": {"name": "exponential_decay",
-                                                              "rate": 0.5}}, where="o")
+        optim.make_optimizer(
+            {"name": "Adam", "schedule": {"name": "exponential_decay", "rate": 0.5}}, where="o"
+        )
     assert "o.schedule" in str(error.value) and "transition_steps" in str(error.value)
 
 
@@ -473,8 +518,9 @@ def test_renyi_alpha_zero_bound_is_tighter_than_the_elbo():
 
     def bounds(elbo):
         keys = jax.random.split(jax.random.PRNGKey(0), 40)
-        return -np.asarray(jax.jit(jax.vmap(
-            lambda k: elbo.loss(k, params, models.coin_flips, guide, **kwargs)))(keys))
+        return -np.asarray(
+            jax.jit(jax.vmap(lambda k: elbo.loss(k, params, models.coin_flips, guide, **kwargs)))(keys)
+        )
 
     renyi_bounds, elbos = bounds(renyi), bounds(trace)
     se = renyi_bounds.std() / np.sqrt(len(renyi_bounds))
@@ -486,6 +532,7 @@ def test_renyi_alpha_zero_bound_is_tighter_than_the_elbo():
 
 
 # --- a guide's support against the model's ---------------------------------------------------
+
 
 def _half_normal_model(obs=None):
     import numpyro
@@ -506,8 +553,16 @@ def _normal_guide_on(site):
     return guide
 
 
-@pytest.mark.parametrize("case", ["normal_on_coin", "normal_on_half_normal", "beta_on_coin",
-                                  "autonormal_on_coin", "mixture_on_multimodal"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "normal_on_coin",
+        "normal_on_half_normal",
+        "beta_on_coin",
+        "autonormal_on_coin",
+        "mixture_on_multimodal",
+    ],
+)
 def test_support_excess_finds_guides_wider_than_the_model(case):
     """Only where the guide samples a distribution whose support is wider than the model's
     prior: the post's Normal guide on (0, 1), a Normal on a HalfNormal's (0, inf). Not a Beta
@@ -520,8 +575,9 @@ def test_support_excess_finds_guides_wider_than_the_model(case):
     if case == "normal_on_coin":
         model, guide = coin, guides.normal_guide(mean_init=0.3, sd_init=0.2)
         params = {"mean": np.array([0.3, 0.9], np.float32), "sd": np.array([0.2, 0.2], np.float32)}
-        expected = {"latent_fairness": special.ndtr(-params["mean"] / 0.2)
-                    + special.ndtr((params["mean"] - 1) / 0.2)}
+        expected = {
+            "latent_fairness": special.ndtr(-params["mean"] / 0.2) + special.ndtr((params["mean"] - 1) / 0.2)
+        }
     elif case == "normal_on_half_normal":
         model, guide, kwargs = _half_normal_model, _normal_guide_on("scale"), {"obs": np.ones(3, np.float32)}
         params = {"loc": np.array([0.3], np.float32)}
@@ -533,13 +589,17 @@ def test_support_excess_finds_guides_wider_than_the_model(case):
         model, expected = coin, {}
         guide = resolve.resolve_guide({"name": "AutoNormal"}, coin)
         resolve.prepare_guide(coin, guide, kwargs, where="fits.f")
-        params = {"latent_fairness_auto_loc": np.array([0.3], np.float32),
-                  "latent_fairness_auto_scale": np.array([0.2], np.float32)}
+        params = {
+            "latent_fairness_auto_loc": np.array([0.3], np.float32),
+            "latent_fairness_auto_scale": np.array([0.2], np.float32),
+        }
     else:
         model = resolve.resolve_model({"function": "multimodal_2d", "args": {"b": 5.0}})
         guide, kwargs, expected = guides.mixture_2d_guide(), {}, {}
-        params = {name: np.array([value], np.float32) for name, value in
-                  (("sig1_q", 0.5), ("sig2_q", 2.0), ("b", 5.0), ("theta", 0.7))}
+        params = {
+            name: np.array([value], np.float32)
+            for name, value in (("sig1_q", 0.5), ("sig2_q", 2.0), ("b", 5.0), ("theta", 0.7))
+        }
     latent, _ = site_names(model, kwargs)
     found = support_excess(model, guide, params, kwargs, latent)
     assert set(found) == set(expected)

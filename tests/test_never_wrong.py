@@ -13,15 +13,18 @@ import pytest
 from sviflow import data
 from sviflow.errors import ConfigError
 
-
 # --- 5. bad data: refused as they are read ---------------------------------------------------
 
-@pytest.mark.parametrize("text, message", [
-    ("x,y\n1,2\n2,nan\n", r"d\.csv, line 3, column 'y': 'nan' is not a finite number"),
-    ("x,y\n1,2\n\n2, -inf\n", r"d\.csv, line 4, column 'y': '-inf' is not a finite number"),
-    ("x,y\nInfinity,2\n", r"d\.csv, line 2, column 'x': 'Infinity' is not a finite number"),
-    ("x,y\n1,1e39\n", r"d\.csv, line 2, column 'y': '1e39' is beyond float32's range"),
-])
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("x,y\n1,2\n2,nan\n", r"d\.csv, line 3, column 'y': 'nan' is not a finite number"),
+        ("x,y\n1,2\n\n2, -inf\n", r"d\.csv, line 4, column 'y': '-inf' is not a finite number"),
+        ("x,y\nInfinity,2\n", r"d\.csv, line 2, column 'x': 'Infinity' is not a finite number"),
+        ("x,y\n1,1e39\n", r"d\.csv, line 2, column 'y': '1e39' is beyond float32's range"),
+    ],
+)
 def test_a_csv_cell_that_is_not_finite_names_file_line_and_column(tmp_path, text, message):
     path = tmp_path / "d.csv"
     path.write_text(text)
@@ -29,11 +32,14 @@ def test_a_csv_cell_that_is_not_finite_names_file_line_and_column(tmp_path, text
         data.load_dataset({"file": str(path), "observed": ["y"]}, where="datasets.d")
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"x": [1, 2, 3], "y": [1.0, NaN, 3.0]}', r"array 'y', element \[1\]: nan is not a finite"),
-    ('{"x": [[1, 2], [3, Infinity]], "y": [1, 2]}', r"array 'x', element \[1, 1\]: inf is not a finite"),
-    ('{"x": [1, 2, 3], "y": -Infinity}', r"array 'y': -inf is not a finite"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"x": [1, 2, 3], "y": [1.0, NaN, 3.0]}', r"array 'y', element \[1\]: nan is not a finite"),
+        ('{"x": [[1, 2], [3, Infinity]], "y": [1, 2]}', r"array 'x', element \[1, 1\]: inf is not a finite"),
+        ('{"x": [1, 2, 3], "y": -Infinity}', r"array 'y': -inf is not a finite"),
+    ],
+)
 def test_a_json_value_that_is_not_finite_names_the_array_and_element(tmp_path, text, message):
     path = tmp_path / "d.json"
     path.write_text(text)
@@ -52,17 +58,22 @@ def test_an_hdf5_dataset_that_is_not_finite_is_named(tmp_path):
         data.load_dataset({"file": str(path), "observed": ["y"]}, where="datasets.d")
 
 
-@pytest.mark.parametrize("content, observed, names", [
-    ({"x": [1.0, 2.0, 3.0], "y": [1.0, 2.0]}, ["y"], "'y': 2; 'x': 3"),          # covariate vs observed
-    ({"x": [1.0, 2.0], "y": [1.0, 2.0], "z": [1.0, 2.0, 3.0]}, ["y", "z"], "'y', 'x': 2; 'z': 3"),
-    ({"X": [[1, 2], [3, 4], [5, 6]], "y": [1.0, 2.0], "w": [1.0, 2.0, 3.0]}, ["y"], "'y': 2; 'w': 3"),
-])
-def test_json_arrays_of_one_value_per_observation_must_share_a_length(tmp_path, content, observed,
-                                                                        names):
+@pytest.mark.parametrize(
+    "content, observed, names",
+    [
+        ({"x": [1.0, 2.0, 3.0], "y": [1.0, 2.0]}, ["y"], "'y': 2; 'x': 3"),  # covariate vs observed
+        ({"x": [1.0, 2.0], "y": [1.0, 2.0], "z": [1.0, 2.0, 3.0]}, ["y", "z"], "'y', 'x': 2; 'z': 3"),
+        ({"X": [[1, 2], [3, 4], [5, 6]], "y": [1.0, 2.0], "w": [1.0, 2.0, 3.0]}, ["y"], "'y': 2; 'w': 3"),
+    ],
+)
+def test_json_arrays_of_one_value_per_observation_must_share_a_length(tmp_path, content, observed, names):
     path = tmp_path / "d.json"
     path.write_text(json.dumps(content))
-    with pytest.raises(ConfigError, match=r"datasets\.d\.file: .*d\.json: arrays of one value per "
-                                          r"observation .* differ in length: " + names):
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.d\.file: .*d\.json: arrays of one value per "
+        r"observation .* differ in length: " + names,
+    ):
         data.load_dataset({"file": str(path), "observed": observed}, where="datasets.d")
 
 
@@ -71,15 +82,26 @@ def test_a_scalar_and_a_matrix_of_another_size_are_legitimate(tmp_path):
     prior scale), a matrix (a design or distance matrix) and a per-group vector given as (J, 1)
     pass; so do arrays the config does not pass to the model."""
     path = tmp_path / "d.json"
-    path.write_text(json.dumps({"y": [1.0, 2.0, 3.0], "x": [0.1, 0.2, 0.3], "scale": 2.5,
-                                "K": [[1.0, 0.5], [0.5, 1.0]], "u": [[0.3], [0.4]],
-                                "unused": [1, 2, 3, 4, 5]}))
-    dataset = data.load_dataset({"file": str(path), "observed": ["y"],
-                                 "covariates": ["x", "scale", "K", "u"]}, where="datasets.d")
+    path.write_text(
+        json.dumps(
+            {
+                "y": [1.0, 2.0, 3.0],
+                "x": [0.1, 0.2, 0.3],
+                "scale": 2.5,
+                "K": [[1.0, 0.5], [0.5, 1.0]],
+                "u": [[0.3], [0.4]],
+                "unused": [1, 2, 3, 4, 5],
+            }
+        )
+    )
+    dataset = data.load_dataset(
+        {"file": str(path), "observed": ["y"], "covariates": ["x", "scale", "K", "u"]}, where="datasets.d"
+    )
     assert dataset["covariates"]["K"].shape == (2, 2) and dataset["covariates"]["u"].shape == (2, 1)
 
 
 # --- 2. guide and model disagree: refused before fitting ---------------------------------------
+
 
 def _two_site_model(y=None):
     import numpyro
@@ -101,25 +123,34 @@ def _guide_of(*names, observed=False):
             numpyro.sample(name, dist.LogNormal(loc, 0.1))
         if observed:
             numpyro.sample("y", dist.Normal(0.0, 1.0))
+
     return guide
 
 
 KWARGS = {"y": np.array([0.5, 1.5], dtype=np.float32)}
 
 
-@pytest.mark.parametrize("guide, message", [
-    (_guide_of("a"), r"fits\.f: the guide fits\.f\.guide\.name = 'g\.py:guide' has no sample site "
-                     r"for the model's latent site\(s\) 'b' \(the model 'm\.py:model' samples 'a', "
-                     r"'b'; the guide 'a'\).*add numpyro\.sample\('b', \.\.\.\)"),
-    (_guide_of("a", "b", "c"), r"fits\.f: the guide .* samples 'c', which the model 'm\.py:model' "
-                               r"does not sample \(its latent sites: 'a', 'b'\)"),
-    (_guide_of("a", "b", observed=True), r"samples 'y', which the model 'm\.py:model' observes"),
-])
+@pytest.mark.parametrize(
+    "guide, message",
+    [
+        (
+            _guide_of("a"),
+            r"fits\.f: the guide fits\.f\.guide\.name = 'g\.py:guide' has no sample site "
+            r"for the model's latent site\(s\) 'b' \(the model 'm\.py:model' samples 'a', "
+            r"'b'; the guide 'a'\).*add numpyro\.sample\('b', \.\.\.\)",
+        ),
+        (
+            _guide_of("a", "b", "c"),
+            r"fits\.f: the guide .* samples 'c', which the model 'm\.py:model' "
+            r"does not sample \(its latent sites: 'a', 'b'\)",
+        ),
+        (_guide_of("a", "b", observed=True), r"samples 'y', which the model 'm\.py:model' observes"),
+    ],
+)
 def test_a_guide_that_disagrees_with_its_model_is_refused(guide, message):
     from sviflow import sites
 
-    model_sites = sites.check_model(_two_site_model, KWARGS, "fits.f", "models.m.function",
-                                    "m.py:model", "d")
+    model_sites = sites.check_model(_two_site_model, KWARGS, "fits.f", "models.m.function", "m.py:model", "d")
     assert model_sites == (["a", "b"], ["y"])
     with pytest.raises(ConfigError, match=message):
         sites.check_guide(model_sites, guide, KWARGS, "fits.f", "g.py:guide", "m.py:model")
@@ -158,21 +189,25 @@ def test_a_model_without_a_latent_site_is_refused():
     def observes_only(y=None):
         numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
 
-    with pytest.raises(ConfigError, match=r"fits\.f: the model models\.m\.function = 'm\.py:model' "
-                                          r"has no latent sample site on the data of datasets\.d: "
-                                          r"there is nothing to fit \(its sample sites: 'y', all "
-                                          r"observed\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"fits\.f: the model models\.m\.function = 'm\.py:model' "
+        r"has no latent sample site on the data of datasets\.d: "
+        r"there is nothing to fit \(its sample sites: 'y', all "
+        r"observed\)",
+    ):
         sites.check_model(observes_only, KWARGS, "fits.f", "models.m.function", "m.py:model", "d")
 
 
 # --- 4. sizes and time: known before, bounded during ----------------------------------------
 
+
 def _plan(change=None):
     import copy
 
     import yaml
-
     from conftest import REPO
+
     from sviflow.config import Plan, validate
 
     config = copy.deepcopy(yaml.safe_load((REPO / "tests/configs/faults/base.yaml").read_text()))
@@ -187,23 +222,33 @@ def test_the_estimate_counts_each_array_a_fit_writes():
     parts = {key: value[0] for key, value in estimate["parts"].items()}
     assert estimate["components"] == 1
     assert parts["losses"] == 200 * 2 * 4
-    assert parts["trajectory"] == 126 * 2 * 5 * 4       # at most 2.5 x 50 + 1 points
+    assert parts["trajectory"] == 126 * 2 * 5 * 4  # at most 2.5 x 50 + 1 points
     assert parts["posterior"] == 200 * 2 * 1 * 4
-    assert parts["log_weights"] == 200 * 2 * 8          # the checks ask for 200 (khat_particles)
-    assert parts["mock"] == 2 * 2 * 50 * 20 * 4         # 50 sets of the 20 flips
+    assert parts["log_weights"] == 200 * 2 * 8  # the checks ask for 200 (khat_particles)
+    assert parts["mock"] == 2 * 2 * 50 * 20 * 4  # 50 sets of the 20 flips
     assert estimate["fit"] == parts["losses"] + parts["trajectory"]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c["fits"]["beta"].update(steps=1.0e9),
-     r"fits\.beta: results/fits/beta\.h5 would hold about 8,000 MB before compression, above "
-     r"engine\.max_output_mb = 1000 \(losses 8,000\.0 MB \(1,000,000,000 steps x 2 seed\(s\)"),
-    (lambda c: c["fits"]["beta"].update(steps={"max": 10**9}), r"fits\.beta: .* 8,000 MB"),
-    (lambda c: c["predictive"].update(num_samples=300_000_000),
-     r"fits\.beta: results/predictive/beta\.h5 would hold about 7,200 MB .*lower "
-     r"predictive\.num_samples"),
-    (lambda c: c["engine"].update(max_output_mb=0.001), r"fits\.beta: .* above engine\.max_output_mb = 0\.001"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda c: c["fits"]["beta"].update(steps=1.0e9),
+            r"fits\.beta: results/fits/beta\.h5 would hold about 8,000 MB before compression, above "
+            r"engine\.max_output_mb = 1000 \(losses 8,000\.0 MB \(1,000,000,000 steps x 2 seed\(s\)",
+        ),
+        (lambda c: c["fits"]["beta"].update(steps={"max": 10**9}), r"fits\.beta: .* 8,000 MB"),
+        (
+            lambda c: c["predictive"].update(num_samples=300_000_000),
+            r"fits\.beta: results/predictive/beta\.h5 would hold about 7,200 MB .*lower "
+            r"predictive\.num_samples",
+        ),
+        (
+            lambda c: c["engine"].update(max_output_mb=0.001),
+            r"fits\.beta: .* above engine\.max_output_mb = 0\.001",
+        ),
+    ],
+)
 def test_a_config_whose_files_would_be_too_large_is_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         _plan(change)
@@ -213,7 +258,7 @@ def test_a_large_limit_lets_a_large_config_through():
     _plan(lambda c: (c["fits"]["beta"].update(steps=1.0e9), c["engine"].update(max_output_mb=1e5)))
 
 
-LOOPING = '''
+LOOPING = """
 import numpyro
 import numpyro.distributions as dist
 
@@ -223,7 +268,7 @@ def forever():
     print("a print of the model's")
     while True:
         pass
-'''
+"""
 
 
 def test_a_step_by_hand_stops_at_its_runtime_and_its_prints_go_to_the_log(tmp_path):
@@ -234,22 +279,42 @@ def test_a_step_by_hand_stops_at_its_runtime_and_its_prints_go_to_the_log(tmp_pa
     import sys
 
     from conftest import REPO
+
     from sviflow.config import Plan, validate
 
     (tmp_path / "loop.py").write_text(LOOPING)
-    config = {"models": {"loop": {"function": "loop.py:forever"}},
-              "fits": {"hang": {"model": "loop", "guide": {"name": "AutoNormal"}, "steps": 10}}}
+    config = {
+        "models": {"loop": {"function": "loop.py:forever"}},
+        "fits": {"hang": {"model": "loop", "guide": {"name": "AutoNormal"}, "steps": 10}},
+    }
     validate(config)
     spec = Plan(config, tmp_path).fit_spec("hang")
     spec["model"]["function"] = f"{tmp_path / 'loop.py'}:forever"
     (tmp_path / "spec.json").write_text(json.dumps({"spec": spec}))
     log, output = tmp_path / "fit.log", tmp_path / "out" / "hang.h5"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "fit.py"), "--output",
-                             f"fit={output}", "--params", f"@{tmp_path / 'spec.json'}", "--log",
-                             str(log), "--runtime", "0.05"], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
-    message = ("sviflow fit: rule fit, fits.hang: stopped after 0.05 minute(s), its time limit "
-               "(resources: runtime = 0.05, in minutes)")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "fit.py"),
+            "--output",
+            f"fit={output}",
+            "--params",
+            f"@{tmp_path / 'spec.json'}",
+            "--log",
+            str(log),
+            "--runtime",
+            "0.05",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    message = (
+        "sviflow fit: rule fit, fits.hang: stopped after 0.05 minute(s), its time limit "
+        "(resources: runtime = 0.05, in minutes)"
+    )
     assert result.returncode == 1
     assert result.stderr.strip().startswith(message) and "run it with --runtime 1.05" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""

@@ -13,9 +13,10 @@ import sys
 import numpy as np
 import pytest
 
-from sviflow import steps
 # the completed tiny run and its dry-run reader (fixtures: completed, run_copy)
 from test_reruns import SUMMARY, completed, edit_config, fit_jobs, planned_jobs, run_copy  # noqa: F401
+
+from sviflow import steps
 from sviflow.h5io import read_artifact
 from sviflow.precision import nonfinite_at_start_advice, precision_of, set_precision
 
@@ -59,8 +60,11 @@ def gp_data(tmp_path_factory):
     (root / "gp.py").write_text(GP)
     x = np.linspace(0.0, 1.0, 30)
     (root / "gp.json").write_text(json.dumps({"x": x.tolist(), "y": np.sin(3 * x).tolist()}))
-    steps.simulate({}, {"data": root / "gp.h5"},
-                   {"name": "gp", "spec": {"file": str(root / "gp.json"), "observed": ["y"]}})
+    steps.simulate(
+        {},
+        {"data": root / "gp.h5"},
+        {"name": "gp", "spec": {"file": str(root / "gp.json"), "observed": ["y"]}},
+    )
     return root
 
 
@@ -68,11 +72,18 @@ def spec(root, precision=None, guide="gp_guide", steps_=60):
     model = {"name": "gp", "function": f"{root / 'gp.py'}:gp", "args": {}}
     if precision:
         model["precision"] = precision
-    return {"name": f"gp_{precision}", "model": model, "data": "gp",
-            "guide": {"name": f"{root / 'gp.py'}:{guide}" if guide == "gp_guide" else guide, "args": {}},
-            "optimizer": {"name": "Adam", "step_size": 0.01},
-            "elbo": {"name": "Trace_ELBO", "num_particles": 1}, "steps": steps_, "seeds": [1, 2],
-            "stable_update": False, "engine": {"trajectory_points": 20}}
+    return {
+        "name": f"gp_{precision}",
+        "model": model,
+        "data": "gp",
+        "guide": {"name": f"{root / 'gp.py'}:{guide}" if guide == "gp_guide" else guide, "args": {}},
+        "optimizer": {"name": "Adam", "step_size": 0.01},
+        "elbo": {"name": "Trace_ELBO", "num_particles": 1},
+        "steps": steps_,
+        "seeds": [1, 2],
+        "stable_update": False,
+        "engine": {"trajectory_points": 20},
+    }
 
 
 def test_float32_density_not_finite_float64_fits_and_predicts(gp_data):
@@ -92,9 +103,11 @@ def test_float32_density_not_finite_float64_fits_and_predicts(gp_data):
     assert all(value.dtype == np.float64 for value in f64["params"].values())
     assert nonfinite_at_start_advice(f64["losses"], "float64") is None
     # the predict job of the float64 fit: float64 draws, finite log weights
-    steps.predict({**data, "fit": gp_data / "f64.h5"}, {"predictive": gp_data / "p64.h5"},
-                  {"spec": x64, "predictive": {"num_samples": 500, "num_mock": 20, "seed": 0},
-                   "weighted": 500})
+    steps.predict(
+        {**data, "fit": gp_data / "f64.h5"},
+        {"predictive": gp_data / "p64.h5"},
+        {"spec": x64, "predictive": {"num_samples": 500, "num_mock": 20, "seed": 0}, "weighted": 500},
+    )
     predictive = read_artifact(gp_data / "p64.h5", "predictive")
     assert predictive["posterior"]["amplitude"].dtype == np.float64
     assert np.isfinite(predictive["log_weights"]).all()
@@ -110,8 +123,7 @@ def test_an_autoguide_finds_no_initial_point_in_float32_and_fits_in_float64(gp_d
         steps.fit(dict(data), {"fit": gp_data / "a32.h5"}, {"spec": spec(gp_data, guide="AutoNormal")})
     # and the message names float32 and the key that changes it
     assert "float32 may be the cause" in str(error.value) and ".precision: float64" in str(error.value)
-    steps.fit(dict(data), {"fit": gp_data / "a64.h5"},
-              {"spec": spec(gp_data, "float64", guide="AutoNormal")})
+    steps.fit(dict(data), {"fit": gp_data / "a64.h5"}, {"spec": spec(gp_data, "float64", guide="AutoNormal")})
     fitted = read_artifact(gp_data / "a64.h5", "fit")
     assert np.isfinite(fitted["losses"]).all()
     assert fitted["params"]["amplitude_auto_loc"].dtype == np.float64
@@ -138,22 +150,26 @@ def test_unknown_precision_names_the_key():
 
 def test_a_float32_job_without_jax_imports_no_jax():
     """The exact coin reference imports no JAX: setting float32 must not import it either."""
-    code = ("import sys; from sviflow.precision import set_precision; "
-            "set_precision({'model': {'name': 'coin'}}); print('jax' in sys.modules)")
+    code = (
+        "import sys; from sviflow.precision import set_precision; "
+        "set_precision({'model': {'name': 'coin'}}); print('jax' in sys.modules)"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k != "JAX_ENABLE_X64"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                            check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("losses, expected", [
-    (np.full((2, 5), np.nan), "NaN"),
-    (np.array([[np.inf, 1.0], [np.nan, 2.0]]), "NaN or inf"),
-    (np.array([np.inf, np.nan, 3.0]), "inf"),  # one seed as (step,)
-    (np.array([[np.nan, 1.0], [0.5, np.nan]]), None),  # one seed started finite
-    (np.array([[1.0, np.nan]]), None),  # NaN later: a divergence, not the initial point
-    (np.zeros((2, 0)), None),
-])
+@pytest.mark.parametrize(
+    "losses, expected",
+    [
+        (np.full((2, 5), np.nan), "NaN"),
+        (np.array([[np.inf, 1.0], [np.nan, 2.0]]), "NaN or inf"),
+        (np.array([np.inf, np.nan, 3.0]), "inf"),  # one seed as (step,)
+        (np.array([[np.nan, 1.0], [0.5, np.nan]]), None),  # one seed started finite
+        (np.array([[1.0, np.nan]]), None),  # NaN later: a divergence, not the initial point
+        (np.zeros((2, 0)), None),
+    ],
+)
 def test_nonfinite_at_start_advice(losses, expected):
     advice = nonfinite_at_start_advice(losses)
     if expected is None:
@@ -167,6 +183,7 @@ def test_nonfinite_at_start_advice(losses, expected):
 
 
 # --- the config key reruns exactly the model's JAX jobs ---------------------------------------
+
 
 @pytest.mark.workflow
 def test_a_models_precision_reruns_its_fits_predictions_and_reference(run_copy):
@@ -190,6 +207,9 @@ def test_engine_precision_reruns_every_model_that_sets_none(run_copy):
     edit_config(run_copy, change)
     jobs = planned_jobs(run_copy)
     assert {job for job in jobs if job[0] in ("fit", "predict")} == {
-        (rule, f"fit={fit}") for fit in ("multimodal", "autoguide") for rule in ("fit", "predict")}
+        (rule, f"fit={fit}") for fit in ("multimodal", "autoguide") for rule in ("fit", "predict")
+    }
     assert {job for job in jobs if job[0] == "reference"} == {
-        ("reference", "reference=multimodal--none"), ("reference", "reference=correlated--none")}
+        ("reference", "reference=multimodal--none"),
+        ("reference", "reference=correlated--none"),
+    }

@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from conftest import copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -42,17 +41,32 @@ def grouped(x, g, y=None, num_groups=3):
 
 CONFIG = {
     "models": {
-        "grouped": {"function": "model.py:grouped",
-                    "reference": {"method": "nuts", "num_warmup": 200, "num_samples": 300,
-                                  "num_chains": 2, "num_draws": 500}},
-        "grouped_gold": {"function": "model.py:grouped",
-                         "reference": {"method": "draws", "file": "gold.csv"}},
+        "grouped": {
+            "function": "model.py:grouped",
+            "reference": {
+                "method": "nuts",
+                "num_warmup": 200,
+                "num_samples": 300,
+                "num_chains": 2,
+                "num_draws": 500,
+            },
+        },
+        "grouped_gold": {
+            "function": "model.py:grouped",
+            "reference": {"method": "draws", "file": "gold.csv"},
+        },
     },
     "datasets": {"points": {"file": "data.csv", "observed": ["y"], "covariates": ["x", "g"]}},
     "fits": {
-        name: {"model": model, "data": "points", "guide": {"name": "AutoNormal"},
-               "optimizer": {"name": "Adam", "step_size": 0.05},
-               "elbo": {"name": "Trace_ELBO", "num_particles": 4}, "steps": 800, "seed": 1}
+        name: {
+            "model": model,
+            "data": "points",
+            "guide": {"name": "AutoNormal"},
+            "optimizer": {"name": "Adam", "step_size": 0.05},
+            "elbo": {"name": "Trace_ELBO", "num_particles": 4},
+            "steps": 800,
+            "seed": 1,
+        }
         for name, model in (("against_nuts", "grouped"), ("against_gold", "grouped_gold"))
     },
     "predictive": {"num_samples": 1000, "num_mock": 50, "seed": 0},
@@ -63,8 +77,11 @@ CONFIG = {
 def write_gold(path: Path, extra: dict | None = None, drop: tuple = ()):
     """800 draws of every component, Stan's names (1-based), two chains in a chain__ column."""
     rng = np.random.default_rng(3)
-    names = (["beta[1]", "beta[2]"] + [f"W[{i},{j}]" for i in (1, 2) for j in (1, 2)]
-             + [f"u[{k}]" for k in (1, 2, 3)])
+    names = (
+        ["beta[1]", "beta[2]"]
+        + [f"W[{i},{j}]" for i in (1, 2) for j in (1, 2)]
+        + [f"u[{k}]" for k in (1, 2, 3)]
+    )
     columns = {"chain__": np.repeat([1, 2], 400)}
     columns.update({name: rng.normal(size=800) for name in names if name not in drop})
     columns.update(extra or {})
@@ -83,8 +100,14 @@ def grouped_run(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     x, g = rng.normal(size=30), np.arange(30) % 3
     y = 0.5 + 1.0 * x + np.array([-1.0, 0.0, 1.0])[g] + 0.5 * rng.normal(size=30)
-    np.savetxt(folder / "data.csv", np.column_stack([x, g, y]), delimiter=",", header="x,g,y",
-               comments="", fmt="%.10g")
+    np.savetxt(
+        folder / "data.csv",
+        np.column_stack([x, g, y]),
+        delimiter=",",
+        header="x,g,y",
+        comments="",
+        fmt="%.10g",
+    )
     write_gold(folder / "gold.csv")
     run_snakemake(workdir, "--cores", "2", *ARGS, timeout=1800)
     return workdir
@@ -92,8 +115,9 @@ def grouped_run(tmp_path_factory) -> Path:
 
 def attributes(path: Path) -> dict:
     with h5py.File(path) as handle:
-        return {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
-                for k, v in handle.attrs.items()}
+        return {
+            k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v for k, v in handle.attrs.items()
+        }
 
 
 def test_nuts_reference_holds_rhat_and_ess_per_component(grouped_run):
@@ -185,7 +209,9 @@ def test_editing_the_draws_file_reruns_its_reference_and_a_bad_name_fails_naming
         write_gold(gold, extra={"gamma[1]": np.zeros(800)})
         dry = run_snakemake(grouped_run, "--dry-run", *ARGS)
         planned = dry.stdout + dry.stderr
-        assert re.search(r"rule reference:\n(    .*\n)*?    wildcards: reference=grouped_gold--points", planned), planned
+        assert re.search(
+            r"rule reference:\n(    .*\n)*?    wildcards: reference=grouped_gold--points", planned
+        ), planned
         assert "reference=grouped--points" not in planned  # the NUTS reference stays
         failed = run_snakemake(grouped_run, "--cores", "2", *ARGS, check=False)
         output = failed.stdout + failed.stderr

@@ -4,7 +4,9 @@ grid quadrature and NUTS agree within their own errors; the grid recovers the po
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
 
 import numpy as np
 import numpyro
@@ -13,8 +15,8 @@ import pytest
 from scipy import integrate, special, stats
 
 from sviflow import models, references, steps
-from sviflow.h5io import read_artifact
 from sviflow.errors import ConfigError
+from sviflow.h5io import read_artifact
 
 OBS = np.concatenate([np.ones(12), np.zeros(8)]).astype(np.float32)
 EXACT_MEAN = 13 / 22
@@ -34,8 +36,9 @@ def coin_grid():
 
 @pytest.fixture(scope="module")
 def coin_nuts():
-    return references.nuts(models.coin_flips, {"obs": OBS}, num_warmup=500, num_samples=1000,
-                           num_chains=2, seed=0)
+    return references.nuts(
+        models.coin_flips, {"obs": OBS}, num_warmup=500, num_samples=1000, num_chains=2, seed=0
+    )
 
 
 def test_exact_coin_is_beta_13_9_with_evidence_log_b(exact):
@@ -57,8 +60,7 @@ def test_exact_coin_is_beta_13_9_with_evidence_log_b(exact):
 
 
 def test_exact_coin_with_a_beta_prior():
-    reference = references.exact_coin({"obs": OBS}, {"prior_alpha": 2.0, "prior_beta": 3.0},
-                                      num_draws=100)
+    reference = references.exact_coin({"obs": OBS}, {"prior_alpha": 2.0, "prior_beta": 3.0}, num_draws=100)
     assert (reference["exact"]["alpha"], reference["exact"]["beta"]) == (14.0, 11.0)
     assert reference["log_z"] == pytest.approx(special.betaln(14, 11) - special.betaln(2, 3))
 
@@ -76,8 +78,9 @@ def test_grid_agrees_with_exact_on_the_coin(coin_grid, exact):
     assert abs(draws.std() - EXACT_SD) < 4 * EXACT_SD / math.sqrt(2 * len(draws))
     assert stats.kstest(draws, stats.beta(13, 9).cdf).pvalue > 1e-3
     pdf = coin_grid["density"]["pdf"]
-    np.testing.assert_allclose(pdf, stats.beta(13, 9).pdf(coin_grid["density"]["axis_0"]),
-                               rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        pdf, stats.beta(13, 9).pdf(coin_grid["density"]["axis_0"]), rtol=1e-3, atol=1e-6
+    )
 
 
 def test_grid_agrees_with_exact_under_a_beta_prior():
@@ -116,12 +119,12 @@ def test_three_kinds_agree_with_each_other(coin_nuts, coin_grid, exact):
 
 
 def test_grid_of_the_correlated_gaussian_recovers_its_covariance_and_evidence():
-    reference = references.grid(models.correlated_gaussian_2d, {}, bounds=[[-15, 15], [-15, 15]],
-                                points=200, num_draws=20_000)
+    reference = references.grid(
+        models.correlated_gaussian_2d, {}, bounds=[[-15, 15], [-15, 15]], points=200, num_draws=20_000
+    )
     assert reference["latent_sites"] == ["x", "y"]
     np.testing.assert_allclose(reference["covariance"], [[5.0, 4.0], [4.0, 5.0]], atol=1e-4)
-    np.testing.assert_allclose(reference["covariance"], models.correlated_gaussian_2d_covariance(),
-                               atol=1e-4)
+    np.testing.assert_allclose(reference["covariance"], models.correlated_gaussian_2d_covariance(), atol=1e-4)
     for site in ("x", "y"):
         assert abs(float(reference["mean"][site])) < 1e-6
         assert float(reference["sd"][site]) == pytest.approx(math.sqrt(5.0), abs=1e-5)
@@ -140,8 +143,9 @@ def test_grid_of_the_correlated_gaussian_with_other_settings():
     args = {"sig1": 0.5, "sig2": 2.0, "theta_deg": -30.0}
     model = resolve_model({"function": "correlated_gaussian_2d", "args": args})
     reference = references.grid(model, {}, bounds=[[-10, 10], [-10, 10]], points=200, num_draws=100)
-    np.testing.assert_allclose(reference["covariance"], models.correlated_gaussian_2d_covariance(**args),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        reference["covariance"], models.correlated_gaussian_2d_covariance(**args), atol=1e-4
+    )
     assert reference["covariance"][0, 1] < 0  # major axis at -30 degrees: negative correlation
     assert reference["log_z"] == pytest.approx(math.log(2 * math.pi * 0.5 * 2.0), abs=1e-4)
 
@@ -161,8 +165,9 @@ def multimodal_log_z(b=5.0, sig1=0.5, sig2=2.0, half_width=20.0):
 
 
 def test_grid_of_the_multimodal_target_has_two_equal_modes():
-    reference = references.grid(models.multimodal_2d, {}, points=200, num_draws=20_000,
-                                split_direction=[1.0, 1.0])
+    reference = references.grid(
+        models.multimodal_2d, {}, points=200, num_draws=20_000, split_direction=[1.0, 1.0]
+    )
     assert reference["latent_sites"] == ["x", "y"]
     assert reference["split"]["mass_positive"] == pytest.approx(0.5, abs=1e-6)
     for site in ("x", "y"):
@@ -180,8 +185,7 @@ def test_an_asymmetric_split_is_measured():
     """The split is measured, not assumed even: split at its mean, the skewed Beta(13, 9) has
     P(f > mean) = 0.5106. The grid counts whole cells, so it is exact to one cell's mass
     (pdf <= 4 times the cell width 1/2000)."""
-    grid = references.grid(models.coin_flips, {"obs": OBS}, points=2000, num_draws=10,
-                           split_direction=[1.0])
+    grid = references.grid(models.coin_flips, {"obs": OBS}, points=2000, num_draws=10, split_direction=[1.0])
     expected = stats.beta(13, 9).sf(EXACT_MEAN)
     assert expected > 0.51
     assert grid["split"]["mass_positive"] == pytest.approx(expected, abs=4 / 2000)
@@ -211,13 +215,19 @@ def test_reference_step_writes_what_the_check_reads(tmp_path):
     """steps.simulate and steps.reference with plain paths: the artifact holds the moments,
     draws and evidence of each method, with its method and sites as attributes."""
     data = tmp_path / "data.h5"
-    steps.simulate({}, {"data": data}, {"name": "coin_12_8", "spec": {
-        "generator": "coin_flips", "args": {"heads": 12, "tails": 8}}})
+    steps.simulate(
+        {},
+        {"data": data},
+        {"name": "coin_12_8", "spec": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
+    )
     coin = {"name": "coin", "function": "coin_flips", "args": {}}
     for method, extra in (("exact", {}), ("grid", {"points": 200})):
         out = tmp_path / f"{method}.h5"
-        steps.reference({"data": data}, {"reference": out},
-                        {"model": coin, "reference": {"method": method, "num_draws": 500, **extra}})
+        steps.reference(
+            {"data": data},
+            {"reference": out},
+            {"model": coin, "reference": {"method": method, "num_draws": 500, **extra}},
+        )
         artifact = read_artifact(out, "reference")
         assert artifact.attrs["method"] == method
         assert artifact.attrs["latent_sites"] == ["latent_fairness"]
@@ -226,18 +236,15 @@ def test_reference_step_writes_what_the_check_reads(tmp_path):
         assert artifact["draws"]["latent_fairness"].shape == (500,)
     correlated = {"name": "correlated", "function": "correlated_gaussian_2d", "args": {}}
     with pytest.raises(ConfigError, match="exact is known only for coin_flips"):
-        steps.reference({}, {"reference": tmp_path / "bad.h5"},
-                        {"model": correlated, "reference": {"method": "exact"}})
+        steps.reference(
+            {}, {"reference": tmp_path / "bad.h5"}, {"model": correlated, "reference": {"method": "exact"}}
+        )
     assert not (tmp_path / "bad.h5").exists()
 
 
 # --- issue 16: references for real models ------------------------------------------------------
 # NUTS on vector, matrix and plate-indexed sites with R-hat and ESS per component and warnings
 # when the chains fall short of posteriordb's bar; gold draws from a file in each of three formats.
-
-import json
-import zipfile
-
 
 SHAPES = {"beta": (2,), "W": (2, 3), "u": (4,)}
 
@@ -255,8 +262,10 @@ def shapes_model():
 def gold():
     """(chain, draw, ...) draws of every site of shapes_model, as a user's file would hold them."""
     rng = np.random.default_rng(7)
-    draws = {site: rng.normal(size=(2, 300, *shape)) + np.arange(np.prod(shape, dtype=int)).reshape(shape)
-             for site, shape in SHAPES.items()}
+    draws = {
+        site: rng.normal(size=(2, 300, *shape)) + np.arange(np.prod(shape, dtype=int)).reshape(shape)
+        for site, shape in SHAPES.items()
+    }
     draws["shift"] = draws["beta"][..., 1:2] + draws["u"]
     return draws
 
@@ -286,8 +295,9 @@ def write_gold(path, draws: dict, kind: str, sites=tuple(SHAPES)):
         table = np.stack([columns[n].ravel() for n in names], axis=1)
         if kind == "csv":  # CmdStanPy's draws_pd: a chain__ column and Stan's own columns
             names = ["chain__", "lp__", *names]
-            table = np.column_stack([np.repeat(np.arange(1, chains + 1), per_chain),
-                                     np.zeros(len(table)), table])
+            table = np.column_stack(
+                [np.repeat(np.arange(1, chains + 1), per_chain), np.zeros(len(table)), table]
+            )
         with open(path, "w") as handle:  # pandas quotes the names with commas, as Stan's do
             handle.write("# written by a test\n")
             pd.DataFrame(table, columns=names).to_csv(handle, index=False)
@@ -303,8 +313,13 @@ def write_gold(path, draws: dict, kind: str, sites=tuple(SHAPES)):
     return path
 
 
-FORMATS = {"netcdf": "gold.nc", "csv": "gold.csv", "csv_dots": "gold_dots.csv",
-           "posteriordb": "gold.json", "posteriordb_zip": "gold.json.zip"}
+FORMATS = {
+    "netcdf": "gold.nc",
+    "csv": "gold.csv",
+    "csv_dots": "gold_dots.csv",
+    "posteriordb": "gold.json",
+    "posteriordb_zip": "gold.json.zip",
+}
 
 
 @pytest.mark.parametrize("kind", FORMATS)
@@ -350,11 +365,14 @@ def test_too_few_gold_draws_are_a_warning(tmp_path, gold):
     assert "bulk ESS below 400" in reference["warnings"][0] and "few.json" in reference["warnings"][0]
 
 
-@pytest.mark.parametrize("change, names", [
-    (lambda c: c.update({"gamma[1]": c["beta[1]"]}), ["gamma[1]"]),  # no such site
-    (lambda c: c.update({"beta[3]": c["beta[1]"]}), ["beta[3]", "out of range"]),  # beta is (2,)
-    (lambda c: c.update({"W[1]": c["beta[1]"]}), ["W[1]", "out of range"]),  # W is a matrix
-])
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        (lambda c: c.update({"gamma[1]": c["beta[1]"]}), ["gamma[1]"]),  # no such site
+        (lambda c: c.update({"beta[3]": c["beta[1]"]}), ["beta[3]", "out of range"]),  # beta is (2,)
+        (lambda c: c.update({"W[1]": c["beta[1]"]}), ["W[1]", "out of range"]),  # W is a matrix
+    ],
+)
 def test_a_name_that_matches_no_site_is_an_error_naming_it(tmp_path, gold, change, names):
     columns = stan_columns(gold, "brackets", SHAPES)
     change(columns)
@@ -427,10 +445,21 @@ def test_a_poor_nuts_reference_says_what_to_change_in_its_file(tmp_path):
     file's warnings say so, each naming the key to change."""
     (tmp_path / "funnel.py").write_text(FUNNEL)
     out = tmp_path / "funnel.h5"
-    steps.reference({}, {"reference": out}, {
-        "model": {"name": "funnel", "function": f"{tmp_path}/funnel.py:funnel", "args": {}},
-        "reference": {"method": "nuts", "num_warmup": 20, "num_samples": 50, "num_chains": 2,
-                      "max_tree_depth": 2, "num_draws": 100}})
+    steps.reference(
+        {},
+        {"reference": out},
+        {
+            "model": {"name": "funnel", "function": f"{tmp_path}/funnel.py:funnel", "args": {}},
+            "reference": {
+                "method": "nuts",
+                "num_warmup": 20,
+                "num_samples": 50,
+                "num_chains": 2,
+                "max_tree_depth": 2,
+                "num_draws": 100,
+            },
+        },
+    )
     artifact = read_artifact(out, "reference")
     warnings = artifact.attrs["warnings"]
     assert isinstance(warnings, list) and len(warnings) == 4, warnings
@@ -453,11 +482,17 @@ def test_a_failing_nuts_reference_logs_the_stage_and_the_rule(tmp_path, caplog):
     (tmp_path / "nan.py").write_text(
         "import jax.numpy as jnp\nimport numpyro\nimport numpyro.distributions as dist\n\n\n"
         "def nan_model():\n    z = numpyro.sample('z', dist.Normal(0.0, 1.0))\n"
-        "    numpyro.factor('broken', jnp.nan * z)\n")
+        "    numpyro.factor('broken', jnp.nan * z)\n"
+    )
     with caplog.at_level("ERROR", logger="sviflow"), pytest.raises(RuntimeError) as error:
-        steps.reference({}, {"reference": tmp_path / "nan.h5"}, {
-            "model": {"name": "broken", "function": f"{tmp_path}/nan.py:nan_model", "args": {}},
-            "reference": {"method": "nuts", "num_warmup": 5, "num_samples": 5}})
+        steps.reference(
+            {},
+            {"reference": tmp_path / "nan.h5"},
+            {
+                "model": {"name": "broken", "function": f"{tmp_path}/nan.py:nan_model", "args": {}},
+                "reference": {"method": "nuts", "num_warmup": 5, "num_samples": 5},
+            },
+        )
     assert "reference failed while sampling with NUTS" in str(error.value)
     logged = caplog.text
     assert "rule reference (workflow/rules/reference.smk)" in logged
@@ -471,9 +506,17 @@ def test_good_references_have_no_warnings(tmp_path, coin_nuts, exact, coin_grid)
     assert int(coin_nuts["nuts"]["divergences"].sum()) == 0
     out = tmp_path / "coin.h5"
     data = tmp_path / "data.h5"
-    steps.simulate({}, {"data": data}, {"name": "coin_12_8", "spec": {
-        "generator": "coin_flips", "args": {"heads": 12, "tails": 8}}})
-    steps.reference({"data": data}, {"reference": out},
-                    {"model": {"name": "coin", "function": "coin_flips", "args": {}},
-                     "reference": {"method": "exact", "num_draws": 100}})
+    steps.simulate(
+        {},
+        {"data": data},
+        {"name": "coin_12_8", "spec": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
+    )
+    steps.reference(
+        {"data": data},
+        {"reference": out},
+        {
+            "model": {"name": "coin", "function": "coin_flips", "args": {}},
+            "reference": {"method": "exact", "num_draws": 100},
+        },
+    )
     assert read_artifact(out, "reference").attrs["warnings"] == []

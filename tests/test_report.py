@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY, run_snakemake
+
 from sviflow.h5io import read_artifact
 from sviflow.verdicts import VERDICT_COLOURS
 
@@ -42,12 +42,24 @@ FIGURES = {
     "autoguide": {"loss", "trajectories", "posterior", "covariance"},
 }
 # a phrase of each caption (workflow/report/*.rst), to tell that the right caption is shown
-CAPTIONS = {"loss": "Loss (negative ELBO) at every step", "trajectories": "mean +- sd (band) of every latent component",
-            "posterior": "posterior samples", "mock observations": "Mock observations",
-            "covariance": "auto_scale_tril"}
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,900")
+CAPTIONS = {
+    "loss": "Loss (negative ELBO) at every step",
+    "trajectories": "mean +- sd (band) of every latent component",
+    "posterior": "posterior samples",
+    "mock observations": "Mock observations",
+    "covariance": "auto_scale_tril",
+}
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+)
 
 
 class Browser:
@@ -64,10 +76,13 @@ class Browser:
             os.dup2(writer, 4)
 
         self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=as_fds_3_and_4)
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
+            preexec_fn=as_fds_3_and_4,
+        )
         os.close(to_chromium)
         os.close(from_chromium)
         self._buffer, self._id, self.events, self.session = b"", 0, [], None
@@ -102,15 +117,15 @@ class Browser:
 
     def open(self, url: str) -> None:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.send("Target.attachToTarget",
-                                 {"targetId": target, "flatten": True})["sessionId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.send("Runtime.enable")
         self.send("Page.enable")
         self.send("Page.navigate", {"url": url})
 
     def js(self, expression: str):
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+        result = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -162,13 +177,17 @@ def report(tiny_run, tmp_path_factory) -> Path:
 def page(report, tmp_path_factory):
     """The report open in headless chromium, its app rendered."""
     if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium); the report "
-                    "cannot be opened in a browser")
+        pytest.skip(
+            "chromium is not installed (apt-get install -y chromium); the report "
+            "cannot be opened in a browser"
+        )
     browser = Browser(tmp_path_factory.mktemp("chromium-profile"))
     try:
         browser.open(report.as_uri())
-        browser.wait_for("document.readyState === 'complete' && typeof app !== 'undefined' "
-                         "&& document.querySelectorAll('nav a').length > 0")
+        browser.wait_for(
+            "document.readyState === 'complete' && typeof app !== 'undefined' "
+            "&& document.querySelectorAll('nav a').length > 0"
+        )
         yield browser
     finally:
         browser.close()
@@ -188,15 +207,18 @@ def _open_folder(page: Browser, name: str) -> list[list[str]]:
     page.js(HOME)
     page.wait_for("[...document.querySelectorAll('nav span')].some(s => s.innerText === 'Workflow')")
     assert page.js(CLICK_FOLDER.format(name=json.dumps(name))), f"no folder {name} in the menu"
-    page.wait_for(f"{BREADCRUMB}.includes({json.dumps(name)}) && "
-                  "document.querySelectorAll('nav tbody tr').length > 0")
+    page.wait_for(
+        f"{BREADCRUMB}.includes({json.dumps(name)}) && document.querySelectorAll('nav tbody tr').length > 0"
+    )
     return page.js(ROWS)
 
 
 def _click_row(page: Browser, row: int, button: int) -> None:
     """Click the eye (0) or the info button (1) of a row of the open folder's table."""
-    page.js(f"document.querySelectorAll('nav tbody tr')[{row}]"
-            f".querySelectorAll('td:last-child a')[{button}].click()")
+    page.js(
+        f"document.querySelectorAll('nav tbody tr')[{row}]"
+        f".querySelectorAll('td:last-child a')[{button}].click()"
+    )
 
 
 def _info(page: Browser, path: str) -> str:
@@ -220,7 +242,7 @@ def _check(run: Path, fit: str):
 
 def _rgb(hex_colour: str) -> str:
     """'#2ca02c' as the browser's computed style gives it: 'rgb(44, 160, 44)'."""
-    red, green, blue = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    red, green, blue = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgb({red}, {green}, {blue})"
 
 
@@ -234,8 +256,10 @@ def _landing(page: Browser) -> None:
             raise TimeoutError("the report did not load again")
         page.js("0")  # reads chromium's messages, the load event among them
         time.sleep(0.05)
-    page.wait_for("document.readyState === 'complete' && typeof app !== 'undefined' "
-                  "&& document.querySelectorAll('nav a').length > 0")
+    page.wait_for(
+        "document.readyState === 'complete' && typeof app !== 'undefined' "
+        "&& document.querySelectorAll('nav a').length > 0"
+    )
 
 
 VERDICT_ROWS = """[...document.querySelectorAll('#sviflow-verdicts tbody tr')].map(r => {
@@ -257,7 +281,10 @@ def test_landing_page_shows_every_fits_verdict(page, tiny_run, tmp_path):
         assert row["shown"] and row["verdict"] == verdict == check.attrs["verdict"], row
         assert row["colour"] == _rgb(VERDICT_COLOURS[check.attrs["verdict"]]), row
         assert fit.startswith(row["fit"]) and fit.endswith("figures")
-        assert all(problem in reasons for problem in check.attrs["problems"]), (reasons, check.attrs["problems"])
+        assert all(problem in reasons for problem in check.attrs["problems"]), (
+            reasons,
+            check.attrs["problems"],
+        )
         assert f"{float(np.max(check['quality']['khat'])):.2g}" in khat, khat
         assert f"limit {check.attrs['khat_limit']:.2g}" in khat, khat
         assert f"KL {float(np.max(check['quality']['kl'])):.3g}" in against or "KL ∞" in against, against
@@ -280,10 +307,13 @@ def test_landing_page_shows_every_fits_verdict(page, tiny_run, tmp_path):
 def test_verdict_table_links_to_each_fits_figures(page, fit):
     _landing(page)
     page.wait_for("document.querySelector('#sviflow-verdicts') !== null")
-    page.js(f"document.querySelector('#sviflow-verdicts tr[data-fit={json.dumps(fit)}] "
-            "a.sviflow-figures').click()")
-    page.wait_for(f"{BREADCRUMB}.includes({json.dumps(fit)}) && "
-                  "document.querySelectorAll('nav tbody tr').length > 0")
+    page.js(
+        f"document.querySelector('#sviflow-verdicts tr[data-fit={json.dumps(fit)}] "
+        "a.sviflow-figures').click()"
+    )
+    page.wait_for(
+        f"{BREADCRUMB}.includes({json.dumps(fit)}) && document.querySelectorAll('nav tbody tr').length > 0"
+    )
     assert sorted(row[0] for row in page.js(ROWS)) == sorted(FIGURES[fit])
 
 
@@ -295,9 +325,25 @@ def test_workflow_graph_draws_each_rule_once(report):
     spec, _ = json.JSONDecoder().raw_decode(text[start:])
     (nodes,) = [data["values"] for data in spec["data"] if data["name"] == "node-data"]
     drawn = Counter(node["rule"] for node in nodes)
-    assert drawn == Counter({rule: 1 for rule in (
-        "model", "simulate", "fit", "reference", "predict", "check", "compare", "plot",
-        "plot_with_mock", "plot_with_covariance", "summarize", "all")}), drawn
+    assert drawn == Counter(
+        {
+            rule: 1
+            for rule in (
+                "model",
+                "simulate",
+                "fit",
+                "reference",
+                "predict",
+                "check",
+                "compare",
+                "plot",
+                "plot_with_mock",
+                "plot_with_covariance",
+                "summarize",
+                "all",
+            )
+        }
+    ), drawn
 
 
 def test_landing_page_lists_every_fit_and_renders(page, tmp_path):
@@ -326,9 +372,11 @@ def test_each_fit_folder_shows_its_figures_with_captions(page, tiny_run, fit):
         name = figure.replace(" ", "_")
         # the eye shows the figure: the very PNG the plot job wrote, decoded by the browser
         _click_row(page, index, 0)
-        source = page.wait_for(f"(() => {{ const i = {SHOWN_IMAGE}; return i && i.complete && "
-                               "i.naturalWidth > 0 && i.src.includes('filename=" + name + ".png') "
-                               "? i.src : null; })()")
+        source = page.wait_for(
+            f"(() => {{ const i = {SHOWN_IMAGE}; return i && i.complete && "
+            "i.naturalWidth > 0 && i.src.includes('filename=" + name + ".png') "
+            "? i.src : null; })()"
+        )
         width, height = page.js(f"[{SHOWN_IMAGE}.naturalWidth, {SHOWN_IMAGE}.naturalHeight]")
         assert width >= 300 and height >= 200, (figure, width, height)
         embedded = base64.b64decode(source.split("base64,", 1)[1])
@@ -351,8 +399,10 @@ def test_a_figure_view_is_a_real_picture(page, tiny_run, tmp_path):
     rows = _open_folder(page, "beta")
     _click_row(page, [row[0] for row in rows].index("loss"), 0)
     expected = base64.b64encode((tiny_run / "results" / "figures" / "beta" / "loss.png").read_bytes())
-    page.wait_for(f"(() => {{ const i = {SHOWN_IMAGE}; return i && i.complete && i.naturalWidth > 0 "
-                  f"&& i.src.endsWith({json.dumps(expected.decode())}); }})()")
+    page.wait_for(
+        f"(() => {{ const i = {SHOWN_IMAGE}; return i && i.complete && i.naturalWidth > 0 "
+        f"&& i.src.endsWith({json.dumps(expected.decode())}); }})()"
+    )
     png = page.screenshot()
     (tmp_path / "beta-loss.png").write_bytes(png)
     _not_blank(png, min_colours=200)

@@ -25,16 +25,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY, dry_run_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
 CONFIG = Path("tests/configs/tiny.yaml")
 COIN_FITS = ("beta", "beta_4_particles", "normal")  # the fits of the coin model on coin_12_8
-FIGURE_RULES = {"beta": ("plot_with_mock",), "beta_4_particles": ("plot_with_mock",),
-                "normal": ("plot_with_mock",), "multimodal": ("plot",),
-                "autoguide": ("plot_with_covariance",)}
+FIGURE_RULES = {
+    "beta": ("plot_with_mock",),
+    "beta_4_particles": ("plot_with_mock",),
+    "normal": ("plot_with_mock",),
+    "multimodal": ("plot",),
+    "autoguide": ("plot_with_covariance",),
+}
+
+
 def planned_jobs(workdir: Path) -> dict[tuple[str, str], str]:
     """{(rule, "k=v, ..."): reason} of every job ``snakemake --dry-run`` would run."""
     result = run_snakemake(workdir, "--dry-run", *TINY)
@@ -89,9 +94,11 @@ def _cache_dir(config):
     config["engine"]["cache_dir"] = ".jax_cache_elsewhere"  # where compiled code is kept
 
 
-@pytest.mark.parametrize("change", [_nothing, _strict_false, _chunks, _cache_dir],
-                         ids=["no change", "config rewritten, strict false made explicit",
-                              "engine.chunks", "engine.cache_dir"])
+@pytest.mark.parametrize(
+    "change",
+    [_nothing, _strict_false, _chunks, _cache_dir],
+    ids=["no change", "config rewritten, strict false made explicit", "engine.chunks", "engine.cache_dir"],
+)
 def test_what_changes_no_number_reruns_nothing(run_copy, change):
     edit_config(run_copy, change)
     assert planned_jobs(run_copy) == {}
@@ -105,10 +112,14 @@ def _step_size_of_multimodal(config):
     config["fits"]["multimodal"]["optimizer"]["step_size"] = 2.0e-2
 
 
-@pytest.mark.parametrize("change, fit, compared", [
-    (_steps_of_beta, "beta", True),
-    (_step_size_of_multimodal, "multimodal", False),
-], ids=["steps of beta", "step size of multimodal"])
+@pytest.mark.parametrize(
+    "change, fit, compared",
+    [
+        (_steps_of_beta, "beta", True),
+        (_step_size_of_multimodal, "multimodal", False),
+    ],
+    ids=["steps of beta", "step size of multimodal"],
+)
 def test_a_changed_fit_setting_reruns_that_fit_only(run_copy, change, fit, compared):
     edit_config(run_copy, change)
     jobs = planned_jobs(run_copy)
@@ -130,10 +141,14 @@ def test_a_changed_dataset_reruns_its_simulation_reference_and_fits(run_copy):
     assert not {job for job in jobs if job[1] in ("fit=multimodal", "fit=autoguide")}
 
 
-@pytest.mark.parametrize("script, expected", [
-    ("plot.py", {(rule, f"fit={fit}") for fit, rules in FIGURE_RULES.items() for rule in rules}),
-    ("compare.py", COMPARISON),
-], ids=["plot.py", "compare.py"])
+@pytest.mark.parametrize(
+    "script, expected",
+    [
+        ("plot.py", {(rule, f"fit={fit}") for fit, rules in FIGURE_RULES.items() for rule in rules}),
+        ("compare.py", COMPARISON),
+    ],
+    ids=["plot.py", "compare.py"],
+)
 def test_an_edited_script_reruns_the_jobs_that_run_it(run_copy, script, expected):
     path = run_copy / "scripts" / script
     path.write_text(path.read_text() + "# an edit\n")
@@ -144,9 +159,14 @@ def test_an_edited_script_reruns_the_jobs_that_run_it(run_copy, script, expected
 
 def test_a_new_fit_runs_its_own_jobs_and_the_summary(run_copy):
     def add(config):
-        config["fits"]["extra"] = {"model": "correlated", "guide": {"name": "AutoNormal"},
-                                   "optimizer": {"name": "Adam", "step_size": 1.0e-2},
-                                   "steps": 200, "seed": 3}
+        config["fits"]["extra"] = {
+            "model": "correlated",
+            "guide": {"name": "AutoNormal"},
+            "optimizer": {"name": "Adam", "step_size": 1.0e-2},
+            "steps": 200,
+            "seed": 3,
+        }
+
     edit_config(run_copy, add)
     jobs = planned_jobs(run_copy)
     # its model's reference (correlated--none) exists already: it is not recomputed
@@ -156,9 +176,14 @@ def test_a_new_fit_runs_its_own_jobs_and_the_summary(run_copy):
 
 def test_a_new_fit_in_a_comparison_also_redraws_that_comparison(run_copy):
     def add(config):
-        config["fits"]["beta_2"] = {"model": "coin", "data": "coin_12_8", "guide": {"name": "beta"},
-                                    "steps": 200}
+        config["fits"]["beta_2"] = {
+            "model": "coin",
+            "data": "coin_12_8",
+            "guide": {"name": "beta"},
+            "steps": 200,
+        }
         config["comparisons"]["particles"]["fits"].append("beta_2")
+
     edit_config(run_copy, add)
     jobs = planned_jobs(run_copy)
     expected = fit_jobs("beta_2", ("plot_with_mock",))
@@ -183,10 +208,14 @@ def test_changed_predictive_settings_rerun_no_fit(run_copy):
     assert all(jobs[("predict", f"fit={fit}")].startswith("Params have changed") for fit in FIGURE_RULES)
 
 
-@pytest.mark.parametrize("change", [
-    lambda config: config["checks"].setdefault("plateau", {}).update(window=50),
-    lambda config: config["checks"].setdefault("quality", {}).update(khat_particles=300),
-], ids=["a plateau threshold", "fewer k-hat draws than the posterior samples"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda config: config["checks"].setdefault("plateau", {}).update(window=50),
+        lambda config: config["checks"].setdefault("quality", {}).update(khat_particles=300),
+    ],
+    ids=["a plateau threshold", "fewer k-hat draws than the posterior samples"],
+)
 def test_changed_check_settings_rerun_the_checks_only(run_copy, change):
     """A threshold, or how many of the weighted posterior draws the check uses, is read by the
     check alone: no fit and no predictive draws are remade."""
@@ -202,7 +231,9 @@ def test_changed_check_settings_rerun_the_checks_only(run_copy, change):
 def test_more_khat_draws_than_posterior_samples_rerun_predict_not_the_fits(run_copy):
     """The check weighs the guide's posterior draws; asking for more than there are makes the
     predict step draw more: it reruns, with everything after it, and no fit does."""
-    edit_config(run_copy, lambda config: config["checks"].setdefault("quality", {}).update(khat_particles=3000))
+    edit_config(
+        run_copy, lambda config: config["checks"].setdefault("quality", {}).update(khat_particles=3000)
+    )
     jobs = planned_jobs(run_copy)
     expected = set()
     for fit in FIGURE_RULES:

@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, TINY, copy_workflow, plot_rule, run_snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -30,20 +29,27 @@ SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
 def _cluster_problem() -> str | None:
     """Why no SLURM job can run here, or None when a node is up."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return ("no SLURM client (sinfo, sbatch) on this machine; "
-                "`bash tests/cluster/start-slurm.sh` (as root) installs and starts a one-node cluster")
+        return (
+            "no SLURM client (sinfo, sbatch) on this machine; "
+            "`bash tests/cluster/start-slurm.sh` (as root) installs and starts a one-node cluster"
+        )
     try:  # without a readable slurm.conf, sinfo retries for 60 s before it gives up
-        result = subprocess.run(["sinfo", "--noheader", "--format=%T"], capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            ["sinfo", "--noheader", "--format=%T"], capture_output=True, text=True, timeout=120
+        )
     except subprocess.TimeoutExpired:
         return "sinfo did not answer within 120 s; `bash tests/cluster/start-slurm.sh` starts a cluster"
     if result.returncode != 0:
-        return (f"SLURM cluster not reachable (sinfo: {result.stderr.strip()}); "
-                "`bash tests/cluster/start-slurm.sh` starts one")
+        return (
+            f"SLURM cluster not reachable (sinfo: {result.stderr.strip()}); "
+            "`bash tests/cluster/start-slurm.sh` starts one"
+        )
     states = result.stdout.split()  # a suffix (idle*, idle~, ...) means not usable
     if not any(state in UP_STATES for state in states):
-        return (f"no SLURM node up (sinfo states: {', '.join(states) or 'none'}); "
-                "`bash tests/cluster/start-slurm.sh` starts one")
+        return (
+            f"no SLURM node up (sinfo states: {', '.join(states) or 'none'}); "
+            "`bash tests/cluster/start-slurm.sh` starts one"
+        )
     return None
 
 
@@ -64,14 +70,27 @@ def slurm_run(tmp_path_factory):
 def _squeue(run_id: str) -> list[dict]:
     """SLURM's record of every job named ``run_id`` (the plugin names a run's jobs so)."""
     result = subprocess.run(
-        ["squeue", "--states=all", "--noheader", f"--name={run_id}",
-         "--format=%i|%T|%k|%Z|%j|%C|%m|%l"],
-        capture_output=True, text=True, timeout=60, check=True)
+        ["squeue", "--states=all", "--noheader", f"--name={run_id}", "--format=%i|%T|%k|%Z|%j|%C|%m|%l"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     jobs = []
     for line in result.stdout.splitlines():
         job_id, state, comment, workdir, name, cpus, memory, limit = line.strip().split("|")
-        jobs.append({"id": job_id, "state": state, "comment": comment, "workdir": workdir,
-                     "name": name, "cpus": int(cpus), "memory": memory, "time_limit": limit})
+        jobs.append(
+            {
+                "id": job_id,
+                "state": state,
+                "comment": comment,
+                "workdir": workdir,
+                "name": name,
+                "cpus": int(cpus),
+                "memory": memory,
+                "time_limit": limit,
+            }
+        )
     return jobs
 
 
@@ -93,8 +112,12 @@ def _expected_comments() -> Counter:
     one per reference, one group job per fit, nothing else."""
     config = _tiny_config()
     comments = Counter(_chain_comment(config, fit) for fit in config["fits"])
-    comments.update({f"rule_reference_wildcards_{entry['model']}--{entry.get('data', 'none')}"
-                     for entry in config["fits"].values()})
+    comments.update(
+        {
+            f"rule_reference_wildcards_{entry['model']}--{entry.get('data', 'none')}"
+            for entry in config["fits"].values()
+        }
+    )
     return comments
 
 
@@ -153,8 +176,11 @@ def test_a_fit_chain_asks_slurm_for_what_its_jobs_need(slurm_run):
 def _datasets(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as handle:
         found = {}
-        handle.visititems(lambda name, item: found.__setitem__(name, np.asarray(item[()]))
-                          if isinstance(item, h5py.Dataset) else None)
+        handle.visititems(
+            lambda name, item: (
+                found.__setitem__(name, np.asarray(item[()])) if isinstance(item, h5py.Dataset) else None
+            )
+        )
         return found
 
 
@@ -176,12 +202,14 @@ def test_slurm_results_equal_a_local_run(slurm_run, tiny_run):
                 got = slurm[key]
                 assert got.dtype == expected.dtype and got.shape == expected.shape, f"{folder}/{name}:{key}"
                 assert np.array_equal(got, expected, equal_nan=expected.dtype.kind in "fc"), (
-                    f"{folder}/{name}:{key} differs between the SLURM and the local run")
+                    f"{folder}/{name}:{key} differs between the SLURM and the local run"
+                )
                 compared += 1
             with h5py.File(local_path, "r") as a, h5py.File(slurm_path, "r") as b:
                 for attribute in ("config", "verdict"):
                     assert a.attrs.get(attribute) == b.attrs.get(attribute), (
-                        f"{folder}/{name}: attribute {attribute} differs")
+                        f"{folder}/{name}: attribute {attribute} differs"
+                    )
     assert compared > 100  # every fit's arrays, not a handful
 
 
@@ -208,8 +236,9 @@ def test_grouping_follows_the_command_line(tmp_path):
     assert _planned_groups(workdir) == ["fit_chain"] * fits
     assert _planned_groups(workdir, "--group-components", f"fit_chain={fits}") == ["fit_chain"]
     plots = [f"{rule}=plots" for rule in ("plot", "plot_with_mock", "plot_with_covariance")]
-    assert sorted(_planned_groups(workdir, "--groups", *plots, "--group-components",
-                                  f"plots={fits}")) == ["fit_chain"] * fits + ["plots"]
+    assert sorted(_planned_groups(workdir, "--groups", *plots, "--group-components", f"plots={fits}")) == [
+        "fit_chain"
+    ] * fits + ["plots"]
     # a local run of one fit and its prediction: two jobs of their own, not one group job
     local = run_snakemake(workdir, "--cores", "2", *TINY, "results/predictive/multimodal.h5")
     output = local.stdout + local.stderr

@@ -18,16 +18,20 @@ def data_tree():
     rng = np.random.default_rng(0)
     return {
         "observed": {
-            "flips": (rng.random((4, 1000)) < 0.6).astype(np.int32),        # 0/1: int8 on disk
-            "counts": rng.integers(-300, 300, 2000).astype(np.int64),       # int16 on disk
-            "wide": np.array([0, 2**40] * 200, dtype=np.int64),             # stays int64
+            "flips": (rng.random((4, 1000)) < 0.6).astype(np.int32),  # 0/1: int8 on disk
+            "counts": rng.integers(-300, 300, 2000).astype(np.int64),  # int16 on disk
+            "wide": np.array([0, 2**40] * 200, dtype=np.int64),  # stays int64
             "copy": rng.normal(size=3000).astype(np.float32).astype(np.float64),  # float32 on disk
-            "genuine": rng.normal(size=3000),                               # float64 stays
+            "genuine": rng.normal(size=3000),  # float64 stays
             "single": rng.normal(size=(2, 500)).astype(np.float32),
-            "nan_inf": np.array([np.nan, np.inf, -np.inf, 0.5] * 100),      # float32 values too
+            "nan_inf": np.array([np.nan, np.inf, -np.inf, 0.5] * 100),  # float32 values too
         },
-        "covariates": {"small": np.arange(5, dtype=np.int64), "scalar": np.float64(1234.5678),
-                       "empty": np.zeros((2, 0)), "flag": np.bool_(True)},
+        "covariates": {
+            "small": np.arange(5, dtype=np.int64),
+            "scalar": np.float64(1234.5678),
+            "empty": np.zeros((2, 0)),
+            "flag": np.bool_(True),
+        },
     }
 
 
@@ -52,8 +56,15 @@ def test_every_array_is_checksummed_and_compressed_and_read_back_as_written(tmp_
             read = artifact[group][name]
             assert read.dtype == value.dtype and read.shape == value.shape, name
             np.testing.assert_array_equal(read, value, err_msg=name)
-    on_disk = {"flips": np.int8, "counts": np.int16, "wide": np.int64, "copy": np.float32,
-               "genuine": np.float64, "single": np.float32, "nan_inf": np.float32}
+    on_disk = {
+        "flips": np.int8,
+        "counts": np.int16,
+        "wide": np.int64,
+        "copy": np.float32,
+        "genuine": np.float64,
+        "single": np.float32,
+        "nan_inf": np.float32,
+    }
     with h5py.File(path) as handle:
         # superblock 3, object headers 2 (format 1.10): HDF5 checksums all metadata
         assert handle.id.get_create_plist().get_version()[0] >= 3
@@ -111,20 +122,25 @@ def test_an_undamaged_file_written_before_compression_is_still_read(tmp_path):
     changed in version 3; a version 2 predictive file is refused with the usual remedy."""
     path = tmp_path / "old.h5"
     with h5py.File(path, "w") as handle:
-        handle.attrs.update(schema="sviflow.data", schema_version=2, config="{}", seeds="[]",
-                            versions="{}", created="then")
+        handle.attrs.update(
+            schema="sviflow.data", schema_version=2, config="{}", seeds="[]", versions="{}", created="then"
+        )
         handle["observed/obs"] = np.arange(3.0)
         handle.create_group("covariates")
     np.testing.assert_array_equal(read_artifact(path, "data")["observed"]["obs"], np.arange(3.0))
     with h5py.File(path, "r+") as handle:
         handle.attrs["schema"] = "sviflow.predictive"
-    with pytest.raises(ArtifactError, match=rf"schema version 2, this sviflow reads version "
-                                            rf"{h5io.SCHEMA_VERSION} \(sviflow.predictive files also "
-                                            rf"from version 3 on\); delete it"):
+    with pytest.raises(
+        ArtifactError,
+        match=rf"schema version 2, this sviflow reads version "
+        rf"{h5io.SCHEMA_VERSION} \(sviflow.predictive files also "
+        rf"from version 3 on\); delete it",
+    ):
         read_artifact(path, "predictive")
 
 
 # --- single-byte damage anywhere in a file (issue 17, item 3) ----------------------------------
+
 
 def _same(a, b) -> bool:
     if isinstance(a, dict):
@@ -132,27 +148,44 @@ def _same(a, b) -> bool:
     if isinstance(a, (str, bytes)) or isinstance(b, (str, bytes)):
         return a == b
     a, b = np.asarray(a), np.asarray(b)
-    return (a.shape == b.shape and a.dtype == b.dtype
-            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    )
 
 
 def _small_fit(path):
     """A fit file as the fit step writes one, small: eleven root attributes (so HDF5 keeps them
     in its fractal heap, whose values it does not checksum), JSON ones among them."""
     rng = np.random.default_rng(1)
-    tree = {"losses": rng.normal(size=(2, 300)), "params": {"alpha_q": np.array([13.1, 12.9])},
-            "last_params": {"alpha_q": np.array([13.0, 12.8])},
-            "trajectory": {"step": np.arange(1, 11) * 30,
-                           "params": {"alpha_q": rng.random((2, 10))},
-                           "moments": {"mean": rng.random((2, 10, 1)), "sd": rng.random((2, 10, 1))}},
-            "first_nonfinite_step": np.full(2, -1), "diverged_step": np.full(2, -1),
-            "skipped_steps": np.zeros(2, np.int64)}
-    attrs = {"timings": {"compile_seconds": 1.5, "run_seconds": 0.25, "chunks": 2, "thin": 30},
-             "diverged": False, "stop": {"mode": "fixed", "steps_run": 300, "reason": "steps",
-                                         "averaged": [True, False], "since_step": [0, 0]},
-             "moment_labels": ["latent_fairness"], "latent_sites": ["latent_fairness"]}
-    return write_artifact(path, "fit", tree, config={"name": "beta", "steps": 300}, seeds=[1, 2],
-                          attrs=attrs)
+    tree = {
+        "losses": rng.normal(size=(2, 300)),
+        "params": {"alpha_q": np.array([13.1, 12.9])},
+        "last_params": {"alpha_q": np.array([13.0, 12.8])},
+        "trajectory": {
+            "step": np.arange(1, 11) * 30,
+            "params": {"alpha_q": rng.random((2, 10))},
+            "moments": {"mean": rng.random((2, 10, 1)), "sd": rng.random((2, 10, 1))},
+        },
+        "first_nonfinite_step": np.full(2, -1),
+        "diverged_step": np.full(2, -1),
+        "skipped_steps": np.zeros(2, np.int64),
+    }
+    attrs = {
+        "timings": {"compile_seconds": 1.5, "run_seconds": 0.25, "chunks": 2, "thin": 30},
+        "diverged": False,
+        "stop": {
+            "mode": "fixed",
+            "steps_run": 300,
+            "reason": "steps",
+            "averaged": [True, False],
+            "since_step": [0, 0],
+        },
+        "moment_labels": ["latent_fairness"],
+        "latent_sites": ["latent_fairness"],
+    }
+    return write_artifact(path, "fit", tree, config={"name": "beta", "steps": 300}, seeds=[1, 2], attrs=attrs)
 
 
 def test_no_single_byte_flip_reads_back_silently_different(tmp_path):
@@ -185,8 +218,9 @@ def test_no_single_byte_flip_reads_back_silently_different(tmp_path):
             assert "run snakemake" in str(error) and "to remake it" in str(error), str(error)
             outcomes["refused"] += 1
             continue
-        assert _same(dict(read), dict(original)) and _same(read.attrs, original.attrs), \
+        assert _same(dict(read), dict(original)) and _same(read.attrs, original.attrs), (
             f"a flip at byte {offset} of {len(raw)} read back different"
+        )
         outcomes["unchanged"] += 1
     assert outcomes["refused"] > len(offsets) / 2, outcomes
 
@@ -206,6 +240,7 @@ def test_a_file_that_lost_its_digest_is_refused(tmp_path):
 
 # --- ArviZ netCDF ------------------------------------------------------------------------------
 
+
 def test_netcdf_is_compressed_float32_where_float32_and_reads_back(tmp_path):
     import arviz as az
 
@@ -213,11 +248,15 @@ def test_netcdf_is_compressed_float32_where_float32_and_reads_back(tmp_path):
 
     rng = np.random.default_rng(1)
     float32_values = rng.normal(size=(2, 3000)).astype(np.float32)
-    idata = az.from_dict(posterior={"x": float32_values.astype(np.float64),  # a float64 copy
-                                    "z": rng.normal(size=(2, 3000))},         # genuine float64
-                         posterior_predictive={"obs": (rng.random((2, 300, 10)) < 0.5).astype(np.int32)},
-                         observed_data={"obs": np.ones(20, np.float32)},
-                         attrs={"fit": "f", "verdict": "converged"})
+    idata = az.from_dict(
+        posterior={
+            "x": float32_values.astype(np.float64),  # a float64 copy
+            "z": rng.normal(size=(2, 3000)),
+        },  # genuine float64
+        posterior_predictive={"obs": (rng.random((2, 300, 10)) < 0.5).astype(np.int32)},
+        observed_data={"obs": np.ones(20, np.float32)},
+        attrs={"fit": "f", "verdict": "converged"},
+    )
     path = tmp_path / "f.nc"
     write_netcdf(idata, path)
     back = az.from_netcdf(path)
@@ -226,8 +265,9 @@ def test_netcdf_is_compressed_float32_where_float32_and_reads_back(tmp_path):
     assert back.posterior["x"].dtype == np.float32 and back.posterior["z"].dtype == np.float64
     np.testing.assert_array_equal(back.posterior["x"].values, float32_values)
     np.testing.assert_array_equal(back.posterior["z"].values, idata.posterior["z"].values)
-    np.testing.assert_array_equal(back.posterior_predictive["obs"].values,
-                                  idata.posterior_predictive["obs"].values)
+    np.testing.assert_array_equal(
+        back.posterior_predictive["obs"].values, idata.posterior_predictive["obs"].values
+    )
     with h5py.File(path) as handle:
         for name in ("posterior/x", "posterior/z", "posterior_predictive/obs"):
             assert handle[name].compression == "gzip" and handle[name].shuffle, name
@@ -245,6 +285,7 @@ def test_netcdf_of_a_diverged_fit_has_its_attributes_and_no_group(tmp_path):
 
 
 # --- the predictive file ---------------------------------------------------------------------
+
 
 def test_predictive_stores_latent_draws_once_and_sizes_the_mocks():
     """AutoMultivariateNormal's auxiliary _auto_latent (the same draws as x, y) is not kept;
@@ -267,8 +308,19 @@ def test_predictive_stores_latent_draws_once_and_sizes_the_mocks():
     numpyro.handlers.seed(guide, 0)(**kwargs)  # its params' shapes
     params = {"auto_loc": jnp.zeros((2, 1)), "auto_scale_tril": jnp.ones((2, 1, 1)) * 0.1}
     latent, observed = site_names(model, kwargs)
-    paths = predictive_paths(model, guide, params, kwargs, predict_kwargs, observed, latent,
-                             num_samples=300, num_mock=40, seed=0, num_weighted=300)
+    paths = predictive_paths(
+        model,
+        guide,
+        params,
+        kwargs,
+        predict_kwargs,
+        observed,
+        latent,
+        num_samples=300,
+        num_mock=40,
+        seed=0,
+        num_weighted=300,
+    )
     assert set(paths["posterior"]) == {"slope"}  # no _auto_latent
     assert paths["posterior"]["slope"].shape == (2, 300)
     assert paths["mock_from_guide"]["y"].shape == (2, 40, 50)
@@ -279,6 +331,17 @@ def test_predictive_stores_latent_draws_once_and_sizes_the_mocks():
     assert mock_sets(model, predict_kwargs, observed, 40, 10) == 1
     assert mock_sets(model, predict_kwargs, observed, 40, None) == 40
     assert mock_sets(model, predict_kwargs, [], 40, 1000) == 0
-    capped = predictive_paths(model, guide, params, kwargs, predict_kwargs, observed, latent,
-                              num_samples=300, num_mock=40, seed=0, max_mock_values=1000)
+    capped = predictive_paths(
+        model,
+        guide,
+        params,
+        kwargs,
+        predict_kwargs,
+        observed,
+        latent,
+        num_samples=300,
+        num_mock=40,
+        seed=0,
+        max_mock_values=1000,
+    )
     assert capped["mock_from_guide"]["y"].shape == capped["mock_from_samples"]["y"].shape == (2, 20, 50)

@@ -20,13 +20,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
 import yaml
+from conftest import REPO, copy_workflow, dry_run_jobs, run_snakemake
 from numpyro.infer import SVI
 
-from conftest import REPO, copy_workflow, dry_run_jobs, run_snakemake
 from sviflow import data, guides, models, names, optim, resolve, userfiles
 from sviflow.errors import ConfigError
 
@@ -38,6 +36,7 @@ VERDICTS = ("converged", "not converged", "converged, poor approximation")
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
 
 def variant(workdir: Path, edit, name: str = "variant.yaml") -> tuple[str, ...]:
     """The example's config changed by ``edit(config)``, written beside it (so that its relative
@@ -63,8 +62,9 @@ def read_h5(path: Path) -> tuple[dict, dict]:
     import h5py
 
     def load(group):
-        return {name: load(item) if isinstance(item, h5py.Group) else item[()]
-                for name, item in group.items()}
+        return {
+            name: load(item) if isinstance(item, h5py.Group) else item[()] for name, item in group.items()
+        }
 
     def attribute(value):
         if isinstance(value, str) and value[:1] in "[{":
@@ -76,6 +76,7 @@ def read_h5(path: Path) -> tuple[dict, dict]:
 
 
 # --- the example, end to end -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory) -> Path:
@@ -100,7 +101,9 @@ def test_example_reference_is_nuts_on_the_users_model(example_run):
     for site, rhat in reference["nuts"]["rhat"].items():
         assert float(rhat) < 1.05, site
     # and it finds the line the data were drawn from (y = 1.5 + 0.8 x + N(0, 1))
-    assert abs(float(reference["moments"]["mean"]["slope"]) - 0.8) < 3 * float(reference["moments"]["sd"]["slope"])
+    assert abs(float(reference["moments"]["mean"]["slope"]) - 0.8) < 3 * float(
+        reference["moments"]["sd"]["slope"]
+    )
     assert len(reference["draws"]["slope"]) == 2 * 1000
     # the log says how far to trust it
     log = (example_run / "results/logs/reference/regression--points.log").read_text()
@@ -202,6 +205,7 @@ def test_editing_the_guide_file_reruns_only_the_fit_that_uses_it(example_run):
 def test_a_missing_function_is_reported_even_when_results_exist(example_run):
     """Snakemake keeps existing outputs when an input function fails: the workflow checks every
     file reference as it is read, so the error cannot go unseen."""
+
     def rename(config):
         config["models"]["regression"]["function"] = "model.py:linear_regresion"
 
@@ -213,6 +217,7 @@ def test_a_missing_function_is_reported_even_when_results_exist(example_run):
 
 
 # --- config errors before any job ------------------------------------------------------------
+
 
 def _set(path: str, value):
     keys = path.split(".")
@@ -227,17 +232,29 @@ def _set(path: str, value):
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("key, value, valid", [
-    ("models.regression.function", "linear_regression", ["coin_flips", "multimodal_2d",
-                                                          "path/to/file.py:function"]),
-    ("fits.autonormal.guide.name", "AutoNormall", ["AutoMultivariateNormal", "AutoDAIS",
-                                                   "AutoGuideList", "beta", "mixture_2d"]),
-    ("fits.handwritten.guide.name", "regression_guide", ["AutoNormal", "normal"]),
-    ("fits.multivariate.optimizer.name", "Adamm", ["ClippedAdam", "SGD", "Adagrad", "RMSProp"]),
-    ("fits.renyi.elbo.name", "Renyi", ["Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO",
-                                       "RenyiELBO"]),
-    ("fits.schedule.optimizer.schedule.name", "cosine", ["exponential_decay", "warmup_cosine_decay"]),
-])
+@pytest.mark.parametrize(
+    "key, value, valid",
+    [
+        (
+            "models.regression.function",
+            "linear_regression",
+            ["coin_flips", "multimodal_2d", "path/to/file.py:function"],
+        ),
+        (
+            "fits.autonormal.guide.name",
+            "AutoNormall",
+            ["AutoMultivariateNormal", "AutoDAIS", "AutoGuideList", "beta", "mixture_2d"],
+        ),
+        ("fits.handwritten.guide.name", "regression_guide", ["AutoNormal", "normal"]),
+        ("fits.multivariate.optimizer.name", "Adamm", ["ClippedAdam", "SGD", "Adagrad", "RMSProp"]),
+        (
+            "fits.renyi.elbo.name",
+            "Renyi",
+            ["Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO", "RenyiELBO"],
+        ),
+        ("fits.schedule.optimizer.schedule.name", "cosine", ["exponential_decay", "warmup_cosine_decay"]),
+    ],
+)
 def test_unknown_names_list_the_valid_ones_before_any_job(fresh_copy, key, value, valid):
     args = variant(fresh_copy, _set(key, value))
     result = run_snakemake(fresh_copy, "--cores", "1", *args, check=False)
@@ -250,17 +267,25 @@ def test_unknown_names_list_the_valid_ones_before_any_job(fresh_copy, key, value
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("key, value, expected", [
-    ("models.regression.function", "models.py:linear_regression", ["not found", "models.py"]),
-    ("fits.handwritten.guide.name", "guides/guide.py:regression_guide", ["not found", "guides/guide.py"]),
-    ("models.regression.function", "model.py:regression", ["model.py", "no function 'regression'",
-                                                            "functions in that file: linear_regression"]),
-    ("fits.handwritten.guide.name", "guide.py:guide", ["guide.py", "no function 'guide'",
-                                                       "regression_guide"]),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("models.regression.function", "models.py:linear_regression", ["not found", "models.py"]),
+        ("fits.handwritten.guide.name", "guides/guide.py:regression_guide", ["not found", "guides/guide.py"]),
+        (
+            "models.regression.function",
+            "model.py:regression",
+            ["model.py", "no function 'regression'", "functions in that file: linear_regression"],
+        ),
+        (
+            "fits.handwritten.guide.name",
+            "guide.py:guide",
+            ["guide.py", "no function 'guide'", "regression_guide"],
+        ),
+    ],
+)
 def test_missing_file_or_function_names_the_key_and_the_file(fresh_copy, key, value, expected):
-    result = run_snakemake(fresh_copy, "--cores", "1", *variant(fresh_copy, _set(key, value)),
-                           check=False)
+    result = run_snakemake(fresh_copy, "--cores", "1", *variant(fresh_copy, _set(key, value)), check=False)
     assert result.returncode != 0
     text = output(result)
     assert f"config error: {key}" in text, text[-3000:]
@@ -272,8 +297,9 @@ def test_missing_file_or_function_names_the_key_and_the_file(fresh_copy, key, va
 @pytest.mark.workflow
 def test_a_model_that_fails_when_traced_names_the_fit_the_file_and_the_line(fresh_copy):
     model = (fresh_copy / EXAMPLE / "model.py").read_text()
-    broken = model.replace("dist.Normal(intercept + slope * x, sigma)",
-                           "dist.Normal(intercept + slope * x, sigma_y)")
+    broken = model.replace(
+        "dist.Normal(intercept + slope * x, sigma)", "dist.Normal(intercept + slope * x, sigma_y)"
+    )
     assert broken != model
     (fresh_copy / EXAMPLE / "broken.py").write_text(broken)
     line = next(i for i, text in enumerate(broken.splitlines(), 1) if "sigma_y" in text)
@@ -284,8 +310,7 @@ def test_a_model_that_fails_when_traced_names_the_fit_the_file_and_the_line(fres
 
     args = variant(fresh_copy, edit, "broken.yaml")
     try:
-        result = run_snakemake(fresh_copy, "--cores", "1", "results/fits/autonormal.h5", *args,
-                               check=False)
+        result = run_snakemake(fresh_copy, "--cores", "1", "results/fits/autonormal.h5", *args, check=False)
         assert result.returncode != 0
         log = (fresh_copy / "results/logs/fit/autonormal.log").read_text()
         for text in (output(result), log):
@@ -305,16 +330,19 @@ def test_a_csv_cell_that_is_not_a_number_names_file_line_and_column(fresh_copy):
     (fresh_copy / EXAMPLE / "bad.csv").write_text("\n".join(rows) + "\n")
     args = variant(fresh_copy, _set("datasets.points.file", "bad.csv"), "bad_data.yaml")
     try:
-        result = run_snakemake(fresh_copy, "--cores", "1", "results/data/points.h5", *args,
-                               check=False)
+        result = run_snakemake(fresh_copy, "--cores", "1", "results/data/points.h5", *args, check=False)
         assert result.returncode != 0
-        assert re.search(r"datasets\.points\.file: \S*bad\.csv, line 5, column 'y': 'n/a' is not "
-                         r"a number", output(result)), output(result)[-3000:]
+        assert re.search(
+            r"datasets\.points\.file: \S*bad\.csv, line 5, column 'y': 'n/a' is not "
+            r"a number",
+            output(result),
+        ), output(result)[-3000:]
     finally:
         shutil.rmtree(fresh_copy / "results", ignore_errors=True)
 
 
 # --- names: the registry's lists are the code's ----------------------------------------------
+
 
 def test_the_registrys_names_are_what_the_code_and_the_schema_provide():
     assert names.MODELS == tuple(sorted(models.BUILTIN_MODELS))
@@ -343,12 +371,16 @@ def test_check_names_accepts_the_example_and_names_each_unknown():
 
 def test_check_reference_reads_the_file_without_running_it(tmp_path):
     path = tmp_path / "m.py"
-    path.write_text("raise RuntimeError('never run')\nfrom x import imported\n"
-                    "def model():\n    pass\nfactory = model\n")
+    path.write_text(
+        "raise RuntimeError('never run')\nfrom x import imported\ndef model():\n    pass\nfactory = model\n"
+    )
     for name in ("model", "factory", "imported"):
         userfiles.check_reference(f"{path}:{name}", "models.m.function")
-    with pytest.raises(ConfigError, match=r"models\.m\.function: .*m\.py has no function 'nope'; "
-                                          r"functions in that file: model"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\.m\.function: .*m\.py has no function 'nope'; "
+        r"functions in that file: model",
+    ):
         userfiles.check_reference(f"{path}:nope", "models.m.function")
     path.write_text("def model(:\n")
     with pytest.raises(ConfigError, match=r"models\.m\.function: .*m\.py, line 1: syntax error"):
@@ -356,6 +388,7 @@ def test_check_reference_reads_the_file_without_running_it(tmp_path):
 
 
 # --- data ------------------------------------------------------------------------------------
+
 
 def test_coin_flips_from_heads_and_tails():
     flips = data.coin_flips(heads=12, tails=8)["observed"]["obs"]
@@ -371,11 +404,14 @@ def test_coin_flips_from_n_p_and_seed():
     assert data.coin_flips(n=50, p=1.0)["observed"]["obs"].sum() == 50
 
 
-@pytest.mark.parametrize("args, message", [
-    ({"heads": 3, "n": 5, "p": 0.5}, "give either heads and tails, or n and p, not both"),
-    ({"n": 5}, "give heads and tails, or n and p"),
-    ({"n": 5, "p": 1.5}, "p is a probability"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"heads": 3, "n": 5, "p": 0.5}, "give either heads and tails, or n and p, not both"),
+        ({"n": 5}, "give heads and tails, or n and p"),
+        ({"n": 5, "p": 1.5}, "p is a probability"),
+    ],
+)
 def test_coin_flips_arguments_that_do_not_fit(args, message):
     with pytest.raises(ConfigError, match=f"datasets.d.args: coin_flips: {message}"):
         data.load_dataset({"generator": "coin_flips", "args": args}, where="datasets.d")
@@ -393,12 +429,15 @@ def test_json_dataset_keeps_names_and_kinds(tmp_path):
     assert kwargs["y"] is None and kwargs["group"].tolist() == [0, 1, 1]
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"y": [1, 2,\n "x": 3}', r"d\.json, line 2: invalid JSON"),
-    ('[1, 2, 3]', "expected a JSON object of named arrays"),
-    ('{"y": [[1, 2], [3]]}', "array 'y' is not rectangular"),
-    ('{"y": ["a", "b"]}', "array 'y' holds"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"y": [1, 2,\n "x": 3}', r"d\.json, line 2: invalid JSON"),
+        ("[1, 2, 3]", "expected a JSON object of named arrays"),
+        ('{"y": [[1, 2], [3]]}', "array 'y' is not rectangular"),
+        ('{"y": ["a", "b"]}', "array 'y' holds"),
+    ],
+)
 def test_json_errors_name_the_file(tmp_path, text, message):
     path = tmp_path / "d.json"
     path.write_text(text)
@@ -411,7 +450,7 @@ def test_hdf5_dataset_reads_root_arrays(tmp_path):
 
     path = tmp_path / "d.h5"
     with h5py.File(path, "w") as handle:
-        handle["y"] = np.linspace(0.0, 1.0, 4)          # float64 on disk
+        handle["y"] = np.linspace(0.0, 1.0, 4)  # float64 on disk
         handle["counts"] = np.array([1, 0, 3, 2], dtype=np.int64)
         handle["x"] = np.arange(8.0).reshape(4, 2)
         handle.create_group("notes")["ignored"] = np.zeros(2)
@@ -419,22 +458,28 @@ def test_hdf5_dataset_reads_root_arrays(tmp_path):
     assert dataset["observed"]["y"].dtype == np.float32
     assert dataset["observed"]["counts"].dtype == np.int32
     np.testing.assert_array_equal(dataset["covariates"]["x"], np.arange(8.0).reshape(4, 2))
-    with pytest.raises(ConfigError, match=r"datasets\.d\.observed: .*d\.h5 has no column 'z'; its "
-                                          r"columns: .*counts"):
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.d\.observed: .*d\.h5 has no column 'z'; its "
+        r"columns: .*counts",
+    ):
         data.load_dataset({"file": str(path), "observed": ["z"]}, where="datasets.d")
     (tmp_path / "e.h5").write_text("not hdf5")
     with pytest.raises(ConfigError, match="not a readable HDF5 file"):
         data.load_dataset({"file": str(tmp_path / "e.h5")}, where="datasets.d")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("x,y\n1,2\n\n3,abc\n", r"line 4, column 'y': 'abc' is not a number"),   # after a blank line
-    ("x,y\n1,2\n3,\n", r"line 3, column 'y': '' is not a number"),
-    ("x,y\n1,2\n3,4,5\n", r"line 3: 3 fields, the header has 2"),
-    ("x,x\n1,2\n", r"line 1: the header needs distinct"),
-    ("", "empty CSV file"),
-    ("x,y\n", "no rows of data"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("x,y\n1,2\n\n3,abc\n", r"line 4, column 'y': 'abc' is not a number"),  # after a blank line
+        ("x,y\n1,2\n3,\n", r"line 3, column 'y': '' is not a number"),
+        ("x,y\n1,2\n3,4,5\n", r"line 3: 3 fields, the header has 2"),
+        ("x,x\n1,2\n", r"line 1: the header needs distinct"),
+        ("", "empty CSV file"),
+        ("x,y\n", "no rows of data"),
+    ],
+)
 def test_csv_errors_name_file_line_and_column(tmp_path, text, message):
     path = tmp_path / "d.csv"
     path.write_text(text)
@@ -459,9 +504,11 @@ def test_csv_columns_observed_covariates_and_kinds(tmp_path):
 
 # --- the user's model under the registry -----------------------------------------------------
 
+
 def regression_data():
-    dataset = data.load_dataset({"file": str(REPO / EXAMPLE / "data.csv"), "observed": ["y"],
-                                 "covariates": ["x"]})
+    dataset = data.load_dataset(
+        {"file": str(REPO / EXAMPLE / "data.csv"), "observed": ["y"], "covariates": ["x"]}
+    )
     return data.model_kwargs(dataset)
 
 
@@ -484,51 +531,90 @@ def svi_steps(model, guide, optimizer, elbo, kwargs, steps=4):
 
 def moved(before, after) -> bool:
     """Did any parameter change? (Params may be pytrees: the flows' networks.)"""
-    return any(not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(before),
-                                                     jax.tree_util.tree_leaves(after)))
+    return any(
+        not np.allclose(a, b)
+        for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after))
+    )
 
 
-@pytest.mark.parametrize("elbo", [
-    {"name": "Trace_ELBO", "num_particles": 4},
-    {"name": "TraceMeanField_ELBO", "num_particles": 2},
-    {"name": "TraceGraph_ELBO", "num_particles": 2},
-    {"name": "RenyiELBO", "num_particles": 4, "args": {"alpha": 0.5}},
-])
+@pytest.mark.parametrize(
+    "elbo",
+    [
+        {"name": "Trace_ELBO", "num_particles": 4},
+        {"name": "TraceMeanField_ELBO", "num_particles": 2},
+        {"name": "TraceGraph_ELBO", "num_particles": 2},
+        {"name": "RenyiELBO", "num_particles": 4, "args": {"alpha": 0.5}},
+    ],
+)
 def test_each_elbo_takes_svi_steps_on_the_users_model(elbo):
     model, kwargs = example_model(), regression_data()
     guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
-    losses, before, after = svi_steps(model, guide, optim.make_optimizer({"name": "Adam", "step_size": 0.05}),
-                                      optim.make_elbo(elbo), kwargs)
+    losses, before, after = svi_steps(
+        model, guide, optim.make_optimizer({"name": "Adam", "step_size": 0.05}), optim.make_elbo(elbo), kwargs
+    )
     assert np.all(np.isfinite(losses)) and moved(before, after)
 
 
-@pytest.mark.parametrize("optimizer", [{"name": name, "step_size": 0.01} for name in names.OPTIMIZERS] + [
-    {"name": "Adam", "step_size": 0.05, "schedule": {"name": "exponential_decay", "transition_steps": 100, "decay_rate": 0.5}},
-    {"name": "ClippedAdam", "step_size": 0.05, "args": {"clip_norm": 1.0},
-     "schedule": {"name": "cosine_decay", "decay_steps": 100}},
-    {"name": "SGD", "step_size": 1e-4, "schedule": {"name": "warmup_cosine_decay", "init_value": 1e-5,
-                                                     "warmup_steps": 2, "decay_steps": 100}},
-    {"name": "RMSProp", "step_size": 0.01, "args": {"gamma": 0.8}, "schedule": {"name": "constant"}},
-    {"name": "Momentum", "step_size": 1e-4, "args": {"mass": 0.5},
-     "schedule": {"name": "exponential_decay", "transition_steps": 10, "decay_rate": 0.9}},
-    {"name": "Adagrad", "step_size": 0.05, "schedule": {"name": "cosine_decay", "decay_steps": 50, "alpha": 0.1}},
-], ids=lambda spec: spec["name"] + ("+" + spec["schedule"]["name"] if "schedule" in spec else ""))
+@pytest.mark.parametrize(
+    "optimizer",
+    [{"name": name, "step_size": 0.01} for name in names.OPTIMIZERS]
+    + [
+        {
+            "name": "Adam",
+            "step_size": 0.05,
+            "schedule": {"name": "exponential_decay", "transition_steps": 100, "decay_rate": 0.5},
+        },
+        {
+            "name": "ClippedAdam",
+            "step_size": 0.05,
+            "args": {"clip_norm": 1.0},
+            "schedule": {"name": "cosine_decay", "decay_steps": 100},
+        },
+        {
+            "name": "SGD",
+            "step_size": 1e-4,
+            "schedule": {
+                "name": "warmup_cosine_decay",
+                "init_value": 1e-5,
+                "warmup_steps": 2,
+                "decay_steps": 100,
+            },
+        },
+        {"name": "RMSProp", "step_size": 0.01, "args": {"gamma": 0.8}, "schedule": {"name": "constant"}},
+        {
+            "name": "Momentum",
+            "step_size": 1e-4,
+            "args": {"mass": 0.5},
+            "schedule": {"name": "exponential_decay", "transition_steps": 10, "decay_rate": 0.9},
+        },
+        {
+            "name": "Adagrad",
+            "step_size": 0.05,
+            "schedule": {"name": "cosine_decay", "decay_steps": 50, "alpha": 0.1},
+        },
+    ],
+    ids=lambda spec: spec["name"] + ("+" + spec["schedule"]["name"] if "schedule" in spec else ""),
+)
 def test_each_optimizer_takes_svi_steps_on_the_users_model(optimizer):
     model, kwargs = example_model(), regression_data()
     guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
-    losses, before, after = svi_steps(model, guide, optim.make_optimizer(optimizer),
-                                      optim.make_elbo({"num_particles": 2}), kwargs)
+    losses, before, after = svi_steps(
+        model, guide, optim.make_optimizer(optimizer), optim.make_elbo({"num_particles": 2}), kwargs
+    )
     assert np.all(np.isfinite(losses)) and moved(before, after)
 
 
 def test_optax_adam_with_a_constant_schedule_is_numpyros_adam():
     model, kwargs = example_model(), regression_data()
     results = []
-    for spec in ({"name": "Adam", "step_size": 0.02},
-                 {"name": "Adam", "step_size": 0.02, "schedule": {"name": "constant"}}):
+    for spec in (
+        {"name": "Adam", "step_size": 0.02},
+        {"name": "Adam", "step_size": 0.02, "schedule": {"name": "constant"}},
+    ):
         guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
-        results.append(svi_steps(model, guide, optim.make_optimizer(spec),
-                                 optim.make_elbo({}), kwargs, steps=5))
+        results.append(
+            svi_steps(model, guide, optim.make_optimizer(spec), optim.make_elbo({}), kwargs, steps=5)
+        )
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
     for name in results[0][2]:
         np.testing.assert_allclose(results[0][2][name], results[1][2][name], rtol=1e-4, atol=1e-6)
@@ -536,20 +622,25 @@ def test_optax_adam_with_a_constant_schedule_is_numpyros_adam():
 
 def test_optax_forms_translate_numpyros_argument_names():
     # RMSProp's gamma is optax's decay, Momentum's mass optax's momentum, ClippedAdam's clip_norm a clip
-    for spec in ({"name": "RMSProp", "args": {"gamma": 0.5}}, {"name": "Momentum", "args": {"mass": 0.5}},
-                 {"name": "ClippedAdam", "args": {"clip_norm": 2.0}}):
+    for spec in (
+        {"name": "RMSProp", "args": {"gamma": 0.5}},
+        {"name": "Momentum", "args": {"mass": 0.5}},
+        {"name": "ClippedAdam", "args": {"clip_norm": 2.0}},
+    ):
         optim.make_optimizer({**spec, "step_size": 0.1, "schedule": {"name": "constant"}})
     with pytest.raises(ConfigError, match=r"o\.args: .*optax\.adagrad, which takes"):
-        optim.make_optimizer({"name": "Adagrad", "args": {"momentum": 0.9},
-                                 "schedule": {"name": "constant"}}, where="o")
+        optim.make_optimizer(
+            {"name": "Adagrad", "args": {"momentum": 0.9}, "schedule": {"name": "constant"}}, where="o"
+        )
 
 
 # --- every autoguide -------------------------------------------------------------------------
 
+
 def _small_models(tmp_path: Path) -> Path:
     """A file with the models the DAIS family needs (NumPyro's own docstring examples)."""
     path = tmp_path / "dais.py"
-    path.write_text('''
+    path.write_text("""
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -584,7 +675,7 @@ def local_model(theta):
         numpyro.sample("obs", dist.Normal(theta, tau), obs=jnp.ones(2))
 
 
-def semi(): 
+def semi():
     local_model(global_model())
 
 
@@ -595,28 +686,42 @@ def batched(y=jnp.array([0.5, -1.0, 2.0])):
     with numpyro.plate("groups", 3):
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-''')
+""")
     return path
 
 
 def _autoguide_cases(path: Path):
     """(model reference or None for the example, args as a config gives them) per class."""
     cases = {name: (None, {}) for name in names.AUTOGUIDES}
-    cases.update({
-        "AutoNormal": (None, {"init_loc_fn": "init_to_median", "init_scale": 0.05}),
-        "AutoDelta": (None, {"init_loc_fn": {"name": "init_to_value", "values": {"slope": 0.7}}}),
-        "AutoLowRankMultivariateNormal": (None, {"rank": 1}),
-        "AutoIAFNormal": (None, {"num_flows": 1, "hidden_dims": [4], "nonlinearity": "Tanh"}),
-        "AutoBNAFNormal": (None, {"hidden_factors": [2]}),
-        "AutoDAIS": (None, {"K": 2, "base_dist": "cholesky"}),
-        "AutoGuideList": (None, {"guides": [{"name": "AutoMultivariateNormal", "expose": ["intercept", "slope"]},
-                                            {"name": "AutoDelta", "hide": ["intercept", "slope"]}]}),
-        "AutoBatchedMultivariateNormal": (f"{path}:batched", {"batch_ndim": 1}),
-        "AutoBatchedLowRankMultivariateNormal": (f"{path}:batched", {"rank": 1}),
-        "AutoSurrogateLikelihoodDAIS": (f"{path}:logistic", {"surrogate_model": f"{path}:surrogate", "K": 2}),
-        "AutoSemiDAIS": (f"{path}:semi", {"local_model": f"{path}:local_model",
-                                          "global_guide": f"{path}:global_guide", "K": 2}),
-    })
+    cases.update(
+        {
+            "AutoNormal": (None, {"init_loc_fn": "init_to_median", "init_scale": 0.05}),
+            "AutoDelta": (None, {"init_loc_fn": {"name": "init_to_value", "values": {"slope": 0.7}}}),
+            "AutoLowRankMultivariateNormal": (None, {"rank": 1}),
+            "AutoIAFNormal": (None, {"num_flows": 1, "hidden_dims": [4], "nonlinearity": "Tanh"}),
+            "AutoBNAFNormal": (None, {"hidden_factors": [2]}),
+            "AutoDAIS": (None, {"K": 2, "base_dist": "cholesky"}),
+            "AutoGuideList": (
+                None,
+                {
+                    "guides": [
+                        {"name": "AutoMultivariateNormal", "expose": ["intercept", "slope"]},
+                        {"name": "AutoDelta", "hide": ["intercept", "slope"]},
+                    ]
+                },
+            ),
+            "AutoBatchedMultivariateNormal": (f"{path}:batched", {"batch_ndim": 1}),
+            "AutoBatchedLowRankMultivariateNormal": (f"{path}:batched", {"rank": 1}),
+            "AutoSurrogateLikelihoodDAIS": (
+                f"{path}:logistic",
+                {"surrogate_model": f"{path}:surrogate", "K": 2},
+            ),
+            "AutoSemiDAIS": (
+                f"{path}:semi",
+                {"local_model": f"{path}:local_model", "global_guide": f"{path}:global_guide", "K": 2},
+            ),
+        }
+    )
     return cases
 
 
@@ -632,12 +737,19 @@ def test_every_autoguide_class_builds_from_config_names_and_takes_a_step(tmp_pat
     model = example_model() if reference is None else resolve.resolve_model({"function": reference})
     kwargs = regression_data() if reference is None else {}
     # args as YAML gives them: plain lists, dicts, strings
-    guide = resolve.resolve_guide({"name": name, "args": json.loads(json.dumps(args))}, model,
-                                   where=f"fits.{name}.guide")
+    guide = resolve.resolve_guide(
+        {"name": name, "args": json.loads(json.dumps(args))}, model, where=f"fits.{name}.guide"
+    )
     assert isinstance(guide, getattr(autoguide, name))
     resolve.prepare_guide(model, guide, kwargs, where=f"fits.{name}")
-    losses, before, after = svi_steps(model, guide, optim.make_optimizer({"name": "Adam", "step_size": 0.01}),
-                                      optim.make_elbo({}), kwargs, steps=2)
+    losses, before, after = svi_steps(
+        model,
+        guide,
+        optim.make_optimizer({"name": "Adam", "step_size": 0.01}),
+        optim.make_elbo({}),
+        kwargs,
+        steps=2,
+    )
     assert np.all(np.isfinite(losses)) and moved(before, after)
 
 
@@ -649,14 +761,26 @@ def test_autoguide_arguments_by_name_reach_the_guide():
     from jax.example_libraries import stax
 
     assert guide._nonlinearity is stax.Tanh
-    guide = resolve.resolve_guide({"name": "AutoGuideList", "args": {"guides": [
-        {"name": "AutoNormal", "expose": ["intercept"]}, {"name": "AutoDelta", "hide": ["intercept"]}]}}, model)
+    guide = resolve.resolve_guide(
+        {
+            "name": "AutoGuideList",
+            "args": {
+                "guides": [
+                    {"name": "AutoNormal", "expose": ["intercept"]},
+                    {"name": "AutoDelta", "hide": ["intercept"]},
+                ]
+            },
+        },
+        model,
+    )
     assert [type(part).__name__ for part in guide._guides] == ["AutoNormal", "AutoDelta"]
-    for args, message in (({"nonlinearity": "Swish"}, r"args\.nonlinearity: unknown 'Swish'; valid: Elu"),
-                          ({"guides": []}, r"args\.guides: AutoGuideList needs its parts"),
-                          ({"guides": [{"name": "AutoDAIS"}]}, r"args\.guides\[0\]: .*not supported"),
-                          ({"guides": [{"name": "beta"}]}, r"args\.guides\[0\]\.name: 'beta': a part of AutoGuideList"),
-                          ({"rank": 2}, r"args: .*AutoIAFNormal takes .*num_flows")):
+    for args, message in (
+        ({"nonlinearity": "Swish"}, r"args\.nonlinearity: unknown 'Swish'; valid: Elu"),
+        ({"guides": []}, r"args\.guides: AutoGuideList needs its parts"),
+        ({"guides": [{"name": "AutoDAIS"}]}, r"args\.guides\[0\]: .*not supported"),
+        ({"guides": [{"name": "beta"}]}, r"args\.guides\[0\]\.name: 'beta': a part of AutoGuideList"),
+        ({"rank": 2}, r"args: .*AutoIAFNormal takes .*num_flows"),
+    ):
         name = "AutoGuideList" if "guides" in args else "AutoIAFNormal"
         with pytest.raises(ConfigError, match=r"fits\.f\.guide\." + message):
             resolve.resolve_guide({"name": name, "args": args}, model, where="fits.f.guide")
@@ -673,7 +797,7 @@ def test_an_autoguide_reads_its_latent_vector_in_one_order_in_every_step():
         resolve.prepare_guide(model, guide, kwargs, where="fits.f")
         svi = SVI(model, guide, optim.make_optimizer({"name": "Adam"}), optim.make_elbo({}))
         if transformed:
-            jax.jit(lambda key: svi.init(key, **kwargs).optim_state)(jax.random.PRNGKey(0))
+            jax.jit(lambda key: svi.init(key, **kwargs).optim_state)(jax.random.PRNGKey(0))  # noqa: B023 (called at once)
         else:
             svi.init(jax.random.PRNGKey(0), **kwargs)
         orders.append(list(guide._unpack_latent(jnp.arange(3.0))))
@@ -696,8 +820,12 @@ def test_prepare_guide_sets_an_autoguide_up_as_its_own_first_call_would(name):
     for site, value in called._init_locs.items():
         np.testing.assert_array_equal(prepared._init_locs[site], value)
     # and the same parameters when an SVI starts from them
-    init = [SVI(model, guide, optim.make_optimizer({"name": "Adam"}), optim.make_elbo({}))
-            .init(jax.random.PRNGKey(3), **kwargs) for guide in (prepared, called)]
+    init = [
+        SVI(model, guide, optim.make_optimizer({"name": "Adam"}), optim.make_elbo({})).init(
+            jax.random.PRNGKey(3), **kwargs
+        )
+        for guide in (prepared, called)
+    ]
     first, second = (jax.tree_util.tree_leaves(state.optim_state) for state in init)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
@@ -705,32 +833,47 @@ def test_prepare_guide_sets_an_autoguide_up_as_its_own_first_call_would(name):
 
 # --- errors from the user's files, at the job ------------------------------------------------
 
+
 def test_prepare_guide_names_the_key_the_file_and_the_line(tmp_path):
     path = tmp_path / "bad.py"
-    path.write_text("import numpyro, numpyro.distributions as dist\n\n"
-                    "def model(x, y=None):\n"
-                    "    a = numpyro.sample('a', dist.Normal(0, 1))\n"
-                    "    numpyro.sample('y', dist.Normal(a * x, 1.0), obs=y[::2] + x)\n")
+    path.write_text(
+        "import numpyro, numpyro.distributions as dist\n\n"
+        "def model(x, y=None):\n"
+        "    a = numpyro.sample('a', dist.Normal(0, 1))\n"
+        "    numpyro.sample('y', dist.Normal(a * x, 1.0), obs=y[::2] + x)\n"
+    )
     reference = f"{path}:model"
     model = resolve.resolve_model({"function": reference})
     guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
     with pytest.raises(ConfigError) as error:
-        resolve.prepare_guide(model, guide, {"x": np.ones(4, np.float32), "y": np.ones(4, np.float32)},
-                               where="fits.mine", sources={"models.m.function": reference,
-                                                           "fits.mine.guide.name": "AutoNormal"})
+        resolve.prepare_guide(
+            model,
+            guide,
+            {"x": np.ones(4, np.float32), "y": np.ones(4, np.float32)},
+            where="fits.mine",
+            sources={"models.m.function": reference, "fits.mine.guide.name": "AutoNormal"},
+        )
     message = str(error.value)
     assert message.startswith("fits.mine: models.m.function = ")
     assert str(path) in message and "line 5" in message and "keyword arguments: x, y" in message
     # the data's names that the model does not take
     guide = resolve.resolve_guide({"name": "AutoNormal"}, model)
     with pytest.raises(ConfigError, match=r"fits\.mine: .*TypeError: .*unexpected keyword argument 'z'"):
-        resolve.prepare_guide(model, guide, {"x": np.ones(2), "y": np.ones(2), "z": np.ones(2)},
-                               where="fits.mine", sources={"models.m.function": reference})
+        resolve.prepare_guide(
+            model,
+            guide,
+            {"x": np.ones(2), "y": np.ones(2), "z": np.ones(2)},
+            where="fits.mine",
+            sources={"models.m.function": reference},
+        )
 
 
 def test_a_file_that_fails_on_import_names_the_key_file_and_line(tmp_path):
     path = tmp_path / "mine.py"
     path.write_text("import numpyro\n\nundefined_name + 1\n")
-    with pytest.raises(ConfigError, match=r"models\.m\.function: importing .*mine\.py failed: "
-                                          r"NameError: .*mine\.py, line 3"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models\.m\.function: importing .*mine\.py failed: "
+        r"NameError: .*mine\.py, line 3",
+    ):
         resolve.resolve_model({"function": f"{path}:model"}, where="models.m")

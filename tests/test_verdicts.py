@@ -24,8 +24,11 @@ from sviflow.diagnostics import CONVERGED, NOT_CONVERGED, POOR, weighted_draws
 from sviflow.h5io import read_artifact
 
 COIN = {"name": "coin", "function": "coin_flips", "args": {}}
-CORRELATED = {"name": "correlated", "function": "correlated_gaussian_2d",
-              "args": {"sig1": 1.0, "sig2": 3.0, "theta_deg": 45.0}}
+CORRELATED = {
+    "name": "correlated",
+    "function": "correlated_gaussian_2d",
+    "args": {"sig1": 1.0, "sig2": 3.0, "theta_deg": 45.0},
+}
 BETA_GUIDE = {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}}
 LOG_Z_COIN = special.betaln(13, 9)
 KL_MEAN_FIELD = -0.5 * math.log(1 - 0.8**2)  # 0.5108: the best any mean-field Gaussian can do
@@ -36,30 +39,54 @@ PREDICTIVE = {"num_samples": 2000, "num_mock": 20, "seed": 0}
 def workdir(tmp_path_factory):
     """The data and the two references every fit here is checked against."""
     root = tmp_path_factory.mktemp("verdicts")
-    steps.simulate({}, {"data": root / "data.h5"}, {"name": "coin_12_8", "spec": {
-        "generator": "coin_flips", "args": {"heads": 12, "tails": 8}}})
-    steps.reference({"data": root / "data.h5"}, {"reference": root / "coin.h5"},
-                    {"model": COIN, "reference": {"method": "exact", "num_draws": 4000}})
-    steps.reference({}, {"reference": root / "correlated.h5"},
-                    {"model": CORRELATED, "reference": {"method": "grid", "points": 200,
-                                                        "bounds": [[-15, 15], [-15, 15]],
-                                                        "num_draws": 4000}})
+    steps.simulate(
+        {},
+        {"data": root / "data.h5"},
+        {"name": "coin_12_8", "spec": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
+    )
+    steps.reference(
+        {"data": root / "data.h5"},
+        {"reference": root / "coin.h5"},
+        {"model": COIN, "reference": {"method": "exact", "num_draws": 4000}},
+    )
+    steps.reference(
+        {},
+        {"reference": root / "correlated.h5"},
+        {
+            "model": CORRELATED,
+            "reference": {
+                "method": "grid",
+                "points": 200,
+                "bounds": [[-15, 15], [-15, 15]],
+                "num_draws": 4000,
+            },
+        },
+    )
     return root
 
 
-def fit_spec(name, model, guide, step_size, steps_, particles=1, seeds=(1,), data=None,
-             schedule=None):
+def fit_spec(name, model, guide, step_size, steps_, particles=1, seeds=(1,), data=None, schedule=None):
     """The config slice of one fit, as the workflow builds it (sviflow.config.Plan.fit_spec)
     from a config of that one fit."""
-    config = {"models": {model["name"]: {"function": model["function"], "args": model["args"]}},
-              "datasets": {data: {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}}
-              if data else {},
-              "fits": {name: {"model": model["name"], "guide": guide, "steps": steps_,
-                              "seed": list(seeds),
-                              "optimizer": {"name": "Adam", "step_size": step_size,
-                                            **({"schedule": schedule} if schedule else {})},
-                              "elbo": {"name": "Trace_ELBO", "num_particles": particles},
-                              **({"data": data} if data else {})}}}
+    config = {
+        "models": {model["name"]: {"function": model["function"], "args": model["args"]}},
+        "datasets": {data: {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}} if data else {},
+        "fits": {
+            name: {
+                "model": model["name"],
+                "guide": guide,
+                "steps": steps_,
+                "seed": list(seeds),
+                "optimizer": {
+                    "name": "Adam",
+                    "step_size": step_size,
+                    **({"schedule": schedule} if schedule else {}),
+                },
+                "elbo": {"name": "Trace_ELBO", "num_particles": particles},
+                **({"data": data} if data else {}),
+            }
+        },
+    }
     validate(config)
     return Plan(config).fit_spec(name)
 
@@ -70,12 +97,16 @@ def run_fit(root, spec, reference, checks=None, data=True):
     data_input = {"data": root / "data.h5"} if data else {}
     paths = {kind: root / f"{name}.{kind}.h5" for kind in ("fit", "predictive", "check")}
     steps.fit(dict(data_input), {"fit": paths["fit"]}, {"spec": spec})
-    steps.predict({**data_input, "fit": paths["fit"]}, {"predictive": paths["predictive"]},
-                  {"spec": spec, "predictive": PREDICTIVE,
-                   "weighted": weighted_draws(checks, PREDICTIVE)})
-    steps.check({**data_input, "fit": paths["fit"], "predictive": paths["predictive"],
-                 "reference": root / reference},
-                {"check": paths["check"]}, {"spec": spec, "checks": checks or {}})
+    steps.predict(
+        {**data_input, "fit": paths["fit"]},
+        {"predictive": paths["predictive"]},
+        {"spec": spec, "predictive": PREDICTIVE, "weighted": weighted_draws(checks, PREDICTIVE)},
+    )
+    steps.check(
+        {**data_input, "fit": paths["fit"], "predictive": paths["predictive"], "reference": root / reference},
+        {"check": paths["check"]},
+        {"spec": spec, "checks": checks or {}},
+    )
     return read_artifact(paths["fit"], "fit"), read_artifact(paths["check"], "check")
 
 
@@ -113,8 +144,9 @@ def test_a_fit_run_long_enough_is_converged_with_kl_near_zero(workdir):
     plateau, the guide stopped changing, and KL(q || p) = log Z - ELBO zero within its Monte
     Carlo error."""
     schedule = {"name": "exponential_decay", "transition_steps": 10_000, "decay_rate": 1e-3}
-    spec = fit_spec("long", COIN, BETA_GUIDE, 0.05, 10_000, particles=4, seeds=(1,),
-                    data="coin_12_8", schedule=schedule)
+    spec = fit_spec(
+        "long", COIN, BETA_GUIDE, 0.05, 10_000, particles=4, seeds=(1,), data="coin_12_8", schedule=schedule
+    )
     fit, check = run_fit(workdir, spec, "coin.h5")
     assert check.attrs["verdict"] == CONVERGED, check.attrs["sentence"]
     assert check.attrs["problems"] == []
@@ -169,16 +201,16 @@ def test_a_mean_field_guide_on_a_correlated_target_is_a_poor_approximation(workd
 def test_the_full_covariance_guide_on_the_same_target_is_converged(workdir):
     """The control: AutoMultivariateNormal, same target, settings and KL limit: KL near 0 and
     the covariance [[5, 4], [4, 5]] recovered from auto_scale_tril."""
-    spec = fit_spec("full_covariance", CORRELATED, {"name": "AutoMultivariateNormal"}, 0.05, 2000,
-                    particles=64)
+    spec = fit_spec(
+        "full_covariance", CORRELATED, {"name": "AutoMultivariateNormal"}, 0.05, 2000, particles=64
+    )
     fit, check = run_fit(workdir, spec, "correlated.h5", CORRELATED_CHECKS, data=False)
     assert check.attrs["verdict"] == CONVERGED, check.attrs["sentence"]
     quality = check["quality"]
     kl, elbo_se = float(quality["kl"][0]), float(quality["elbo_se"][0])
     assert -4 * elbo_se < kl < 0.03
     # a constant step size leaves the final iterate jittering: entries within 20 %
-    for quantity, target in (("covariance[0,0]", 5.0), ("covariance[0,1]", 4.0),
-                             ("covariance[1,1]", 5.0)):
+    for quantity, target in (("covariance[0,0]", 5.0), ("covariance[0,1]", 4.0), ("covariance[1,1]", 5.0)):
         row = truth(check, quantity)
         assert row["target"] == pytest.approx(target)
         assert row["fit"] == pytest.approx(target, rel=0.2)
@@ -236,8 +268,13 @@ def test_the_iterate_average_is_closer_to_the_exact_posterior_than_the_last_iter
 def kl_to_exact(alpha, beta, a=13.0, b=9.0):
     """KL(Beta(alpha, beta) || Beta(a, b)) in closed form."""
     alpha, beta = float(alpha), float(beta)
-    return (special.betaln(a, b) - special.betaln(alpha, beta) + (alpha - a) * special.digamma(alpha)
-            + (beta - b) * special.digamma(beta) + (a - alpha + b - beta) * special.digamma(alpha + beta))
+    return (
+        special.betaln(a, b)
+        - special.betaln(alpha, beta)
+        + (alpha - a) * special.digamma(alpha)
+        + (beta - b) * special.digamma(beta)
+        + (a - alpha + b - beta) * special.digamma(alpha + beta)
+    )
 
 
 def test_a_step_budget_stops_when_done_at_the_same_step_on_a_rerun(workdir):
@@ -248,8 +285,10 @@ def test_a_step_budget_stops_when_done_at_the_same_step_on_a_rerun(workdir):
     fit, check = run_fit(workdir, spec, "coin.h5")
     stop = fit.attrs["stop"]
     assert stop["mode"] == "budget" and stop["steps_run"] < 100_000
-    assert stop["reason"] == (f"converged: the rule held at step {stop['steps_run']}, and halving "
-                              "the step size moved no guide mean by 0.1 sd or more")
+    assert stop["reason"] == (
+        f"converged: the rule held at step {stop['steps_run']}, and halving "
+        "the step size moved no guide mean by 0.1 sd or more"
+    )
     # every seed was confirmed at a lowered step size: at least one halving, and the last one
     # moved the settled guide by less than the rule's tolerance
     assert stop["confirmed"] == [True] and len(stop["decays"]) >= 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
 from conftest import TINY, import_audit, run_snakemake
+
 from sviflow.h5io import SCHEMA_VERSION
 
 pytestmark = pytest.mark.workflow
@@ -107,14 +107,22 @@ def test_a_second_config_in_the_same_directory_keeps_the_first_ones_results(tiny
     workdir = tmp_path / "workflow"
     shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns(".snakemake"), symlinks=True)
     before = {path: path.read_bytes() for path in (workdir / "results").rglob("*") if path.is_file()}
-    second = {"results": "results/second",
-              "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact",
-                                                                          "num_draws": 2000}}},
-              "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 3, "tails": 9}}},
-              "fits": {"beta": {"model": "coin", "data": "coin_12_8", "guide": {"name": "beta"},
-                                "optimizer": {"name": "Adam", "step_size": 5.0e-3}, "steps": 200}},
-              "predictive": {"num_samples": 500, "num_mock": 20},
-              "checks": {"quality": {"elbo_particles": 500, "khat_particles": 500}}}
+    second = {
+        "results": "results/second",
+        "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact", "num_draws": 2000}}},
+        "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 3, "tails": 9}}},
+        "fits": {
+            "beta": {
+                "model": "coin",
+                "data": "coin_12_8",
+                "guide": {"name": "beta"},
+                "optimizer": {"name": "Adam", "step_size": 5.0e-3},
+                "steps": 200,
+            }
+        },
+        "predictive": {"num_samples": 500, "num_mock": 20},
+        "checks": {"quality": {"elbo_particles": 500, "khat_particles": 500}},
+    }
     (workdir / "second.yaml").write_text(yaml.safe_dump(second))
     run_snakemake(workdir, "--cores", "2", "--configfile", "second.yaml", "--replace-workflow-config")
 

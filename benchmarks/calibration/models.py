@@ -70,8 +70,7 @@ def kidscore_interaction(mom_iq, mom_hs, kid_score=None):
     _normal_regression("kid_score", mean, sigma, mom_iq.shape[0], kid_score)
 
 
-def kilpisjarvi(x, y=None, pmualpha=9.31290322580645, psalpha=100.0, pmubeta=0.0,
-                psbeta=0.0333333333333333):
+def kilpisjarvi(x, y=None, pmualpha=9.31290322580645, psalpha=100.0, pmubeta=0.0, psbeta=0.0333333333333333):
     """kilpisjarvi_mod-kilpisjarvi: y ~ Normal(alpha + beta x, sigma) with x the year shifted by
     +2000 (3952..4013), alpha ~ Normal(pmualpha, psalpha), beta ~ Normal(pmubeta, psbeta), flat
     sigma > 0. The prior settings are posteriordb's data values (defaults here, since they are
@@ -108,8 +107,7 @@ def logmesquite_logvolume(diam1, diam2, canopy_height, log_weight=None):
     log_canopy_volume = jnp.log(diam1 * diam2 * canopy_height)
     beta = numpyro.sample("beta", _flat((2,)))
     sigma = numpyro.sample("sigma", _flat((), constraints.positive))
-    _normal_regression("log_weight", beta[0] + beta[1] * log_canopy_volume, sigma,
-                       diam1.shape[0], log_weight)
+    _normal_regression("log_weight", beta[0] + beta[1] * log_canopy_volume, sigma, diam1.shape[0], log_weight)
 
 
 def nes(real_ideo, race_adj, age_discrete, educ1, gender, income, partyid7=None):
@@ -122,9 +120,17 @@ def nes(real_ideo, race_adj, age_discrete, educ1, gender, income, partyid7=None)
     age30_44, age45_64, age65up = (_float(age == k) for k in (2, 3, 4))
     beta = numpyro.sample("beta", _flat((9,)))
     sigma = numpyro.sample("sigma", _flat((), constraints.positive))
-    mean = (beta[0] + beta[1] * real_ideo + beta[2] * race_adj + beta[3] * age30_44
-            + beta[4] * age45_64 + beta[5] * age65up + beta[6] * educ1 + beta[7] * gender
-            + beta[8] * income)
+    mean = (
+        beta[0]
+        + beta[1] * real_ideo
+        + beta[2] * race_adj
+        + beta[3] * age30_44
+        + beta[4] * age45_64
+        + beta[5] * age65up
+        + beta[6] * educ1
+        + beta[7] * gender
+        + beta[8] * income
+    )
     _normal_regression("partyid7", mean, sigma, real_ideo.shape[0], partyid7)
 
 
@@ -154,7 +160,7 @@ def arK(y_init, time, y=None):
     if y is not None:
         series = jnp.concatenate([y_init, _float(y)])
         # lags[t, k] = y[t - k - 1] for the n modelled steps
-        lags = jnp.stack([series[K - 1 - k: K - 1 - k + n] for k in range(K)], axis=-1)
+        lags = jnp.stack([series[K - 1 - k : K - 1 - k + n] for k in range(K)], axis=-1)
         with numpyro.plate("time", n):
             numpyro.sample("y", dist.Normal(alpha + lags @ beta, sigma), obs=_float(y))
         return
@@ -280,8 +286,11 @@ def gp_regr(x, y=None):
     alpha = numpyro.sample("alpha", dist.HalfNormal(2.0))
     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
     cov = _exp_quad_cov(x, alpha, rho) + sigma * jnp.eye(x.shape[0])
-    numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), scale_tril=jnp.linalg.cholesky(cov)),
-                   obs=_float(y))
+    numpyro.sample(
+        "y",
+        dist.MultivariateNormal(jnp.zeros(x.shape[0]), scale_tril=jnp.linalg.cholesky(cov)),
+        obs=_float(y),
+    )
 
 
 def gp_pois_regr(x, k=None):

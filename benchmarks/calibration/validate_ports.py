@@ -51,9 +51,14 @@ def run_one(entry: dict, chains: int, warmup: int, draws: int, seed: int) -> dic
     kwargs = {**model_kwargs(dataset), **entry.get("settings", {})}
     gold = json.loads((HERE / entry["gold"]).read_text())["sites"]
 
-    mcmc = MCMC(NUTS(model, dense_mass=True, target_accept_prob=0.9), num_warmup=warmup,
-                num_samples=draws, num_chains=chains, chain_method="sequential",
-                progress_bar=False)
+    mcmc = MCMC(
+        NUTS(model, dense_mass=True, target_accept_prob=0.9),
+        num_warmup=warmup,
+        num_samples=draws,
+        num_chains=chains,
+        chain_method="sequential",
+        progress_bar=False,
+    )
     start = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging",), **kwargs)
     seconds = time.perf_counter() - start
@@ -75,11 +80,16 @@ def run_one(entry: dict, chains: int, warmup: int, draws: int, seed: int) -> dic
         ratio = sd / gold_sd
         ess = np.asarray(effective_sample_size(flat))
         rhat = np.asarray(split_gelman_rubin(flat))
-        rows[site] = {"mean_err_sd": mean_err.tolist(), "sd_ratio": ratio.tolist(),
-                      "ess": ess.tolist(), "rhat": rhat.tolist()}
+        rows[site] = {
+            "mean_err_sd": mean_err.tolist(),
+            "sd_ratio": ratio.tolist(),
+            "ess": ess.tolist(),
+            "rhat": rhat.tolist(),
+        }
         worst_mean = max(worst_mean, float(mean_err.max()))
-        worst_ratio = max([worst_ratio, float(ratio.max()), float(ratio.min())],
-                          key=lambda r: abs(np.log(r)))  # the ratio farthest from 1
+        worst_ratio = max(
+            [worst_ratio, float(ratio.max()), float(ratio.min())], key=lambda r: abs(np.log(r))
+        )  # the ratio farthest from 1
         min_ess, max_rhat = min(min_ess, float(ess.min())), max(max_rhat, float(rhat.max()))
 
     # the model predicts: observed arrays None, latent sites from the posterior
@@ -87,21 +97,42 @@ def run_one(entry: dict, chains: int, warmup: int, draws: int, seed: int) -> dic
     subset = {k: v[:20] for k, v in flat_samples.items()}
     predict_kwargs = {**model_kwargs(dataset, predict=True), **entry.get("settings", {})}
     predicted = Predictive(model, posterior_samples=subset, return_sites=entry["observed"])(
-        jax.random.PRNGKey(seed + 1), **predict_kwargs)
-    predict_ok = all(np.asarray(predicted[name]).shape[1:] == np.shape(dataset["observed"][name])
-                     and bool(np.all(np.isfinite(np.asarray(predicted[name]))))
-                     for name in entry["observed"])
+        jax.random.PRNGKey(seed + 1), **predict_kwargs
+    )
+    predict_ok = all(
+        np.asarray(predicted[name]).shape[1:] == np.shape(dataset["observed"][name])
+        and bool(np.all(np.isfinite(np.asarray(predicted[name]))))
+        for name in entry["observed"]
+    )
 
     passed = worst_mean <= MEAN_TOL and all(
-        SD_LOW <= r <= SD_HIGH for row in rows.values() for r in row["sd_ratio"])
-    return {"name": entry["name"], "posterior": entry["posterior"], "passed": passed,
-            "worst_mean_err_sd": worst_mean, "worst_sd_ratio": worst_ratio,
-            "min_ess": min_ess, "max_rhat": max_rhat, "divergences": divergences,
-            "predict_ok": predict_ok, "seconds": seconds, "x64": entry["x64"],
-            "nuts": {"chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
-                     "dense_mass": True, "target_accept_prob": 0.9,
-                     "chain_method": "sequential"},
-            "numpyro": numpyro.__version__, "jax": jax.__version__, "sites": rows}
+        SD_LOW <= r <= SD_HIGH for row in rows.values() for r in row["sd_ratio"]
+    )
+    return {
+        "name": entry["name"],
+        "posterior": entry["posterior"],
+        "passed": passed,
+        "worst_mean_err_sd": worst_mean,
+        "worst_sd_ratio": worst_ratio,
+        "min_ess": min_ess,
+        "max_rhat": max_rhat,
+        "divergences": divergences,
+        "predict_ok": predict_ok,
+        "seconds": seconds,
+        "x64": entry["x64"],
+        "nuts": {
+            "chains": chains,
+            "warmup": warmup,
+            "draws": draws,
+            "seed": seed,
+            "dense_mass": True,
+            "target_accept_prob": 0.9,
+            "chain_method": "sequential",
+        },
+        "numpyro": numpyro.__version__,
+        "jax": jax.__version__,
+        "sites": rows,
+    }
 
 
 def main():
@@ -127,22 +158,40 @@ def main():
     out_path = HERE / "validation.json"
     results = {r["name"]: r for r in json.loads(out_path.read_text())} if out_path.exists() else {}
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    print(f"{'name':20s} {'dim':>3s} {'x64':>3s} {'|mean err|/sd':>13s} {'sd ratio':>8s} "
-          f"{'min ESS':>7s} {'R-hat':>5s} {'div':>4s} {'pred':>4s} {'s':>5s}  verdict", flush=True)
+    print(
+        f"{'name':20s} {'dim':>3s} {'x64':>3s} {'|mean err|/sd':>13s} {'sd ratio':>8s} "
+        f"{'min ESS':>7s} {'R-hat':>5s} {'div':>4s} {'pred':>4s} {'s':>5s}  verdict",
+        flush=True,
+    )
     for entry in chosen:
-        command = [sys.executable, __file__, "--one", entry["name"], "--chains", str(args.chains),
-                   "--warmup", str(args.warmup), "--draws", str(args.draws), "--seed", str(args.seed)]
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            entry["name"],
+            "--chains",
+            str(args.chains),
+            "--warmup",
+            str(args.warmup),
+            "--draws",
+            str(args.draws),
+            "--seed",
+            str(args.seed),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             print(f"{entry['name']:20s} FAILED to run:\n{done.stderr[-3000:]}", flush=True)
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
         results[entry["name"]] = result
-        print(f"{entry['name']:20s} {entry['dimension']:3d} {'yes' if entry['x64'] else 'no':>3s} "
-              f"{result['worst_mean_err_sd']:13.3f} {result['worst_sd_ratio']:8.3f} "
-              f"{result['min_ess']:7.0f} {result['max_rhat']:5.3f} {result['divergences']:4d} "
-              f"{'ok' if result['predict_ok'] else 'BAD':>4s} {result['seconds']:5.0f}  "
-              f"{'validated' if result['passed'] else 'FAILS'}", flush=True)
+        print(
+            f"{entry['name']:20s} {entry['dimension']:3d} {'yes' if entry['x64'] else 'no':>3s} "
+            f"{result['worst_mean_err_sd']:13.3f} {result['worst_sd_ratio']:8.3f} "
+            f"{result['min_ess']:7.0f} {result['max_rhat']:5.3f} {result['divergences']:4d} "
+            f"{'ok' if result['predict_ok'] else 'BAD':>4s} {result['seconds']:5.0f}  "
+            f"{'validated' if result['passed'] else 'FAILS'}",
+            flush=True,
+        )
         ordered = [results[e["name"]] for e in suite if e["name"] in results]
         out_path.write_text(json.dumps(ordered, indent=1) + "\n")
 

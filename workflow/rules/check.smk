@@ -1,11 +1,13 @@
 rule check:
     """Did the fit converge, and how far is its guide from the reference posterior?"""
     input:
-        unpack(lambda wildcards: with_reference(
-            wildcards.fit,
-            fit=out(f"fits/{wildcards.fit}.h5"),
-            predictive=out(f"predictive/{wildcards.fit}.h5"),
-        )),
+        unpack(
+            lambda wildcards: with_reference(
+                wildcards.fit,
+                fit=out(f"fits/{wildcards.fit}.h5"),
+                predictive=out(f"predictive/{wildcards.fit}.h5"),
+            )
+        ),
         # numpy, h5py and ArviZ only: the JAX work (the log weights) is the predict step's
         library=library("assess.py", "diagnostics.py", "convergence.py", "truth.py"),
     output:

@@ -11,14 +11,12 @@ from sviflow.config import OPTIONAL_FIGURES, PLOT_FIGURES, Plan, config_dir, sor
 from sviflow.config import validate as validate_config
 from sviflow.errors import ConfigError
 
-
 # Snakemake 9.27 does not pass --replace-workflow-config on to the jobs it spawns (SLURM jobs):
 # they would merge config/config.yaml back in. The main process tells them through the
 # environment (sbatch --export=ALL passes it on) and they replace the config as it did.
 if workflow.config_settings.replace_workflow_config:
     os.environ.update(SVIFLOW_REPLACE_WORKFLOW_CONFIG="1")  # set for the jobs, not read from the user
-elif (os.environ.get("SVIFLOW_REPLACE_WORKFLOW_CONFIG") == "1"
-      and workflow.config_settings.overwrite_config):
+elif os.environ.get("SVIFLOW_REPLACE_WORKFLOW_CONFIG") == "1" and workflow.config_settings.overwrite_config:
     import copy
 
     config.clear()
@@ -35,8 +33,9 @@ def _config_errors(function, *args, **kwargs):
 
 _config_errors(validate_config, config, workflow.source_path("../schemas/config.schema.yaml"))
 # paths in the config are relative to the config file that the user gave
-PLAN = _config_errors(Plan, config, config_dir(
-    list(workflow.overwrite_configfiles or []) or list(workflow.configfiles)))
+PLAN = _config_errors(
+    Plan, config, config_dir(list(workflow.overwrite_configfiles or []) or list(workflow.configfiles))
+)
 FITS, DATASETS, MODELS, COMPARISONS = PLAN.fits, PLAN.datasets, PLAN.models, PLAN.comparisons
 ENGINE = config["engine"]
 # Passed to the jobs through the environment, not params: moving the cache reruns nothing.
@@ -98,8 +97,12 @@ def reference_model(reference):
 
 def figure_output(name):
     """A figure of a fit as a report item; its caption is workflow/report/<name>.rst."""
-    return report(out(f"figures/{{fit}}/{name}.png"), caption=f"../report/{name}.rst",
-                  category="{fit}", labels={"figure": name.replace("_", " "), "fit": "{fit}"})
+    return report(
+        out(f"figures/{{fit}}/{name}.png"),
+        caption=f"../report/{name}.rst",
+        category="{fit}",
+        labels={"figure": name.replace("_", " "), "fit": "{fit}"},
+    )
 
 
 def plot_inputs(wildcards):

@@ -10,7 +10,9 @@ from sviflow.condaenv import write_conda_environment
 _ENVIRONMENT_YML = os.path.join(workflow.basedir, "environment.yml")
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     CONDA_ENV = write_conda_environment(
-        _ENVIRONMENT_YML, os.path.join(workflow.basedir, "pyproject.toml"),
-        os.path.abspath(os.path.join(".snakemake", "sviflow", "environment.yml")))
+        _ENVIRONMENT_YML,
+        os.path.join(workflow.basedir, "pyproject.toml"),
+        os.path.abspath(os.path.join(".snakemake", "sviflow", "environment.yml")),
+    )
 else:  # without --use-conda the directive is never deployed: nothing is written
     CONDA_ENV = _ENVIRONMENT_YML

@@ -39,16 +39,22 @@ for _extra, _fits in PLAN.plot_sets().items():
 
 rule compare:
     """Loss curves of several fits in one figure (the post's 1 vs 32 particles)."""
+
     # one figure from the fits' loss traces, about a second: on a cluster it runs in the main
     # Snakemake process (workflow/profiles/README.md)
     localrule: True
     input:
-        fits=lambda wildcards: [out(f"fits/{f}.h5") for f in config["comparisons"][wildcards.comparison]["fits"]],
+        fits=lambda wildcards: [
+            out(f"fits/{f}.h5") for f in config["comparisons"][wildcards.comparison]["fits"]
+        ],
         library=library("plots.py"),
     output:
-        figure=report(out("figures/comparisons/{comparison}.png"),
-                      caption="../report/comparison.rst", category="comparisons",
-                      labels={"comparison": "{comparison}"}),
+        figure=report(
+            out("figures/comparisons/{comparison}.png"),
+            caption="../report/comparison.rst",
+            category="comparisons",
+            labels={"comparison": "{comparison}"},
+        ),
     params:
         title=lambda wildcards: config["comparisons"][wildcards.comparison].get("title", ""),
     log:

@@ -1,5 +1,6 @@
 rule simulate:
     """The observed data of one dataset, from its generator or its file."""
+
     # numpy only, about a second: on a cluster it runs in the main Snakemake process, not as a
     # SLURM job that would wait for the scheduler (workflow/profiles/README.md)
     localrule: True

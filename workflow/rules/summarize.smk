@@ -2,6 +2,7 @@ rule summarize:
     """Every fit as an ArviZ InferenceData (seeds are chains, netCDF via h5netcdf), and
     az.summary of every fit with its verdict: one CSV, one Markdown page. One job, so that
     ArviZ is imported once (1.5 s), not once per fit."""
+
     # light (it reads the files the fits wrote): on a cluster it runs in the main Snakemake
     # process, not as a SLURM job (workflow/profiles/README.md)
     localrule: True
@@ -19,8 +20,14 @@ rule summarize:
     params:
         fits=FITS,
         data={fit: fit_data(fit) for fit in FITS},
-        specs={fit: {"name": fit, "model": config["fits"][fit]["model"],
-                     "guide": config["fits"][fit]["guide"]["name"]} for fit in FITS},
+        specs={
+            fit: {
+                "name": fit,
+                "model": config["fits"][fit]["model"],
+                "guide": config["fits"][fit]["guide"]["name"],
+            }
+            for fit in FITS
+        },
     log:
         out("logs/summarize.log"),
     benchmark:
