@@ -52,9 +52,10 @@ def _setting(check, group: str, key: str, default):
     return ((check.config.get("checks") or {}).get(group) or {}).get(key, default)
 
 
-def _save(fig, path):
-    """``fig`` to ``path``; the figure is returned (closed to pyplot) for tests to read."""
-    fig.tight_layout()
+def _save(fig, path, rect=None):
+    """``fig`` to ``path`` (laid out within ``rect``, the whole figure by default); the figure
+    is returned (closed to pyplot) for tests to read."""
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return fig
@@ -229,10 +230,7 @@ def trajectory_figure(fitted, check, fit: str, path):
         handles, names = moment_axes[0].get_legend_handles_labels()
         fig.legend(handles[:1], names[:1], loc="lower center", fontsize=8, frameon=False)
     _title(fig, fit, check)
-    fig.tight_layout(rect=(0, 0.06 if has_window else 0, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return _save(fig, path, rect=(0, 0.06 if has_window else 0, 1, 1))
 
 
 def _pooled(sites: dict) -> dict:

@@ -402,9 +402,9 @@ def test_every_figure_of_a_diverged_fit_is_labelled(base_run, tmp_path, monkeypa
     titles = {}
     save = plots._save
 
-    def record(fig, path):
+    def record(fig, path, **layout):
         titles[Path(path).stem] = fig._suptitle.get_text() if fig._suptitle else ""
-        save(fig, path)
+        save(fig, path, **layout)
 
     monkeypatch.setattr(plots, "_save", record)
     results = base_run / "results"
@@ -560,7 +560,7 @@ def test_killed_fit_leaves_no_result_and_is_recomputed(base_run, tmp_path):
         assert handle["losses"].shape == (1, 200) and np.isfinite(handle["losses"][()]).all()
     assert "results/fits/long.h5" in _output(result)
     after = _snapshot(workdir / "results")
-    remade = {"summary.csv", "summary.md", "logs/summarize.log", "benchmarks/summarize.tsv"}
+    remade = {"summary.csv", "summary.md", "verdicts.html", "logs/summarize.log", "benchmarks/summarize.tsv"}
     remade |= {path for path in untouched if path.startswith("arviz/")}  # all written by summarize
     changed = [path for path, stamp in untouched.items() if path not in remade and after.get(path) != stamp]
     assert changed == []

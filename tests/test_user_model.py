@@ -32,6 +32,7 @@ EXAMPLE = Path("config/examples/linear_regression")
 EXAMPLE_ARGS = ("--configfile", str(EXAMPLE / "config.yaml"), "--replace-workflow-config")
 EXAMPLE_CONFIG = yaml.safe_load((REPO / EXAMPLE / "config.yaml").read_text())
 FITS = list(EXAMPLE_CONFIG["fits"])
+RESULTS = EXAMPLE_CONFIG["results"]  # the example's own results folder (results/linear_regression)
 VERDICTS = ("converged", "not converged", "converged, poor approximation")
 
 
@@ -94,7 +95,7 @@ def fresh_copy(tmp_path_factory) -> Path:
 
 @pytest.mark.workflow
 def test_example_reference_is_nuts_on_the_users_model(example_run):
-    reference, attrs = read_h5(example_run / "results/references/regression--points.h5")
+    reference, attrs = read_h5(example_run / f"{RESULTS}/references/regression--points.h5")
     assert attrs["method"] == "nuts"
     assert attrs["latent_sites"] == ["intercept", "slope", "sigma"]  # the model's order
     # the NUTS chains agree: a reference worth measuring against
@@ -106,7 +107,7 @@ def test_example_reference_is_nuts_on_the_users_model(example_run):
     )
     assert len(reference["draws"]["slope"]) == 2 * 1000
     # the log says how far to trust it
-    log = (example_run / "results/logs/reference/regression--points.log").read_text()
+    log = (example_run / f"{RESULTS}/logs/reference/regression--points.log").read_text()
     logged = re.search(r"reference regression \(nuts\): R-hat (\{.*?\}), ESS (\{.*?\})", log)
     assert logged, log
     rhat, ess = (yaml.safe_load(group) for group in logged.groups())
@@ -117,7 +118,7 @@ def test_example_reference_is_nuts_on_the_users_model(example_run):
 @pytest.mark.workflow
 @pytest.mark.parametrize("fit", FITS)
 def test_example_checks_measure_each_fit_against_nuts(example_run, fit):
-    check, attrs = read_h5(example_run / f"results/checks/{fit}.h5")
+    check, attrs = read_h5(example_run / f"{RESULTS}/checks/{fit}.h5")
     assert attrs["verdict"] in VERDICTS and attrs["sentence"]
     quality = check["quality"]
     assert np.isnan(float(quality["log_z"]))  # NUTS gives no evidence, so no KL
@@ -137,27 +138,27 @@ def test_example_checks_measure_each_fit_against_nuts(example_run, fit):
 def test_example_summary_lists_every_fit_with_its_verdict(example_run):
     import pandas as pd
 
-    table = pd.read_csv(example_run / "results/summary.csv")
+    table = pd.read_csv(example_run / f"{RESULTS}/summary.csv")
     assert list(dict.fromkeys(table["fit"])) == FITS
     assert set(table["variable"]) == {"intercept", "slope", "sigma"}
     assert set(table["verdict"]) <= set(VERDICTS)
     assert table["energy_distance"].notna().all()
-    markdown = (example_run / "results/summary.md").read_text()
+    markdown = (example_run / f"{RESULTS}/summary.md").read_text()
     for fit in FITS:
         assert f"| {fit} |" in markdown
     for fit in FITS:
-        assert (example_run / f"results/figures/{fit}/posterior.png").stat().st_size > 0
-        assert (example_run / f"results/figures/{fit}/mock_observations.png").stat().st_size > 0
-        assert (example_run / f"results/arviz/{fit}.nc").stat().st_size > 0
+        assert (example_run / f"{RESULTS}/figures/{fit}/posterior.png").stat().st_size > 0
+        assert (example_run / f"{RESULTS}/figures/{fit}/mock_observations.png").stat().st_size > 0
+        assert (example_run / f"{RESULTS}/arviz/{fit}.nc").stat().st_size > 0
 
 
 @pytest.mark.workflow
 def test_example_data_reach_the_model_as_keyword_arguments(example_run):
-    dataset, _ = read_h5(example_run / "results/data/points.h5")
+    dataset, _ = read_h5(example_run / f"{RESULTS}/data/points.h5")
     rows = np.loadtxt(REPO / EXAMPLE / "data.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(dataset["covariates"]["x"], rows[:, 0], rtol=1e-6)
     np.testing.assert_allclose(dataset["observed"]["y"], rows[:, 1], rtol=1e-6)
-    predictive, _ = read_h5(example_run / "results/predictive/autonormal.h5")
+    predictive, _ = read_h5(example_run / f"{RESULTS}/predictive/autonormal.h5")
     # mock observations: the model called with y=None draws one y per x
     assert predictive["mock_from_guide"]["y"].shape[-1] == len(rows)
 
@@ -310,15 +311,17 @@ def test_a_model_that_fails_when_traced_names_the_fit_the_file_and_the_line(fres
 
     args = variant(fresh_copy, edit, "broken.yaml")
     try:
-        result = run_snakemake(fresh_copy, "--cores", "1", "results/fits/autonormal.h5", *args, check=False)
+        result = run_snakemake(
+            fresh_copy, "--cores", "1", f"{RESULTS}/fits/autonormal.h5", *args, check=False
+        )
         assert result.returncode != 0
-        log = (fresh_copy / "results/logs/fit/autonormal.log").read_text()
+        log = (fresh_copy / f"{RESULTS}/logs/fit/autonormal.log").read_text()
         for text in (output(result), log):
             assert "fits.autonormal" in text, text[-3000:]
             assert "models.regression.function" in text
             assert f"broken.py, line {line}" in text
             assert "NameError" in text and "sigma_y" in text
-        assert not (fresh_copy / "results/fits/autonormal.h5").exists()
+        assert not (fresh_copy / f"{RESULTS}/fits/autonormal.h5").exists()
     finally:
         shutil.rmtree(fresh_copy / "results", ignore_errors=True)
 
@@ -330,7 +333,7 @@ def test_a_csv_cell_that_is_not_a_number_names_file_line_and_column(fresh_copy):
     (fresh_copy / EXAMPLE / "bad.csv").write_text("\n".join(rows) + "\n")
     args = variant(fresh_copy, _set("datasets.points.file", "bad.csv"), "bad_data.yaml")
     try:
-        result = run_snakemake(fresh_copy, "--cores", "1", "results/data/points.h5", *args, check=False)
+        result = run_snakemake(fresh_copy, "--cores", "1", f"{RESULTS}/data/points.h5", *args, check=False)
         assert result.returncode != 0
         assert re.search(
             r"datasets\.points\.file: \S*bad\.csv, line 5, column 'y': 'n/a' is not "
