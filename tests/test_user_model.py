@@ -54,7 +54,7 @@ def output(result) -> str:
 
 def planned_jobs(workdir: Path, *args: str) -> Counter:
     """(rule, wildcards) of every job Snakemake's dry run plans."""
-    return Counter(dry_run_jobs(output(run_snakemake(workdir, "--dry-run", *args))))
+    return Counter(list(dry_run_jobs(output(run_snakemake(workdir, "--dry-run", *args)))))
 
 
 def read_h5(path: Path) -> tuple[dict, dict]:
