@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from sviflow.errors import ConfigError
+from sviflow.names import LAPLACE_GUIDES
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -31,8 +32,6 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.
 # tests/test_config.py keeps the two equal)
 BUDGET_DEFAULTS = {"min": 2000, "decay": 0.5, "max_decays": 10}
 
-# guides that a step budget starts at the Laplace approximation (sviflow/laplace.py)
-LAPLACE_GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal", "AutoDelta")
 
 # the figures every fit has, and those some fits have, by the short name of their plot rule
 # (plot_with_<key>...): mock observations for a model with data, the covariance for AutoMVN
@@ -201,9 +200,6 @@ def _sorted(value):
     if isinstance(value, list):
         return [_sorted(item) for item in value]
     return value
-
-
-sorted_keys = _sorted
 
 
 # --- the plan of one config --------------------------------------------------------------------
@@ -600,12 +596,9 @@ class Plan:
     def weighted_draws(self) -> int:
         """How many guide draws predict weighs for the check's ELBO and k-hat: the posterior
         samples, or more if the checks ask for more. Only a change of this number reruns predict."""
-        quality = self.config["checks"]["quality"]
-        return max(
-            int(self.config["predictive"]["num_samples"]),
-            int(quality["elbo_particles"]),
-            int(quality["khat_particles"]),
-        )
+        from sviflow.diagnostics import weighted_draws
+
+        return weighted_draws(self.config["checks"], self.config["predictive"])
 
     def summary_specs(self) -> dict:
         return {

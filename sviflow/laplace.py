@@ -20,9 +20,9 @@ import logging
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from sviflow.names import LAPLACE_GUIDES as GUIDES  # the guides it starts
 
-GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal", "AutoDelta")
+log = logging.getLogger(__name__)
 
 
 def laplace_init(model, guide, model_kwargs: dict, seed: int = 0, iterations: int = 500):

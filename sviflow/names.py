@@ -31,6 +31,8 @@ AUTOGUIDES = (
 OPTIMIZERS = ("Adam", "ClippedAdam", "SGD", "Adagrad", "RMSProp", "Momentum", "RMSPropMomentum")
 SCHEDULES = ("constant", "exponential_decay", "cosine_decay", "warmup_cosine_decay")
 ELBOS = ("Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO", "RenyiELBO")
+# the guides that a step budget starts at the Laplace approximation (sviflow.laplace)
+LAPLACE_GUIDES = ("AutoMultivariateNormal", "AutoLowRankMultivariateNormal", "AutoNormal", "AutoDelta")
 INIT_STRATEGIES = (
     "init_to_feasible",
     "init_to_mean",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from sviflow.config import OPTIONAL_FIGURES, PLOT_FIGURES, Plan, config_dir, sorted_keys
+from sviflow.config import OPTIONAL_FIGURES, PLOT_FIGURES, Plan, config_dir
 from sviflow.config import validate as validate_config
 from sviflow.errors import ConfigError
 
@@ -71,7 +71,6 @@ MODEL_CODE = ("models.py", "guides.py", "names.py", "userfiles.py", "resolve.py"
 JAX_THREADS = 2
 
 
-_sorted = sorted_keys
 model_spec = PLAN.model_spec
 fit_spec = PLAN.fit_spec
 code_files = PLAN.code_files

@@ -9,7 +9,7 @@ rule predict:
         predictive=out("predictive/{fit}.h5"),
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
-        predictive=_sorted(config.get("predictive", {})),
+        predictive=PLAN.predictive_settings(),
         weighted=weighted_draws(),
     log:
         out("logs/predict/{fit}.log"),

@@ -20,14 +20,7 @@ rule summarize:
     params:
         fits=FITS,
         data={fit: fit_data(fit) for fit in FITS},
-        specs={
-            fit: {
-                "name": fit,
-                "model": config["fits"][fit]["model"],
-                "guide": config["fits"][fit]["guide"]["name"],
-            }
-            for fit in FITS
-        },
+        specs=PLAN.summary_specs(),
     log:
         out("logs/summarize.log"),
     benchmark:
