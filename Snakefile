@@ -31,6 +31,8 @@ include: "workflow/rules/fit.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/check.smk"
 include: "workflow/rules/plot.smk"
+include: "workflow/rules/batch.smk"
+include: "workflow/rules/sweep.smk"
 include: "workflow/rules/summarize.smk"
 
 

@@ -25,6 +25,7 @@ import yaml
 
 from sviflow.errors import ConfigError
 from sviflow.names import LAPLACE_GUIDES
+from sviflow.sweeps import KEY as SWEEPS_KEY
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -179,7 +180,30 @@ def validation_message(cause) -> str:
 
 def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
     """Snakemake's validate() (which also fills in the schema's defaults); a failure is a
-    ConfigError naming the key."""
+    ConfigError naming the key. A fit block with a ``sweep`` is expanded into its members
+    (:mod:`sviflow.sweeps`), which are validated like any fit; the sweeps are kept in the config
+    under ``sweeps.KEY`` for :class:`Plan` (a config validated twice keeps them)."""
+    from sviflow import sweeps as sweeping
+
+    kept = config.pop(sweeping.KEY, None)
+    if kept is None:
+        _validate(config, schema)
+    found = sweeping.expand(config) if kept is None else kept
+    if found:
+        # the members' names (sweep/step_size~0.001) are not the schema's names: validated under
+        # stand-in names, which an error message turns back into the member's
+        members = {fit for sweep in found.values() for fit in sweep["members"]}
+        aliases, fits = {}, {}
+        for fit, entry in config["fits"].items():
+            alias = f"sweep-member-{len(aliases)}" if fit in members else fit
+            if fit in members:
+                aliases[alias] = fit
+            fits[alias] = entry
+        _validate({**config, "fits": fits}, schema, aliases)
+        config[sweeping.KEY] = found
+
+
+def _validate(config: dict, schema, aliases: dict | None = None) -> None:
     from jsonschema.exceptions import ValidationError
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as snakemake_validate
@@ -190,6 +214,14 @@ def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
         cause = error.__context__
         if not isinstance(cause, ValidationError):
             raise
+        if aliases and len(cause.absolute_path) > 1 and cause.absolute_path[1] in aliases:
+            member = aliases[cause.absolute_path[1]]
+            cause.path[1] = member  # absolute_path is path here (the error is the root's)
+            sweep = member.split("/", 1)[0]
+            raise ConfigError(
+                f"{validation_message(cause)} (fits.{member} is a member of the sweep "
+                f"fits.{sweep}.sweep)"
+            ) from None
         raise ConfigError(validation_message(cause)) from None
 
 
@@ -216,6 +248,8 @@ class Plan:
         self.config = config
         self.config_dir = Path(config_dir)
         self.fits = list(config["fits"])
+        # fit blocks with a sweep, expanded by validate() into their members (sviflow.sweeps)
+        self.sweeps = config.get(SWEEPS_KEY) or {}
         self.datasets = list(config.get("datasets") or {})
         self.models = list(config["models"])
         self.comparisons = list(config.get("comparisons") or {})
@@ -263,8 +297,11 @@ class Plan:
         dataset in a reference id), and no dataset called ``none`` (a model without data)."""
         pattern = load_schema()["$defs"]["name"]["pattern"]
         name_pattern = re.compile(pattern.removeprefix("^").removesuffix("$"))
+        members = {fit: sweep for sweep, entry in self.sweeps.items() for fit in entry["members"]}
         for section in NAMED_SECTIONS:
             for name in self.config.get(section) or {}:
+                if section == "fits" and name in members:
+                    name = members[name]  # sweep/step_size~0.001: the sweep's name is the user's
                 if not name_pattern.fullmatch(name):
                     raise ConfigError(
                         f"{section}.{name!r}: not a valid name (it names files under "
@@ -302,6 +339,12 @@ class Plan:
         # model and guide names: built in, an autoguide, or path/to/file.py:function
         for problem in check_names(config):
             raise ConfigError(problem)
+        for fit, entry in config["fits"].items():
+            if entry.get("batch") and isinstance(entry["steps"], dict):
+                raise ConfigError(
+                    f"fits.{fit}.batch: a fit with a step budget cannot be batched (each fit "
+                    f"stops when its own rule holds); give steps a number, or batch: false"
+                )
         for name, entry in (config.get("comparisons") or {}).items():
             unknown = [f for f in entry["fits"] if f not in config["fits"]]
             if unknown:
@@ -329,6 +372,12 @@ class Plan:
             if key in folders and folders[key] != owner:
                 raise ConfigError(
                     f"{owner}: its output {key} is the folder of {folders[key]}'s outputs; rename one of them"
+                )
+        for reserved in ("comparisons", "sweeps"):
+            if reserved in self.fits or reserved in self.sweeps:
+                raise ConfigError(
+                    f"fits.{reserved}: results/figures/{reserved}/ holds the {reserved}' "
+                    f"figures; give the fit another name"
                 )
         if "comparisons" in self.fits:
             raise ConfigError(
@@ -507,6 +556,8 @@ class Plan:
             paths[f"datasets.{dataset}"] = [self.out(f"data/{dataset}.h5")]
         for name in self.comparisons:
             paths[f"comparisons.{name}"] = [self.out(f"figures/comparisons/{name}.png")]
+        for name in self.sweeps:
+            paths[f"fits.{name}.sweep"] = [self.out(f"figures/sweeps/{name}.png")]
         for model in self.models:
             paths[f"models.{model}"] = [self.out(f"models/{model}.json")]
         for reference in self.reference_ids():
@@ -599,6 +650,10 @@ class Plan:
         from sviflow.diagnostics import weighted_draws
 
         return weighted_draws(self.config["checks"], self.config["predictive"])
+
+    def sweep_settings(self) -> dict:
+        """The sweeps (their keys and members' values), for the summary's sweep tables."""
+        return {name: self.sweeps[name] for name in sorted(self.sweeps)}  # members in grid order
 
     def summary_specs(self) -> dict:
         return {
@@ -700,13 +755,15 @@ class Plan:
             inputs["reference"] = self.out(f"references/{self.reference_id(fit_name)}.h5")
         return inputs
 
-    def plot_inputs(self, fit: str) -> dict:
-        inputs = self.with_reference(
-            fit,
-            fit=self.out(f"fits/{fit}.h5"),
-            predictive=self.out(f"predictive/{fit}.h5"),
-            check=self.out(f"checks/{fit}.h5"),
-        )
+    def plot_inputs(self, fit: str, batch: list[str] | None = None) -> dict:
+        """The plot job's inputs; with ``batch`` (fits sharing ``fit``'s model, data and
+        reference), each fit's files as lists in its order."""
+
+        def files(kind: str):
+            paths = [self.out(f"{kind}/{name}.h5") for name in batch or [fit]]
+            return paths if batch else paths[0]
+
+        inputs = self.with_reference(fit, fit=files("fits"), predictive=files("predictive"), check=files("checks"))
         if self.fit_data(fit):
             inputs["data"] = self.fit_data(fit)
         return inputs
@@ -716,6 +773,76 @@ class Plan:
         if "file" in entry:
             return [os.path.relpath(self._config_path(entry["file"]))]
         return []
+
+    # --- batches: fits that share a program, run as one vmapped program in one job -------------
+
+    # the guide's arguments that only set its initial values (built-in guides: ``*_init``), which
+    # fits of one batch may differ in (the batch passes each fit's initial params)
+    INIT_ARGS = ("init_scale", "init_loc_fn")
+
+    def work(self, fit: str) -> int | None:
+        """steps x num_particles x seeds of a fit of a fixed number of steps (None: a budget)."""
+        entry = self.config["fits"][fit]
+        if isinstance(entry["steps"], dict):
+            return None
+        seeds = entry["seed"] if isinstance(entry["seed"], list) else [entry["seed"]]
+        return int(entry["steps"]) * int(entry["elbo"].get("num_particles", 1)) * len(seeds)
+
+    def batched(self, fit: str) -> bool:
+        """Does ``fit`` run in a batch? Its ``batch`` if given; else a sweep's member of a fixed
+        number of steps whose work (:meth:`work`) is at most engine.batch.max_work. A fit's
+        own config decides, never the others': adding or changing a fit never moves another
+        into or out of a batch."""
+        entry = self.config["fits"][fit]
+        if "batch" in entry:
+            return bool(entry["batch"])
+        work = self.work(fit)
+        member = any(fit in sweep["members"] for sweep in self.sweeps.values())
+        return member and work is not None and work <= float(self.engine["batch"]["max_work"])
+
+    def batch_key(self, fit: str) -> str:
+        """What must be equal for fits to share a program: the fit's spec without its name,
+        seeds, step size and the guide's initial values."""
+        import json
+
+        spec = self.fit_spec(fit)
+        spec = {key: value for key, value in spec.items() if key not in ("name", "seeds")}
+        spec["optimizer"] = {k: v for k, v in spec["optimizer"].items() if k != "step_size"}
+        args = spec["guide"].get("args") or {}
+        spec["guide"] = {
+            **spec["guide"],
+            "args": {k: v for k, v in args.items() if not (k.endswith("_init") or k in self.INIT_ARGS)},
+        }
+        return json.dumps(spec, sort_keys=True)
+
+    @functools.cached_property
+    def _batches(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for fit in self.fits:
+            if self.batched(fit):
+                groups.setdefault(self.batch_key(fit), []).append(fit)
+        size = int(self.engine["batch"]["max_fits"])
+        batches = {}
+        for fits in groups.values():
+            for start in range(0, len(fits), size):
+                batches[f"batch_{len(batches) + 1}"] = fits[start : start + size]
+        return batches
+
+    def batches(self) -> dict[str, list[str]]:
+        """``{batch_1: [fits], ...}``: the batched fits by program, in config order, at most
+        engine.batch.max_fits to a batch."""
+        return dict(self._batches)
+
+    def batch_of(self, fit: str) -> str | None:
+        return next((name for name, fits in self._batches.items() if fit in fits), None)
+
+    @property
+    def solo_fits(self) -> list[str]:
+        """The fits that run in jobs of their own (the fit, predict, check and plot rules)."""
+        return [fit for fit in self.fits if self.batch_of(fit) is None]
+
+    def batch_settings(self) -> dict:
+        return {"lanes": int(self.engine["batch"]["lanes"])}
 
     # --- figures and targets --------------------------------------------------------------------
 
@@ -734,7 +861,7 @@ class Plan:
         sets = {}
         for extra in ((), ("mock",), ("covariance",), ("mock", "covariance")):
             names = list(PLOT_FIGURES) + [OPTIONAL_FIGURES[key] for key in extra]
-            fits = [fit for fit in self.fits if self.figures(fit) == names]
+            fits = [fit for fit in self.solo_fits if self.figures(fit) == names]
             if fits:
                 sets[extra] = fits
         return sets
@@ -745,12 +872,15 @@ class Plan:
 
     def plot_rule(self, fit: str) -> str:
         """The rule that draws ``fit``'s figures."""
+        if self.batch_of(fit):
+            return f"plot_{self.batch_of(fit)}"
         return next(self.plot_rule_name(extra) for extra, fits in self.plot_sets().items() if fit in fits)
 
     def all_outputs(self) -> list[str]:
         outputs = [self.out("summary.csv"), self.out("summary.md")]
         outputs += [self.out(f"figures/{fit}/{name}.png") for fit in self.fits for name in self.figures(fit)]
         outputs += [self.out(f"figures/comparisons/{name}.png") for name in self.comparisons]
+        outputs += [self.out(f"figures/sweeps/{name}.png") for name in self.sweeps]
         if self.config["checks"]["strict"]:
             outputs.append(self.out("checks/strict.ok"))
         return outputs
@@ -764,6 +894,9 @@ class Plan:
 
         return {
             "fit": one_of(self.fits, "no-fits"),
+            # the per-fit rules' (fit, predict, check, plot): a batched fit's files are its batch's
+            "solo_fit": one_of(self.solo_fits, "no-solo-fits"),
+            "sweep": one_of(self.sweeps, "no-sweeps"),
             "dataset": one_of(self.datasets, "no-datasets"),
             "reference": one_of(self.reference_ids(), "no-references"),
             "comparison": one_of(self.comparisons, "no-comparisons"),

@@ -106,6 +106,8 @@ def fit_svi(
     budget: dict | None = None,
     decay: dict | None = None,
     init_params: dict | None = None,
+    initial_state=None,
+    lanes: int | None = None,
 ) -> FitResult:
     """Run ``svi`` (a ``numpyro.infer.SVI``) for ``steps`` steps from each seed.
 
@@ -123,6 +125,11 @@ def fit_svi(
     precise has its step size lowered by ``factor`` (the optimizer must keep its step size in
     its state: ``sviflow.optim.make_optimizer(..., adaptive=True)``). ``init_params``:
     the guide's initial params (constrained), the same for every seed (``sviflow.laplace``).
+
+    ``initial_state`` (a state with a leading axis of one lane per seed, from :func:`fit_batch`)
+    replaces the init; with ``lanes``, every vmapped computation runs ``lanes`` seeds wide,
+    group after group (:func:`grouped_vmap`), so that a seed's numbers depend on the width,
+    never on how many groups there are nor on the other seeds of its group.
     """
     from sviflow import convergence
 
@@ -140,7 +147,10 @@ def fit_svi(
         thin, per_chunk, n_chunks = plan_chunks(steps, chunks, trajectory_points)
     padded = thin * per_chunk * n_chunks > steps
     update = svi.stable_update if stable_update else svi.update
-    several = len(seeds) > 1
+    several = len(seeds) > 1 or initial_state is not None
+
+    def vmap(function, in_axes=0):
+        return grouped_vmap(function, lanes, in_axes) if lanes else jax.vmap(function, in_axes=in_axes)
 
     # ``steps`` is an argument of the compiled chunk (``total``), not a constant in it: the
     # same program serves every step count with the same plan (see plan_chunks)
@@ -177,12 +187,15 @@ def fit_svi(
         # (sviflow.resolve.prepare_guide has done this already in the workflow's steps)
         svi.init(keys[0], **model_kwargs)
     # svi.init jitted: one compile, not one per eager op (an XLA compile each, 1-2 s a job)
-    if not several:
+    if initial_state is not None:
+        state = initial_state
+        run_chunk = jax.jit(vmap(chunk, in_axes=(0, None, None)))
+    elif not several:
         state = jax.jit(lambda key: svi.init(key, init_params=init_params, **model_kwargs))(keys[0])
         run_chunk = jax.jit(chunk)
     else:
-        state = jax.jit(jax.vmap(lambda key: svi.init(key, init_params=init_params, **model_kwargs)))(keys)
-        run_chunk = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))
+        state = jax.jit(vmap(lambda key: svi.init(key, init_params=init_params, **model_kwargs)))(keys)
+        run_chunk = jax.jit(vmap(chunk, in_axes=(0, None, None)))
     if _holds_tracers(svi.constrain_fn):
         # a constraint built from jnp values inside the guide (interval(jnp.max(x), ...)): init
         # keeps it in svi.constrain_fn, so the jitted init left jit's tracers there. An eager
@@ -192,7 +205,7 @@ def fit_svi(
     moments = labels = None
     if latent_sites:
         moments, labels = guide_moments(
-            svi.guide, list(latent_sites), model_kwargs, moment_draws, moment_seed, several
+            svi.guide, list(latent_sites), model_kwargs, moment_draws, moment_seed, several, lanes
         )
     compile_seconds = time.perf_counter() - start
 
@@ -336,7 +349,7 @@ def fit_svi(
                     chosen = convergence.window_indices(kept_steps, rule, int(since[i]))
                     rows.append(value[i, chosen].mean(axis=0) if averaged[i] else value[i, -1])
                 means[name] = np.stack(rows)
-            constrained = jax.device_get(jax.jit(jax.vmap(svi.constrain_fn))(means))
+            constrained = jax.device_get(jax.jit(vmap(svi.constrain_fn))(means))
             final = {
                 name: np.where(
                     np.reshape(averaged, (-1,) + (1,) * (np.ndim(value) - 1)),
@@ -393,6 +406,92 @@ def fit_svi(
             else None
         ),
         step_size=kept_rate,
+    )
+
+
+def initial_params(guide, model_kwargs: dict, seed: int = 0) -> dict:
+    """The guide's params as its own initialisation sets them (constrained): what
+    ``svi.init`` starts from, to pass as one fit's ``init_params`` in a batch."""
+    from numpyro import handlers
+
+    trace = handlers.trace(handlers.seed(guide, jax.random.PRNGKey(seed))).get_trace(**model_kwargs)
+    return {name: site["value"] for name, site in trace.items() if site["type"] == "param"}
+
+
+def fit_batch(svi, members: list[dict], steps: int, model_kwargs: dict | None = None, *, lanes: int = 8, **options):
+    """Fits that share one program, run as one: ``svi`` is built for any of them (the same
+    model, guide, ELBO and optimizer up to its step size, which must keep its step size in its
+    state: ``make_optimizer(..., adaptive=True)``); each member is ``{"seeds": [...],
+    "init_params": {param: constrained value}, "step_size": float}``. Every (member, seed) is a
+    lane of one vmapped program, compiled once and run ``lanes`` lanes at a time (the last
+    group padded with copies of the first lane, whose results are dropped). -> one
+    :class:`FitResult` per member, as :func:`fit_svi` gives for that fit alone, except that
+    its numbers are those of a ``lanes``-wide vmap: they do not depend on the other members.
+    ``options``: those of :func:`fit_svi` (a fixed number of steps: no budget)."""
+    if options.get("budget") is not None:
+        raise ValueError("a batch runs a fixed number of steps: each budget fit stops on its own")
+    model_kwargs = model_kwargs or {}
+    lane_of = [(index, int(seed)) for index, member in enumerate(members) for seed in member["seeds"]]
+    used = len(lane_of)
+    order = lane_of + [lane_of[0]] * (-used % lanes)
+    keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in order])
+    starts = jax.tree.map(
+        lambda *values: jnp.stack([jnp.asarray(v) for v in values]),
+        *[members[index]["init_params"] for index, _ in order],
+    )
+    if getattr(svi.guide, "prototype_trace", False) is None:
+        svi.init(keys[0], **model_kwargs)  # an autoguide sets itself up eagerly (see fit_svi)
+    init = jax.jit(
+        grouped_vmap(lambda key, start: svi.init(key, init_params=start, **model_kwargs), lanes)
+    )
+    state = init(keys, starts)
+    rates = np.asarray([members[index]["step_size"] for index, _ in order], np.float64)
+    state = _set_step_sizes(state, rates, several=True)
+    result = fit_svi(
+        svi,
+        steps,
+        [seed for _, seed in order],
+        model_kwargs,
+        initial_state=state,
+        lanes=lanes,
+        **options,
+    )
+    per_member = []
+    for index, member in enumerate(members):
+        chosen = np.asarray([i for i, (owner, _) in enumerate(lane_of) if owner == index])
+        per_member.append(_lanes(result, chosen, rates[chosen]))
+    return per_member
+
+
+def _lanes(result: FitResult, chosen: np.ndarray, rates: np.ndarray) -> FitResult:
+    """The lanes ``chosen`` of a batch's result: one fit's."""
+
+    def pick(tree):
+        return None if tree is None else {k: np.asarray(v)[chosen] for k, v in tree.items()}
+
+    stop = dict(result.stop)
+    for key in ("since_step", "averaged", "confirmed", "windows"):
+        if stop.get(key) is not None:
+            stop[key] = [stop[key][i] for i in chosen]
+    stop["step_size"] = rates.tolist()
+    moments = None
+    if result.moments is not None:
+        moments = {
+            "mean": result.moments["mean"][chosen],
+            "sd": result.moments["sd"][chosen],
+            "labels": result.moments["labels"],
+        }
+    return FitResult(
+        [result.seeds[i] for i in chosen],
+        result.losses[chosen],
+        pick(result.params),
+        result.trajectory_step,
+        pick(result.trajectory),
+        dict(result.timings),
+        last_params=pick(result.last_params),
+        stop=stop,
+        moments=moments,
+        step_size=None if result.step_size is None else result.step_size[chosen],
     )
 
 
@@ -455,7 +554,13 @@ def _set_step_sizes(state, rates, several: bool):
 
 
 def guide_moments(
-    guide, latent_sites: list[str], model_kwargs: dict, num_draws: int, seed: int, several: bool
+    guide,
+    latent_sites: list[str],
+    model_kwargs: dict,
+    num_draws: int,
+    seed: int,
+    several: bool,
+    lanes: int | None = None,
 ):
     """-> (function, labels): the function maps a chunk's params ((seed,) point, ...) to the
     guide's (mean, sd) of every latent component at each point, (..., point, component),
@@ -484,8 +589,41 @@ def guide_moments(
         return values.mean(axis=0), values.std(axis=0)
 
     per_points = jax.vmap(at_point)
-    function = jax.jit(jax.vmap(per_points) if several else per_points)
+    if not several:
+        function = jax.jit(per_points)
+    else:
+        function = jax.jit(grouped_vmap(per_points, lanes) if lanes else jax.vmap(per_points))
     return function, shapes
+
+
+def grouped_vmap(function, width: int, in_axes=0):
+    """``jax.vmap(function, in_axes)`` run ``width`` lanes at a time: the mapped arguments'
+    leading axis (a multiple of ``width``) is split into groups of ``width``, which ``lax.map``
+    runs one after another, each through the same ``width``-wide vmapped program.
+
+    XLA compiles a vmapped elementwise loop differently for different widths (measured: the
+    loss of a Beta-guide fit differs in its last bits between a vmap of 4 and of 5 seeds), so a
+    plain vmap over a batch of fits would give each fit numbers that depend on how many fits
+    share its batch. A fixed width keeps each lane's numbers its own."""
+    batched = jax.vmap(function, in_axes=in_axes)
+
+    def run(*args):
+        axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        mapped = [arg for arg, axis in zip(args, axes) if axis == 0]
+        total = jax.tree.leaves(mapped)[0].shape[0]
+        if total % width:
+            raise ValueError(f"{total} lanes are not a whole number of groups of {width}")
+        groups = total // width
+
+        def body(group):
+            parts = iter(group)
+            return batched(*(next(parts) if axis == 0 else arg for arg, axis in zip(args, axes)))
+
+        split = jax.tree.map(lambda x: x.reshape((groups, width) + x.shape[1:]), mapped)
+        out = lax.map(body, split)
+        return jax.tree.map(lambda x: x.reshape((total,) + x.shape[2:]), out)
+
+    return run
 
 
 def _holds_tracers(function) -> bool:

@@ -609,3 +609,73 @@ def plot_loss_comparison(fit_paths: list[str], path, title: str = "") -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right", ncol=2)
     return _save(fig, path)
+
+
+# the sweep figure's panels: (quantity of the check's quality group, axis label, worst of seeds)
+SWEEP_PANELS = (
+    ("elbo", "final ELBO (mean over seeds)", np.nanmean),
+    ("kl", "KL(q || p), nats (worst seed)", np.nanmax),
+    ("energy_distance", "energy distance to the reference (worst seed)", np.nanmax),
+    ("khat", "PSIS k-hat (worst seed)", np.nanmax),
+)
+
+
+def sweep_figure(sweep: str, info: dict, check_paths: list[str], path) -> None:
+    """One sweep's fits side by side: each panel a quantity (final ELBO, KL or the energy
+    distance where a reference gives them, k-hat) against the first swept key, one line per
+    combination of the others; a filled marker is a fit that converged, an open one a fit that
+    did not. ``info``: the sweep (sviflow.sweeps.expand); ``check_paths``: its members' checks,
+    in the order of ``info["members"]``."""
+    members = list(info["members"])
+    keys, names = info["keys"], info["columns"]
+    checks = [read_artifact(p, "check") for p in check_paths]
+    panels = []
+    for key, label, worst in SWEEP_PANELS:
+        values = []
+        for check in checks:
+            value = check.get("quality", {}).get(key)
+            values.append(float(worst(value)) if value is not None and np.size(value) else np.nan)
+        if np.isfinite(values).any():
+            panels.append((label, np.asarray(values)))
+    x_key = keys[0]
+    xs = [info["members"][m][x_key] for m in members]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    levels = list(dict.fromkeys(xs))
+    position = (lambda x: float(x)) if numeric else (lambda x: float(levels.index(x)))
+    lines: dict[tuple, list[int]] = {}
+    for index, member in enumerate(members):
+        rest = tuple(info["members"][member][k] for k in keys[1:])
+        lines.setdefault(rest, []).append(index)
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (label, values) in zip(axes[0], panels):
+        for number, (rest, indices) in enumerate(lines.items()):
+            color = colors[number % len(colors)]
+            order = sorted(indices, key=lambda i: position(xs[i]))
+            ax.plot([position(xs[i]) for i in order], values[order], color=color, lw=0.8, alpha=0.7)
+            for i in order:
+                converged = checks[i].attrs["verdict"] == "converged"
+                ax.plot(
+                    position(xs[i]),
+                    values[i],
+                    "o",
+                    color=color,
+                    mfc=color if converged else "none",
+                    ms=5,
+                    label=", ".join(f"{n} = {v}" for n, v in zip(names[1:], rest)) if i == order[0] else None,
+                )
+        if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(levels)), [str(level) for level in levels])
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    if len(lines) > 1 and panels:
+        axes[0][0].legend(fontsize=6, loc="best")
+    done = sum(c.attrs["verdict"] == "converged" for c in checks)
+    fig.suptitle(
+        f"sweep {sweep}: {len(members)} fits, {done} converged (filled) and {len(members) - done} not (open)",
+        fontsize=10,
+    )
+    return _save(fig, path, rect=(0, 0, 1, 0.93))

@@ -108,22 +108,14 @@ def simulate(inputs, outputs, params, progress_file=None):
     write_artifact(outputs["data"], "data", dataset, config=params["spec"])
 
 
-def fit(inputs, outputs, params, progress_file=None):
-    """One SVI fit (all its seeds at once) -> ``sviflow.fit``."""
-    _set_precision(params)
-    from sviflow.engine import enable_compilation_cache
-
-    enable_compilation_cache(_cache_dir(params))
+def _fit_setup(spec: dict, kwargs: dict, adaptive: bool = False) -> dict:
+    """What a fit needs before its first step: model, guide, latent sites, the SVI object and
+    the engine's settings (a budget, a decay, a Laplace start)."""
     from numpyro.infer import SVI
 
-    from sviflow.data import model_kwargs
-    from sviflow.engine import fit_svi
-    from sviflow.errors import ConfigError
     from sviflow.optim import make_elbo, make_optimizer
 
-    spec = params["spec"]
     where = f"fits.{spec['name']}"
-    kwargs = model_kwargs(_dataset(inputs))
     # refused before any SVI step: a model without a latent site, a guide that leaves one out
     # or samples one the model does not have
     model, guide, (latent, _) = _model_and_guide(spec, kwargs, check_sites=True)
@@ -159,7 +151,7 @@ def fit(inputs, outputs, params, progress_file=None):
     svi = SVI(
         model,
         guide,
-        make_optimizer(optimizer, f"{where}.optimizer", adaptive=decay is not None),
+        make_optimizer(optimizer, f"{where}.optimizer", adaptive=adaptive or decay is not None),
         loss=make_elbo(spec["elbo"], f"{where}.elbo"),
     )
     engine = spec.get("engine", {})
@@ -168,30 +160,117 @@ def fit(inputs, outputs, params, progress_file=None):
     chunks = engine.get("chunks") or os.environ.get("SVIFLOW_FIT_CHUNKS") or default("engine", "chunks")
     rule = {**schema_defaults("checks", "convergence"), **(spec.get("convergence") or {})}
     stable_update = bool(spec.get("stable_update", default("fits", "stable_update")))
+    options = {
+        "chunks": int(chunks),
+        "trajectory_points": int(engine.get("trajectory_points", default("engine", "trajectory_points"))),
+        "stable_update": stable_update,
+        "latent_sites": latent,
+        "rule": rule,
+        "moment_draws": int(rule["draws"]),
+        "budget": budget,
+        "decay": decay,
+    }
+    return {
+        "model": model,
+        "guide": guide,
+        "latent": latent,
+        "svi": svi,
+        "step_size": float(optimizer["step_size"]),
+        "init_params": init_params,
+        "options": options,
+    }
+
+
+def _traced(spec: dict, run):
+    """``run()``, with a model or guide that fails when traced named by its config key."""
     try:
-        result = fit_svi(
-            svi,
-            None if budget else int(spec["steps"]),
-            spec["seeds"],
-            kwargs,
-            chunks=int(chunks),
-            trajectory_points=int(engine.get("trajectory_points", default("engine", "trajectory_points"))),
-            stable_update=stable_update,
-            progress=True,
-            progress_file=progress_file,
-            latent_sites=latent,
-            rule=rule,
-            moment_draws=int(rule["draws"]),
-            budget=budget,
-            decay=decay,
-            init_params=init_params,
-        )
+        return run()
     except (TypeError, ValueError, KeyError, NotImplementedError) as error:
         raise ConfigError(
-            f"{where}: the model {spec['model']['function']!r} with the guide "
+            f"fits.{spec['name']}: the model {spec['model']['function']!r} with the guide "
             f"{spec['guide']['name']!r} failed when traced: "
             f"{type(error).__name__}: {error}"
         ) from error
+
+
+def fit(inputs, outputs, params, progress_file=None):
+    """One SVI fit (all its seeds at once) -> ``sviflow.fit``."""
+    _set_precision(params)
+    from sviflow.engine import enable_compilation_cache
+
+    enable_compilation_cache(_cache_dir(params))
+    from sviflow.data import model_kwargs
+    from sviflow.engine import fit_svi
+
+    spec = params["spec"]
+    kwargs = model_kwargs(_dataset(inputs))
+    setup = _fit_setup(spec, kwargs)
+    options = setup["options"]
+    result = _traced(
+        spec,
+        lambda: fit_svi(
+            setup["svi"],
+            None if options["budget"] else int(spec["steps"]),
+            spec["seeds"],
+            kwargs,
+            progress=True,
+            progress_file=progress_file,
+            init_params=setup["init_params"],
+            **options,
+        ),
+    )
+    _write_fit(outputs["fit"], spec, result, setup["latent"], options["stable_update"])
+
+
+def fit_batch(inputs, outputs, params, progress_file=None):
+    """Fits that share one program (``params["specs"]``, their files ``outputs["fit"]`` in the
+    same order), run as one vmapped program compiled once -> one ``sviflow.fit`` file each,
+    as the fit step writes it (sviflow.engine.fit_batch)."""
+    _set_precision(params)
+    from sviflow.engine import enable_compilation_cache
+
+    enable_compilation_cache(_cache_dir(params))
+    from sviflow.data import model_kwargs
+    from sviflow.engine import fit_batch as run_batch
+    from sviflow.engine import initial_params
+
+    specs = list(params["specs"])
+    paths = outputs["fit"] if isinstance(outputs["fit"], list) else [outputs["fit"]]
+    if len(paths) != len(specs):
+        raise ValueError(f"fit_batch: {len(specs)} fits but {len(paths)} output files")
+    kwargs = model_kwargs(_dataset(inputs))
+    lanes = int(params.get("batch", {}).get("lanes") or default("engine", "batch", "lanes"))
+    first = _fit_setup(specs[0], kwargs, adaptive=True)
+    members = []
+    for spec in specs:
+        # each fit's own guide (its initial values), and its own step size (a Laplace start
+        # may lower it); the program is the first fit's
+        setup = first if spec is specs[0] else _fit_setup(spec, kwargs, adaptive=True)
+        start = setup["init_params"] or _traced(
+            spec, lambda setup=setup, spec=spec: initial_params(setup["guide"], kwargs, int(spec["seeds"][0]))
+        )
+        members.append({"seeds": spec["seeds"], "init_params": start, "step_size": setup["step_size"]})
+    names = [spec["name"] for spec in specs]
+    log.info("batch of %d fits, %d lanes at a time: %s", len(specs), lanes, ", ".join(names))
+    results = _traced(
+        specs[0],
+        lambda: run_batch(
+            first["svi"],
+            members,
+            int(specs[0]["steps"]),
+            kwargs,
+            lanes=lanes,
+            progress=True,
+            progress_file=progress_file,
+            **first["options"],
+        ),
+    )
+    for spec, path, result in zip(specs, paths, results):
+        result.timings["batch"] = {"fits": names, "lanes": lanes}
+        _write_fit(path, spec, result, first["latent"], first["options"]["stable_update"])
+
+
+def _write_fit(path, spec: dict, result, latent, stable_update: bool) -> None:
     from sviflow.diagnostics import divergence, first_nonfinite
 
     bad, skipped = divergence(result.losses, result.params, stable_update)
@@ -227,7 +306,7 @@ def fit(inputs, outputs, params, progress_file=None):
     if result.step_size is not None:
         trajectory["step_size"] = result.step_size
     write_artifact(
-        outputs["fit"],
+        path,
         "fit",
         {
             "losses": result.losses,
@@ -516,7 +595,7 @@ def summarize(inputs, outputs, params, progress_file=None):
         idatas.append(idata)
     table = summary_table(fits, idatas, checks)
     write_text(table.to_csv(index=False), outputs["csv"])
-    write_markdown(table, checks, fits, outputs["markdown"])
+    write_markdown(table, checks, fits, outputs["markdown"], params.get("sweeps"))
     if outputs.get("verdicts"):  # the report's landing page
         from sviflow.verdicts import verdict_table
 
@@ -524,6 +603,13 @@ def summarize(inputs, outputs, params, progress_file=None):
     for fit, check in zip(fits, checks):
         if check.attrs["verdict"] != "converged":
             log.warning("fit %s: %s (%s)", fit, check.attrs["verdict"], check.attrs["sentence"])
+
+
+def sweep(inputs, outputs, params, progress_file=None):
+    """A sweep's figure: its fits' final ELBO, KL or distances and verdicts across the grid."""
+    from sviflow import plots
+
+    plots.sweep_figure(params["name"], params["sweep"], _as_list(inputs["checks"]), outputs["figure"])
 
 
 def strict(inputs, outputs, params, progress_file=None):
@@ -544,3 +630,49 @@ def strict(inputs, outputs, params, progress_file=None):
             + f". The summary is in {inputs['summary']}."
         )
     Path(outputs["ok"]).write_text("every fit converged\n")
+
+
+# --- batches: one job runs a step for every fit of a batch (workflow/rules/batch.smk) ----------
+
+PER_FIT_INPUTS = ("fit", "predictive", "check")  # a list, one per fit; other inputs are shared
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _members(inputs: dict, outputs: dict, params: dict):
+    """A batch job's inputs, outputs and params as the per-fit step takes them, fit by fit:
+    ``params["specs"]`` holds one spec per fit, each per-fit input and every output a list in
+    the same order."""
+    specs = list(params["specs"])
+    per_input = {key: _as_list(value) for key, value in inputs.items() if key in PER_FIT_INPUTS}
+    per_output = {key: _as_list(value) for key, value in outputs.items()}
+    for key, value in [*per_input.items(), *per_output.items()]:
+        if len(value) != len(specs):
+            raise ValueError(f"a batch of {len(specs)} fits has {len(value)} files for {key}")
+    shared = {key: value for key, value in params.items() if key != "specs"}
+    for index, spec in enumerate(specs):
+        yield (
+            {**inputs, **{key: value[index] for key, value in per_input.items()}},
+            {key: value[index] for key, value in per_output.items()},
+            {**shared, "spec": spec},
+        )
+
+
+def predict_batch(inputs, outputs, params, progress_file=None):
+    """The predict step of every fit of a batch, in one process (imports and JAX set up once)."""
+    for member in _members(inputs, outputs, params):
+        predict(*member, progress_file=progress_file)
+
+
+def check_batch(inputs, outputs, params, progress_file=None):
+    """The check step of every fit of a batch, in one process."""
+    for member in _members(inputs, outputs, params):
+        check(*member, progress_file=progress_file)
+
+
+def plot_batch(inputs, outputs, params, progress_file=None):
+    """The figures of every fit of a batch, in one process (matplotlib imported once)."""
+    for member in _members(inputs, outputs, params):
+        plot(*member, progress_file=progress_file)

@@ -146,9 +146,23 @@ def _markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(table, checks: list, fits: list[str], path) -> None:
-    """The summary as Markdown: the verdicts, each fit's truth table, then ``az.summary``.
-    ``checks``: each fit's check artifact."""
+def sweep_rows(info: dict, checks_by_fit: dict) -> tuple[list[str], list[list]]:
+    """A sweep's table: one row per member, its swept values, verdict and quality numbers."""
+    header = list(info["columns"]) + ["fit", "verdict", "ELBO", "KL(q||p)", "energy distance", "PSIS k-hat"]
+    rows = []
+    for member, values in info["members"].items():
+        check = checks_by_fit[member]
+        q = _quality_columns(check)
+        rows.append(
+            [values[key] for key in info["keys"]]
+            + [member, check.attrs["verdict"], q["elbo"], q["kl"], q["energy_distance"], q["khat"]]
+        )
+    return header, rows
+
+
+def write_markdown(table, checks: list, fits: list[str], path, sweeps: dict | None = None) -> None:
+    """The summary as Markdown: the verdicts, each sweep's table, each fit's truth table, then
+    ``az.summary``. ``checks``: each fit's check artifact; ``sweeps``: sviflow.sweeps.expand's."""
     verdict_rows, truth_sections = [], []
     for fit, check in zip(fits, checks):
         q = _quality_columns(check)
@@ -176,6 +190,21 @@ def write_markdown(table, checks: list, fits: list[str], path) -> None:
         "",
         _markdown_table(["fit", "verdict", "PSIS k-hat", "KL(q||p)", "ELBO", "reasons"], verdict_rows),
         "",
+    ]
+    by_fit = dict(zip(fits, checks))
+    for name, info in (sweeps or {}).items():
+        header, rows = sweep_rows(info, by_fit)
+        done = sum(row[len(info["keys"]) + 1] == "converged" for row in rows)
+        text += [
+            f"## Sweep {name}",
+            "",
+            f"{len(rows)} fits over {', '.join(info['keys'])}; {done} converged. "
+            f"Figure: figures/sweeps/{name}.png.",
+            "",
+            _markdown_table(header, rows),
+            "",
+        ]
+    text += [
         "## Against the exact answers",
         "",
     ]

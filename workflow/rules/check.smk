@@ -15,6 +15,8 @@ rule check:
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
         checks=check_settings(),
+    wildcard_constraints:
+        fit=SOLO_FIT,  # a batched fit's is its batch's (batch.smk)
     log:
         out("logs/check/{fit}.log"),
     benchmark:

@@ -108,8 +108,14 @@ def plot_inputs(wildcards):
     return PLAN.plot_inputs(wildcards.fit)
 
 
+WILDCARDS = PLAN.wildcard_constraints()
+# the fits of the per-fit rules (fit.smk, predict.smk, check.smk, plot.smk); batch.smk has the
+# others' (sviflow.config.Plan.batches)
+SOLO_FIT = WILDCARDS.pop("solo_fit")
+
+
 wildcard_constraints:
-    **PLAN.wildcard_constraints(),
+    **WILDCARDS,
 
 
 def cancel_rate_limiter_timers():

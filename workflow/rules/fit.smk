@@ -9,6 +9,8 @@ rule fit:
         fit=out("fits/{fit}.h5"),
     params:
         spec=lambda wildcards: fit_spec(wildcards.fit),
+    wildcard_constraints:
+        fit=SOLO_FIT,  # a batched fit's is its batch's (batch.smk)
     log:
         out("logs/fit/{fit}.log"),
     benchmark:

@@ -11,6 +11,8 @@ rule predict:
         spec=lambda wildcards: fit_spec(wildcards.fit),
         predictive=PLAN.predictive_settings(),
         weighted=weighted_draws(),
+    wildcard_constraints:
+        fit=SOLO_FIT,  # a batched fit's is its batch's (batch.smk)
     log:
         out("logs/predict/{fit}.log"),
     benchmark:

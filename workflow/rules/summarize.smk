@@ -21,6 +21,7 @@ rule summarize:
         fits=FITS,
         data={fit: fit_data(fit) for fit in FITS},
         specs=PLAN.summary_specs(),
+        sweeps=PLAN.sweep_settings(),
     log:
         out("logs/summarize.log"),
     benchmark:

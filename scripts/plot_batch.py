@@ -1,0 +1,7 @@
+"""Workflow step 'plot_batch': see sviflow.steps.plot_batch. Run by Snakemake, or by hand:
+python scripts/plot_batch.py --input NAME=PATH ... --output NAME=PATH ... --params '{...}'"""
+
+from sviflow.stepio import run_step
+from sviflow.steps import plot_batch
+
+run_step(plot_batch, globals().get("snakemake"))
