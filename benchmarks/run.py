@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workflow import PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow, slurm_start_stall, timed  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ROWS = ("cold", "noop", "changed", "throughput", "seeds", "fits200", "audit")
+ROWS = ("cold", "noop", "changed", "throughput", "seeds", "fits200", "sweep", "sweep200", "audit")
 
 
 # --- configs ---------------------------------------------------------------------------------
@@ -88,6 +88,36 @@ def fit_spec(config: dict, fit: str, seeds: list[int]) -> dict:
     config = copy.deepcopy(config)
     validate(config)
     return {"spec": {**Plan(config).fit_spec(fit), "seeds": seeds}}
+
+
+def sweep_config(steps: int, seeds: list[int], quick: bool = False) -> dict:
+    """Issue 19's sweep: the coin model's Beta guide over 5 step sizes x 4 particle counts x
+    ``seeds``, ``steps`` steps each, as one fit block with a sweep; the default config's
+    predictive and check settings (a tenth with ``quick``)."""
+    config = {
+        "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact"}}},
+        "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
+        "fits": {
+            "coin": {
+                "model": "coin",
+                "data": "coin_12_8",
+                "guide": {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}},
+                "optimizer": {"name": "Adam", "step_size": 1.0e-3},
+                "elbo": {"name": "Trace_ELBO", "num_particles": 1},
+                "steps": steps,
+                "seed": 1,
+                "sweep": {
+                    "optimizer.step_size": [1.0e-3, 2.0e-3, 5.0e-3, 1.0e-2, 2.0e-2],
+                    "elbo.num_particles": [1, 2, 4, 8],
+                    "seed": list(seeds),
+                },
+            }
+        },
+    }
+    if quick:
+        config["predictive"] = {"num_samples": 1000, "num_mock": 100}
+        config["checks"] = {"quality": {"elbo_particles": 1000, "khat_particles": 1000, "energy_draws": 500}}
+    return config
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -498,6 +528,70 @@ def bench_many_fits(out: Path, args, rows: list) -> None:
     )
 
 
+def _sweep_run(out: Path, name: str, config: dict, cores: int) -> tuple[float, int, dict]:
+    """A cold run of a sweep config in a fresh copy: (wall s, jobs, job seconds by step)."""
+    work = copy_workflow(out / name / "workflow")
+    (work / "config" / "sweep.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    cfg = ("--configfile", "config/sweep.yaml", "--replace-workflow-config")
+    wall, result = timed([SNAKEMAKE, "--cores", str(cores), *cfg], work, clean_env(work), out / name / "run.txt")
+    if result.returncode != 0:
+        raise SystemExit(f"{name}: snakemake failed, see {out / name / 'run.txt'}")
+    return wall, job_count(result.stdout + result.stderr) or 0, job_seconds_by_step(work)
+
+
+def bench_sweep(out: Path, args, rows: list, which: str) -> None:
+    """sweep: the 40-fit sweep through the workflow against the one-script loop;
+    sweep200: the same grid with 10 seeds, 200 fits (how it grows from 40)."""
+    steps = 500 if args.quick else 5000
+    scratch = out / "sweep"
+    if which == "sweep":
+        wall, jobs, by_step = _sweep_run(scratch, "workflow40", sweep_config(steps, [1, 2], args.quick), args.cores)
+        loop_dir = scratch / "loop"
+        loop = [PYTHON, str(HERE / "sweep_loop.py"), str(loop_dir), "--steps", str(steps)]
+        loop_wall, loop_result = timed(loop, REPO, clean_env(), scratch / "loop.txt")
+        if loop_result.returncode != 0:
+            raise SystemExit(f"sweep: the loop failed, see {scratch / 'loop.txt'}")
+        rows.append(
+            row(
+                "40-fit sweep, cold: workflow vs one-script loop",
+                wall,
+                loop_wall,
+                wall / loop_wall,
+                "<= 0.25",
+                wall / loop_wall <= 0.25,
+                f"5 step sizes x 4 particle counts x 2 seeds, {steps} steps, one fit block with a "
+                f"sweep: {jobs} jobs (--cores {args.cores}), 4 batches (one per particle count); "
+                f"job seconds by step {', '.join(f'{k} {v:.0f}' for k, v in by_step.items())}; "
+                f"baseline: `python benchmarks/sweep_loop.py` (svi.run, 10,000 guide draws, 1,000 "
+                f"mock sets, az.summary, two figures and an HDF5 file per fit, one process)",
+            )
+        )
+        state_file = scratch / "sweep40.json"
+        state_file.write_text(json.dumps({"wall": wall}))
+    else:
+        wall, jobs, by_step = _sweep_run(
+            scratch, "workflow200", sweep_config(steps, list(range(1, 11)), args.quick), args.cores
+        )
+        state_file = scratch / "sweep40.json"
+        forty = json.loads(state_file.read_text())["wall"] if state_file.exists() else None
+        rows.append(
+            row(
+                "200-fit sweep, cold: total (per fit)",
+                wall,
+                forty,
+                wall / forty if forty else None,
+                "(info)",
+                None,
+                f"the same grid with 10 seeds: {jobs} jobs, {wall / 200:.2f} s per fit; baseline: "
+                f"the 40-fit sweep's wall ({forty / 40:.2f} s per fit), so the ratio is how 5 x the "
+                f"fits grows the time; job seconds by step "
+                f"{', '.join(f'{k} {v:.0f}' for k, v in by_step.items())}"
+                if forty
+                else f"{jobs} jobs, {wall / 200:.2f} s per fit (run the sweep row too for the growth)",
+            )
+        )
+
+
 def bench_audit(out: Path, args, rows: list) -> None:
     import audit
 
@@ -652,6 +746,8 @@ def main(argv=None) -> None:
         ("throughput", lambda: bench_throughput(out, args, rows, state)),
         ("seeds", lambda: bench_seeds(out, args, rows, state)),
         ("fits200", lambda: bench_many_fits(out, args, rows)),
+        ("sweep", lambda: bench_sweep(out, args, rows, "sweep")),
+        ("sweep200", lambda: bench_sweep(out, args, rows, "sweep200")),
         ("audit", lambda: bench_audit(out, args, rows)),
     ]
     for name, function in steps:

@@ -876,9 +876,22 @@ class Plan:
             return f"plot_{self.batch_of(fit)}"
         return next(self.plot_rule_name(extra) for extra, fits in self.plot_sets().items() if fit in fits)
 
+    def draws_figures(self, fit: str) -> bool:
+        """Are ``fit``'s figures targets of the run? Its ``figures``; by default yes, except for
+        a sweep's members (the sweep figure compares them; their figures can still be asked for)."""
+        entry = self.config["fits"][fit]
+        if "figures" in entry:
+            return bool(entry["figures"])
+        return not any(fit in sweep["members"] for sweep in self.sweeps.values())
+
     def all_outputs(self) -> list[str]:
         outputs = [self.out("summary.csv"), self.out("summary.md")]
-        outputs += [self.out(f"figures/{fit}/{name}.png") for fit in self.fits for name in self.figures(fit)]
+        outputs += [
+            self.out(f"figures/{fit}/{name}.png")
+            for fit in self.fits
+            if self.draws_figures(fit)
+            for name in self.figures(fit)
+        ]
         outputs += [self.out(f"figures/comparisons/{name}.png") for name in self.comparisons]
         outputs += [self.out(f"figures/sweeps/{name}.png") for name in self.sweeps]
         if self.config["checks"]["strict"]:

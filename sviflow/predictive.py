@@ -94,6 +94,8 @@ def predictive_paths(
     num_weighted: int = 0,
     max_mock_values: int | None = None,
     deterministic_sites=(),
+    keys=None,
+    lanes: int | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """``params``: (seed, ...) arrays, as a fit stores them. -> the three paths, each a dict of
     (seed, draw, ...) arrays, and ``log_weights`` (seed, draw): log p(x, z) - log q(z) of the
@@ -110,9 +112,15 @@ def predictive_paths(
 
     ``deterministic_sites`` (the model's ``numpyro.deterministic`` sites, a transformed
     parameter such as theta = mu + tau * theta_raw) are computed by the model at path 1's
-    latents, on the data, and stored in path 1 beside them."""
+    latents, on the data, and stored in path 1 beside them.
+
+    A batch of fits (``sviflow.steps.predict_batch``) passes every fit's seeds as rows of
+    ``params``, their ``keys`` (:func:`seed_keys` of each fit) and ``lanes``: the rows then run
+    ``lanes`` at a time (``sviflow.engine.grouped_vmap``), so that a fit's draws do not depend
+    on the other fits of its batch."""
     n_seeds = len(next(iter(params.values())))
-    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * n_seeds).reshape(n_seeds, 2, -1)
+    if keys is None:
+        keys = seed_keys(seed, n_seeds)
     num_draws = max(num_samples, num_weighted)
     num_mock = mock_sets(model, predict_kwargs, observed_sites, num_mock, max_mock_values)
     from_samples = min(num_mock, num_samples)
@@ -146,7 +154,12 @@ def predictive_paths(
         return out
 
     # one compiled program for all seeds and paths (vmap alone would run op by op)
-    paths = jax.jit(jax.vmap(one))(keys, params)
+    if lanes:
+        from sviflow.engine import grouped_vmap
+
+        paths = jax.jit(grouped_vmap(one, lanes))(keys, params)
+    else:
+        paths = jax.jit(jax.vmap(one))(keys, params)
     weights = paths.pop("log_weights", None)
     result = {name: {k: np.asarray(v) for k, v in sites.items()} for name, sites in paths.items()}
     result.setdefault("mock_from_guide", {})
@@ -155,6 +168,11 @@ def predictive_paths(
         np.asarray(weights, dtype=np.float64) if weights is not None else np.zeros((n_seeds, 0))
     )
     return result
+
+
+def seed_keys(seed: int, n_seeds: int):
+    """The predictive paths' keys of a fit of ``n_seeds`` seeds: (seed, 2, key)."""
+    return jax.random.split(jax.random.PRNGKey(seed), 2 * n_seeds).reshape(n_seeds, 2, -1)
 
 
 def _log_weight(model, guide, params: dict, model_kwargs: dict, draw: dict):
@@ -210,7 +228,7 @@ def _describe(bounds: tuple[float, float]) -> str:
     return f"({low:g}, {high:g})"
 
 
-def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites) -> dict:
+def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites, lanes: int | None = None) -> dict:
     """Latent sites where the guide's distribution has a wider support than the model's prior,
     and the probability mass the guide puts outside the model's support, per seed.
 
@@ -260,7 +278,12 @@ def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites)
                 pass
         return out
 
-    masses = jax.jit(jax.vmap(mass))(params)
+    if lanes:
+        from sviflow.engine import grouped_vmap
+
+        masses = jax.jit(grouped_vmap(mass, lanes))(params)
+    else:
+        masses = jax.jit(jax.vmap(mass))(params)
     n_seeds = len(next(iter(params.values())))
     return {
         site: {

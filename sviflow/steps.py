@@ -329,32 +329,68 @@ def _write_fit(path, spec: dict, result, latent, stable_update: bool) -> None:
     )
 
 
-def predict(inputs, outputs, params, progress_file=None):
-    """The post's three predictive paths, and the log weights of the guide's draws that the
-    check needs (so that the check runs without JAX) -> ``sviflow.predictive``."""
-    _set_precision(params)
-    from sviflow.engine import enable_compilation_cache
-
-    enable_compilation_cache(_cache_dir(params))
+def _predict_setup(params: dict, inputs: dict) -> dict:
+    """What the predict step of a fit needs besides its params: model, guide, data, sites."""
     from sviflow.data import model_kwargs
     from sviflow.diagnostics import weighted_draws
-    from sviflow.predictive import predictive_paths, site_names, support_excess
+    from sviflow.predictive import site_names
+    from sviflow.references import site_shapes
 
     spec, settings = params["spec"], {**schema_defaults("predictive"), **params["predictive"]}
-    # by hand without "weighted": as many as the check needs with its default settings
-    weighted = int(params.get("weighted") or weighted_draws(None, settings))
-    fitted = read_artifact(inputs["fit"], "fit")
     dataset = _dataset(inputs)
     fit_kwargs, predict_kwargs = model_kwargs(dataset), model_kwargs(dataset, predict=True)
     model, guide = _model_and_guide(spec, fit_kwargs)
     latent, observed = site_names(model, fit_kwargs)
-    from sviflow.references import site_shapes
+    return {
+        "model": model,
+        "guide": guide,
+        "fit_kwargs": fit_kwargs,
+        "predict_kwargs": predict_kwargs,
+        "latent": latent,
+        "observed": observed,
+        "deterministic": list(site_shapes(model, fit_kwargs)[1]),
+        "settings": settings,
+        # by hand without "weighted": as many as the check needs with its default settings
+        "weighted": int(params.get("weighted") or weighted_draws(None, settings)),
+    }
 
-    deterministic = list(site_shapes(model, fit_kwargs)[1])
+
+def _predict_draws(setup: dict, fit_params: dict, keys=None, lanes: int | None = None):
+    """-> (support excess, the predictive tree) of (row, ...) params: a fit's seeds, or a
+    batch's (with each fit's ``keys`` and ``lanes``)."""
+    from sviflow.predictive import predictive_paths, support_excess
+
+    settings = setup["settings"]
+    excess = support_excess(
+        setup["model"], setup["guide"], fit_params, setup["fit_kwargs"], setup["latent"], lanes=lanes
+    )
+    tree = predictive_paths(
+        setup["model"],
+        setup["guide"],
+        fit_params,
+        setup["fit_kwargs"],
+        setup["predict_kwargs"],
+        setup["observed"],
+        setup["latent"],
+        num_samples=int(settings["num_samples"]),
+        num_mock=int(settings["num_mock"]),
+        seed=int(settings["seed"]),
+        num_weighted=setup["weighted"],
+        max_mock_values=int(settings["max_mock_values"]),
+        deterministic_sites=setup["deterministic"],
+        keys=keys,
+        lanes=lanes,
+    )
+    return excess, tree
+
+
+def _predict_write(path, params: dict, setup: dict, fitted, excess: dict | None, tree: dict | None) -> None:
+    """One fit's predictive file; ``tree`` None: the fit diverged, no draws."""
+    spec = params["spec"]
     n_seeds = len(fitted.attrs.get("seeds") or [0])
-    excess = {}
-    if fitted.attrs.get("diverged"):
+    if tree is None:
         log.warning("fit %s diverged: no predictive draws are made from it", spec["name"])
+        excess = {}
         tree = {
             "posterior": {},
             "mock_from_guide": {},
@@ -362,7 +398,6 @@ def predict(inputs, outputs, params, progress_file=None):
             "log_weights": np.zeros((n_seeds, 0)),
         }
     else:
-        excess = support_excess(model, guide, fitted["params"], fit_kwargs, latent)
         for site, info in excess.items():
             log.info(
                 "%s: the guide's support is %s, the model's %s; mass outside per seed %s",
@@ -371,44 +406,47 @@ def predict(inputs, outputs, params, progress_file=None):
                 info["model_support"],
                 info["mass_outside"].tolist(),
             )
-        tree = predictive_paths(
-            model,
-            guide,
-            fitted["params"],
-            fit_kwargs,
-            predict_kwargs,
-            observed,
-            latent,
-            num_samples=int(settings["num_samples"]),
-            num_mock=int(settings["num_mock"]),
-            seed=int(settings["seed"]),
-            num_weighted=weighted,
-            max_mock_values=int(settings["max_mock_values"]),
-            deterministic_sites=deterministic,
-        )
-        for path in ("posterior", "mock_from_guide", "mock_from_samples"):
-            log.info("%s: %s", path, {k: v.shape for k, v in tree[path].items()})
+        for name in ("posterior", "mock_from_guide", "mock_from_samples"):
+            log.info("%s %s: %s", spec["name"], name, {k: v.shape for k, v in tree[name].items()})
         log.info(
-            "log_weights: %d draws per seed, mean %s",
+            "%s log_weights: %d draws per seed, mean %s",
+            spec["name"],
             tree["log_weights"].shape[-1],
             np.round(np.mean(tree["log_weights"], axis=-1), 4).tolist(),
         )
     write_artifact(
-        outputs["predictive"],
+        path,
         "predictive",
         tree,
         config=params,
         seeds=fitted.attrs.get("seeds"),
         attrs={
-            "latent_sites": latent,
-            "observed_sites": observed,
-            "deterministic_sites": deterministic,
+            "latent_sites": setup["latent"],
+            "observed_sites": setup["observed"],
+            "deterministic_sites": setup["deterministic"],
             "diverged": bool(fitted.attrs.get("diverged")),
             "support_excess": {
                 site: {**info, "mass_outside": info["mass_outside"].tolist()} for site, info in excess.items()
             },
         },
     )
+
+
+def _jax_step(params: dict) -> None:
+    _set_precision(params)
+    from sviflow.engine import enable_compilation_cache
+
+    enable_compilation_cache(_cache_dir(params))
+
+
+def predict(inputs, outputs, params, progress_file=None):
+    """The post's three predictive paths, and the log weights of the guide's draws that the
+    check needs (so that the check runs without JAX) -> ``sviflow.predictive``."""
+    _jax_step(params)
+    setup = _predict_setup(params, inputs)
+    fitted = read_artifact(inputs["fit"], "fit")
+    excess, tree = (None, None) if fitted.attrs.get("diverged") else _predict_draws(setup, fitted["params"])
+    _predict_write(outputs["predictive"], params, setup, fitted, excess, tree)
 
 
 def reference(inputs, outputs, params, progress_file=None):
@@ -661,9 +699,45 @@ def _members(inputs: dict, outputs: dict, params: dict):
 
 
 def predict_batch(inputs, outputs, params, progress_file=None):
-    """The predict step of every fit of a batch, in one process (imports and JAX set up once)."""
-    for member in _members(inputs, outputs, params):
-        predict(*member, progress_file=progress_file)
+    """The predict step of every fit of a batch as one vmapped program: every seed of every fit
+    a row, ``batch.lanes`` rows at a time, each fit with the keys it has alone -> each fit's
+    predictive file as the predict step writes it."""
+    _jax_step(params)
+    members = list(_members(inputs, outputs, params))
+    lanes = int(params.get("batch", {}).get("lanes") or default("engine", "batch", "lanes"))
+    setup = _predict_setup(members[0][2], members[0][0])
+    from sviflow.predictive import seed_keys
+
+    fitted = [read_artifact(member_inputs["fit"], "fit") for member_inputs, _, _ in members]
+    live = [i for i, f in enumerate(fitted) if not f.attrs.get("diverged")]
+    rows, keys = [], []
+    seed = int(setup["settings"]["seed"])
+    for i in live:
+        n_seeds = len(next(iter(fitted[i]["params"].values())))
+        rows.append((len(keys), len(keys) + n_seeds))
+        keys.extend(np.asarray(seed_keys(seed, n_seeds)))
+    excess = tree = None
+    if live:
+        pad = -len(keys) % lanes
+        stacked = {
+            name: np.concatenate([fitted[i]["params"][name] for i in live] + [fitted[live[0]]["params"][name][:1]] * pad)
+            for name in fitted[live[0]]["params"]
+        }
+        keys = np.stack(keys + [keys[0]] * pad)
+        excess, tree = _predict_draws(setup, stacked, keys=keys, lanes=lanes)
+    for index, (_, member_outputs, member_params) in enumerate(members):
+        if index not in live:
+            _predict_write(member_outputs["predictive"], member_params, setup, fitted[index], None, None)
+            continue
+        start, stop = rows[live.index(index)]
+        own_excess = {
+            site: {**info, "mass_outside": info["mass_outside"][start:stop]} for site, info in excess.items()
+        }
+        own_tree = {
+            name: (value[start:stop] if name == "log_weights" else {k: v[start:stop] for k, v in value.items()})
+            for name, value in tree.items()
+        }
+        _predict_write(member_outputs["predictive"], member_params, setup, fitted[index], own_excess, own_tree)
 
 
 def check_batch(inputs, outputs, params, progress_file=None):

@@ -50,6 +50,7 @@ for _batch, _fits in PLAN.batches().items():
             specs=[fit_spec(fit) for fit in _fits],
             predictive=PLAN.predictive_settings(),
             weighted=weighted_draws(),
+            batch=PLAN.batch_settings(),
         log:
             out(f"logs/batches/predict/{_batch}.log"),
         benchmark:
