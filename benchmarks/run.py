@@ -533,7 +533,9 @@ def _sweep_run(out: Path, name: str, config: dict, cores: int) -> tuple[float, i
     work = copy_workflow(out / name / "workflow")
     (work / "config" / "sweep.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     cfg = ("--configfile", "config/sweep.yaml", "--replace-workflow-config")
-    wall, result = timed([SNAKEMAKE, "--cores", str(cores), *cfg], work, clean_env(work), out / name / "run.txt")
+    wall, result = timed(
+        [SNAKEMAKE, "--cores", str(cores), *cfg], work, clean_env(work), out / name / "run.txt"
+    )
     if result.returncode != 0:
         raise SystemExit(f"{name}: snakemake failed, see {out / name / 'run.txt'}")
     return wall, job_count(result.stdout + result.stderr) or 0, job_seconds_by_step(work)
@@ -545,7 +547,9 @@ def bench_sweep(out: Path, args, rows: list, which: str) -> None:
     steps = 500 if args.quick else 5000
     scratch = out / "sweep"
     if which == "sweep":
-        wall, jobs, by_step = _sweep_run(scratch, "workflow40", sweep_config(steps, [1, 2], args.quick), args.cores)
+        wall, jobs, by_step = _sweep_run(
+            scratch, "workflow40", sweep_config(steps, [1, 2], args.quick), args.cores
+        )
         loop_dir = scratch / "loop"
         loop = [PYTHON, str(HERE / "sweep_loop.py"), str(loop_dir), "--steps", str(steps)]
         loop_wall, loop_result = timed(loop, REPO, clean_env(), scratch / "loop.txt")

@@ -219,8 +219,7 @@ def _validate(config: dict, schema, aliases: dict | None = None) -> None:
             cause.path[1] = member  # absolute_path is path here (the error is the root's)
             sweep = member.split("/", 1)[0]
             raise ConfigError(
-                f"{validation_message(cause)} (fits.{member} is a member of the sweep "
-                f"fits.{sweep}.sweep)"
+                f"{validation_message(cause)} (fits.{member} is a member of the sweep fits.{sweep}.sweep)"
             ) from None
         raise ConfigError(validation_message(cause)) from None
 
@@ -763,7 +762,9 @@ class Plan:
             paths = [self.out(f"{kind}/{name}.h5") for name in batch or [fit]]
             return paths if batch else paths[0]
 
-        inputs = self.with_reference(fit, fit=files("fits"), predictive=files("predictive"), check=files("checks"))
+        inputs = self.with_reference(
+            fit, fit=files("fits"), predictive=files("predictive"), check=files("checks")
+        )
         if self.fit_data(fit):
             inputs["data"] = self.fit_data(fit)
         return inputs

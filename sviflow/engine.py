@@ -418,7 +418,9 @@ def initial_params(guide, model_kwargs: dict, seed: int = 0) -> dict:
     return {name: site["value"] for name, site in trace.items() if site["type"] == "param"}
 
 
-def fit_batch(svi, members: list[dict], steps: int, model_kwargs: dict | None = None, *, lanes: int = 8, **options):
+def fit_batch(
+    svi, members: list[dict], steps: int, model_kwargs: dict | None = None, *, lanes: int = 8, **options
+):
     """Fits that share one program, run as one: ``svi`` is built for any of them (the same
     model, guide, ELBO and optimizer up to its step size, which must keep its step size in its
     state: ``make_optimizer(..., adaptive=True)``); each member is ``{"seeds": [...],
@@ -441,9 +443,7 @@ def fit_batch(svi, members: list[dict], steps: int, model_kwargs: dict | None = 
     )
     if getattr(svi.guide, "prototype_trace", False) is None:
         svi.init(keys[0], **model_kwargs)  # an autoguide sets itself up eagerly (see fit_svi)
-    init = jax.jit(
-        grouped_vmap(lambda key, start: svi.init(key, init_params=start, **model_kwargs), lanes)
-    )
+    init = jax.jit(grouped_vmap(lambda key, start: svi.init(key, init_params=start, **model_kwargs), lanes))
     state = init(keys, starts)
     rates = np.asarray([members[index]["step_size"] for index, _ in order], np.float64)
     state = _set_step_sizes(state, rates, several=True)

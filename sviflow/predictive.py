@@ -228,7 +228,9 @@ def _describe(bounds: tuple[float, float]) -> str:
     return f"({low:g}, {high:g})"
 
 
-def support_excess(model, guide, params: dict, model_kwargs: dict, latent_sites, lanes: int | None = None) -> dict:
+def support_excess(
+    model, guide, params: dict, model_kwargs: dict, latent_sites, lanes: int | None = None
+) -> dict:
     """Latent sites where the guide's distribution has a wider support than the model's prior,
     and the probability mass the guide puts outside the model's support, per seed.
 

@@ -720,7 +720,9 @@ def predict_batch(inputs, outputs, params, progress_file=None):
     if live:
         pad = -len(keys) % lanes
         stacked = {
-            name: np.concatenate([fitted[i]["params"][name] for i in live] + [fitted[live[0]]["params"][name][:1]] * pad)
+            name: np.concatenate(
+                [fitted[i]["params"][name] for i in live] + [fitted[live[0]]["params"][name][:1]] * pad
+            )
             for name in fitted[live[0]]["params"]
         }
         keys = np.stack(keys + [keys[0]] * pad)
@@ -734,10 +736,14 @@ def predict_batch(inputs, outputs, params, progress_file=None):
             site: {**info, "mass_outside": info["mass_outside"][start:stop]} for site, info in excess.items()
         }
         own_tree = {
-            name: (value[start:stop] if name == "log_weights" else {k: v[start:stop] for k, v in value.items()})
+            name: (
+                value[start:stop] if name == "log_weights" else {k: v[start:stop] for k, v in value.items()}
+            )
             for name, value in tree.items()
         }
-        _predict_write(member_outputs["predictive"], member_params, setup, fitted[index], own_excess, own_tree)
+        _predict_write(
+            member_outputs["predictive"], member_params, setup, fitted[index], own_excess, own_tree
+        )
 
 
 def check_batch(inputs, outputs, params, progress_file=None):
