@@ -457,7 +457,7 @@ def fit_batch(
         **options,
     )
     per_member = []
-    for index, member in enumerate(members):
+    for index in range(len(members)):
         chosen = np.asarray([i for i, (owner, _) in enumerate(lane_of) if owner == index])
         per_member.append(_lanes(result, chosen, rates[chosen]))
     return per_member
