@@ -637,7 +637,7 @@ def summarize(inputs, outputs, params, progress_file=None):
     if outputs.get("verdicts"):  # the report's landing page
         from sviflow.verdicts import verdict_table
 
-        write_text(verdict_table(fits, checks), outputs["verdicts"])
+        write_text(verdict_table(fits, checks, params.get("linked")), outputs["verdicts"])
     for fit, check in zip(fits, checks):
         if check.attrs["verdict"] != "converged":
             log.warning("fit %s: %s (%s)", fit, check.attrs["verdict"], check.attrs["sentence"])

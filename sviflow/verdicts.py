@@ -124,10 +124,11 @@ def _reasons_cell(check) -> str:
     )
 
 
-def verdict_table(fits: list[str], checks: list) -> str:
+def verdict_table(fits: list[str], checks: list, linked: list[str] | None = None) -> str:
     """One HTML table, a row per fit: the fit with a link to its figures (the report's folder of
     that name, through Snakemake's ``app.showCategory``), the verdict (coloured), its reasons in
-    words, k-hat, KL or the distances to the reference, and why the fit stopped."""
+    words, k-hat, KL or the distances to the reference, and why the fit stopped. ``linked``:
+    the fits whose figures are in the report (default: all; a batched fit's are not)."""
     header = ["fit", "verdict", "reasons", "PSIS k-hat", "against the reference", "stopped"]
     rows = []
     for fit, check in zip(fits, checks):
@@ -144,6 +145,8 @@ def verdict_table(fits: list[str], checks: list) -> str:
         link = (
             f'<a class="sviflow-figures" href="javascript:app.showCategory(&quot;{quote(fit)}&quot;)" '
             f'style="color:#1f77b4;text-decoration:underline">figures</a>'
+            if linked is None or fit in linked
+            else "(no figures in the report)"
         )
         cells = [
             f"<b>{html.escape(fit)}</b><br>{link}",

@@ -22,6 +22,8 @@ rule summarize:
         data={fit: fit_data(fit) for fit in FITS},
         specs=PLAN.summary_specs(),
         sweeps=PLAN.sweep_settings(),
+        # the fits whose figures are report items (batched fits' are files only: batch.smk)
+        linked=[fit for fit in FITS if fit in PLAN.solo_fits and PLAN.draws_figures(fit)],
     log:
         out("logs/summarize.log"),
     benchmark:
