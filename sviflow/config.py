@@ -822,16 +822,27 @@ class Plan:
         for fit in self.fits:
             if self.batched(fit):
                 groups.setdefault(self.batch_key(fit), []).append(fit)
-        size = int(self.engine["batch"]["max_fits"])
+        size, limit = int(self.engine["batch"]["max_fits"]), self.max_output_bytes()
         batches = {}
         for fits in groups.values():
-            for start in range(0, len(fits), size):
-                batches[f"batch_{len(batches) + 1}"] = fits[start : start + size]
+            # at most max_fits fits, and at most engine.max_output_mb of their fit or predictive
+            # arrays together: a batch's job holds every fit's arrays at once
+            current, held = [], 0.0
+            for fit in fits:
+                estimate = self.estimate(fit)
+                need = max(estimate["fit"], estimate["predictive"])
+                if current and (len(current) == size or held + need > limit):
+                    batches[f"batch_{len(batches) + 1}"] = current
+                    current, held = [], 0.0
+                current.append(fit)
+                held += need
+            if current:
+                batches[f"batch_{len(batches) + 1}"] = current
         return batches
 
     def batches(self) -> dict[str, list[str]]:
         """``{batch_1: [fits], ...}``: the batched fits by program, in config order, at most
-        engine.batch.max_fits to a batch."""
+        engine.batch.max_fits to a batch and at most engine.max_output_mb of their arrays."""
         return dict(self._batches)
 
     def batch_of(self, fit: str) -> str | None:

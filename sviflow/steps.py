@@ -241,15 +241,24 @@ def fit_batch(inputs, outputs, params, progress_file=None):
     kwargs = model_kwargs(_dataset(inputs))
     lanes = int(params.get("batch", {}).get("lanes") or default("engine", "batch", "lanes"))
     first = _fit_setup(specs[0], kwargs, adaptive=True)
+
+    def start_of(setup, spec):
+        return setup["init_params"] or _traced(
+            spec, lambda: initial_params(setup["guide"], kwargs, int(spec["seeds"][0]))
+        )
+
+    first_start = start_of(first, specs[0])
     members = []
     for spec in specs:
-        # each fit's own guide (its initial values), and its own step size (a Laplace start
-        # may lower it); the program is the first fit's
-        setup = first if spec is specs[0] else _fit_setup(spec, kwargs, adaptive=True)
-        start = setup["init_params"] or _traced(
-            spec, lambda setup=setup, spec=spec: initial_params(setup["guide"], kwargs, int(spec["seeds"][0]))
-        )
-        members.append({"seeds": spec["seeds"], "init_params": start, "step_size": setup["step_size"]})
+        # the program is the first fit's; each fit its own step size, and where its guide's
+        # initial values differ (or a Laplace start depends on it) its own initial params
+        if spec["guide"] == specs[0]["guide"] and spec.get("init", "guide") != "laplace":
+            start = first_start
+            step_size = float({**default("fits", "optimizer"), **spec["optimizer"]}["step_size"])
+        else:
+            setup = first if spec is specs[0] else _fit_setup(spec, kwargs, adaptive=True)
+            start, step_size = start_of(setup, spec), setup["step_size"]
+        members.append({"seeds": spec["seeds"], "init_params": start, "step_size": step_size})
     names = [spec["name"] for spec in specs]
     log.info("batch of %d fits, %d lanes at a time: %s", len(specs), lanes, ", ".join(names))
     results = _traced(

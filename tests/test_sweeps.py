@@ -127,6 +127,11 @@ def test_the_config_decides_who_is_batched():
     config["engine"]["batch"] = {"max_fits": 4}
     assert [len(fits) for fits in plan(config).batches().values()] == [4, 2, 4, 2]
     config = sweep_config()
+    one = plan(sweep_config()).estimate(MEMBER)
+    # a batch's job holds its fits' arrays at once: at most engine.max_output_mb of them
+    config["engine"]["max_output_mb"] = 2.5 * max(one["fit"], one["predictive"]) / 1e6
+    assert [len(fits) for fits in plan(config).batches().values()] == [2, 2, 2, 2, 2, 2]
+    config = sweep_config()
     config["fits"]["beta"]["batch"] = True  # batched by hand, with the same program's members
     p = plan(config)
     assert "beta" in next(iter(p.batches().values())) and p.solo_fits == []
@@ -265,3 +270,24 @@ def test_a_sweep_runs_in_batches_and_a_change_reruns_only_its_batch(workflow_cop
     assert sum("step_size~0.03_" in fit for fit in new) == 4
     with h5py.File(results / "fits" / "grid/step_size~0.03_num_particles~1_seed~1.h5") as handle:
         assert not np.array_equal(np.asarray(handle["losses"]), before[MEMBER]["fits:losses"])
+
+
+@pytest.mark.workflow
+def test_a_batch_is_one_job_a_step_and_its_figures_are_drawn_when_asked(workflow_copy):
+    """The DAG of the sweep config: one fit, predict and check job per batch (not per fit), the
+    fit of its own in the per-fit rules, no figures of the members; with figures: true, one
+    plot job per batch drawing every member's figures."""
+    planned = dry_run_jobs(run_snakemake(workflow_copy, "-n", "--cores", "2", *SWEEP).stdout)
+    rules = sorted(rule for rule, _ in planned)
+    for step in ("fit", "predict", "check"):
+        assert rules.count(f"{step}_batch_1") == 1 and rules.count(f"{step}_batch_2") == 1
+        assert rules.count(step) == 1  # beta's
+    assert not any(rule.startswith("plot_batch") for rule in rules)
+    assert rules.count("sweep") == 1
+    config = sweep_config()
+    config["fits"]["grid"]["figures"] = True
+    (workflow_copy / "tests" / "configs" / "sweep.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run_snakemake(workflow_copy, "-n", "--cores", "2", *SWEEP)
+    rules = sorted(rule for rule, _ in dry_run_jobs(result.stdout))
+    assert rules.count("plot_batch_1") == 1 and rules.count("plot_batch_2") == 1
+    assert f"results/figures/{MEMBER}/mock_observations.png" in result.stdout
