@@ -415,11 +415,11 @@ def _predict_write(path, params: dict, setup: dict, fitted, excess: dict | None,
                 info["model_support"],
                 info["mass_outside"].tolist(),
             )
+        log.info("fit %s: its predictive paths", spec["name"])
         for name in ("posterior", "mock_from_guide", "mock_from_samples"):
-            log.info("%s %s: %s", spec["name"], name, {k: v.shape for k, v in tree[name].items()})
+            log.info("%s: %s", name, {k: v.shape for k, v in tree[name].items()})
         log.info(
-            "%s log_weights: %d draws per seed, mean %s",
-            spec["name"],
+            "log_weights: %d draws per seed, mean %s",
             tree["log_weights"].shape[-1],
             np.round(np.mean(tree["log_weights"], axis=-1), 4).tolist(),
         )
