@@ -167,7 +167,7 @@ def test_a_fit_chain_asks_slurm_for_what_its_jobs_need(slurm_run):
     for fit in config["fits"]:
         job = jobs[_chain_comment(config, fit)]
         rules = (*CHAIN, plot_rule(config, fit))
-        assert job["cpus"] == 2  # fit and predict claim 2 (JAX_THREADS); not 2 + 2 + 1 + 1
+        assert job["cpus"] == 1  # the profile's set-threads: 1 (not the sum over the chain's jobs)
         assert job["memory"] == f"{max(_resource(r, 'mem_mb') for r in rules)}M"
         minutes = sum(_resource(r, "runtime") for r in rules)
         assert job["time_limit"] == f"{minutes // 60}:{minutes % 60:02d}:00", job
@@ -244,3 +244,53 @@ def test_grouping_follows_the_command_line(tmp_path):
     output = local.stdout + local.stderr
     assert "localrule fit:" in output and "localrule predict:" in output, output[-3000:]
     assert "Group job" not in output
+
+
+SWEEP = ("--configfile", "tests/configs/sweep.yaml", "--replace-workflow-config")
+
+
+def test_a_batch_is_one_submission_and_equals_a_local_run(tmp_path):
+    """tests/configs/sweep.yaml through SLURM: each batch's fit, predict and check jobs are one
+    group job (4 submissions in all: 2 batches of 6 fits, the fit of its own, the reference,
+    not 13 fits' chains), and every fit's numbers are a local run's to the bit."""
+    problem = _cluster_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI starts a SLURM cluster (.ci/run), but: {problem}")
+        pytest.skip(problem)
+    slurm, local = copy_workflow(tmp_path / "slurm"), copy_workflow(tmp_path / "local")
+    result = run_snakemake(slurm, *SLURM_PROFILE, *SWEEP, timeout=2400)
+    run_snakemake(local, "--cores", "2", *SWEEP)
+    output = result.stdout + result.stderr
+    jobs = _squeue(re.search(r"SLURM run ID: (\S+)", output).group(1))
+    config = yaml.safe_load((REPO / "tests/configs/sweep.yaml").read_text())
+    expected = Counter(
+        {
+            _chain_comment(config, "beta"): 1,
+            "rule_reference_wildcards_coin--coin_12_8": 1,
+            **{f"rule_fit_chain_check_batch_{i}_fit_batch_{i}_predict_batch_{i}": 1 for i in (1, 2)},
+        }
+    )
+    assert Counter(job["comment"] for job in jobs) == expected
+    assert {job["state"] for job in jobs} == {"COMPLETED"}
+    compared = 0
+    for folder in ("fits", "predictive", "checks"):
+        names = sorted(
+            p.relative_to(local / "results" / folder) for p in (local / "results" / folder).rglob("*.h5")
+        )
+        assert len(names) == 13
+        for name in names:
+            ours, theirs = (
+                _datasets(local / "results" / folder / name),
+                _datasets(slurm / "results" / folder / name),
+            )
+            assert sorted(ours) == sorted(theirs), name
+            for key, value in ours.items():
+                assert np.array_equal(value, theirs[key], equal_nan=value.dtype.kind in "fc"), (
+                    folder,
+                    name,
+                    key,
+                )
+                compared += 1
+    assert compared > 200
+    assert (slurm / "results" / "summary.md").read_bytes() == (local / "results" / "summary.md").read_bytes()
