@@ -56,23 +56,25 @@ def quick_config(config: dict) -> dict:
     return config
 
 
+def coin_fit(step_size: float, steps: int, seed: int) -> dict:
+    """A fit of the coin model with the post's Beta guide (10, 10), one particle."""
+    return {
+        "model": "coin",
+        "data": "coin_12_8",
+        "guide": {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}},
+        "optimizer": {"name": "Adam", "step_size": step_size},
+        "elbo": {"name": "Trace_ELBO", "num_particles": 1},
+        "steps": steps,
+        "seed": seed,
+    }
+
+
 def many_fits_config(n: int, steps: int) -> dict:
     """``n`` fits of the coin model with the Beta guide, ``steps`` steps each."""
     return {
         "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact", "num_draws": 500}}},
         "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
-        "fits": {
-            f"fit_{i:03d}": {
-                "model": "coin",
-                "data": "coin_12_8",
-                "guide": {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}},
-                "optimizer": {"name": "Adam", "step_size": 5.0e-3},
-                "elbo": {"name": "Trace_ELBO", "num_particles": 1},
-                "steps": steps,
-                "seed": i,
-            }
-            for i in range(n)
-        },
+        "fits": {f"fit_{i:03d}": coin_fit(5.0e-3, steps, i) for i in range(n)},
         "predictive": {"num_samples": 200, "num_mock": 50, "seed": 0},
         "checks": {"quality": {"elbo_particles": 200, "khat_particles": 200, "energy_draws": 100}},
         "engine": {"trajectory_points": 50},
@@ -99,13 +101,7 @@ def sweep_config(steps: int, seeds: list[int], quick: bool = False) -> dict:
         "datasets": {"coin_12_8": {"generator": "coin_flips", "args": {"heads": 12, "tails": 8}}},
         "fits": {
             "coin": {
-                "model": "coin",
-                "data": "coin_12_8",
-                "guide": {"name": "beta", "args": {"alpha_init": 10.0, "beta_init": 10.0}},
-                "optimizer": {"name": "Adam", "step_size": 1.0e-3},
-                "elbo": {"name": "Trace_ELBO", "num_particles": 1},
-                "steps": steps,
-                "seed": 1,
+                **coin_fit(1.0e-3, steps, 1),
                 "sweep": {
                     "optimizer.step_size": [1.0e-3, 2.0e-3, 5.0e-3, 1.0e-2, 2.0e-2],
                     "elbo.num_particles": [1, 2, 4, 8],
