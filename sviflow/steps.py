@@ -37,6 +37,14 @@ def _set_precision(params: dict) -> None:
     set_precision(params)
 
 
+def _jax_step(params: dict) -> None:
+    """First in a JAX step: the model's precision, then the persistent compilation cache."""
+    _set_precision(params)
+    from sviflow.engine import enable_compilation_cache
+
+    enable_compilation_cache(_cache_dir(params))
+
+
 def _dataset(inputs: dict):
     return read_artifact(inputs["data"], "data") if inputs.get("data") else None
 
@@ -195,10 +203,7 @@ def _traced(spec: dict, run):
 
 def fit(inputs, outputs, params, progress_file=None):
     """One SVI fit (all its seeds at once) -> ``sviflow.fit``."""
-    _set_precision(params)
-    from sviflow.engine import enable_compilation_cache
-
-    enable_compilation_cache(_cache_dir(params))
+    _jax_step(params)
     from sviflow.data import model_kwargs
     from sviflow.engine import fit_svi
 
@@ -226,10 +231,7 @@ def fit_batch(inputs, outputs, params, progress_file=None):
     """Fits that share one program (``params["specs"]``, their files ``outputs["fit"]`` in the
     same order), run as one vmapped program compiled once -> one ``sviflow.fit`` file each,
     as the fit step writes it (sviflow.engine.fit_batch)."""
-    _set_precision(params)
-    from sviflow.engine import enable_compilation_cache
-
-    enable_compilation_cache(_cache_dir(params))
+    _jax_step(params)
     from sviflow.data import model_kwargs
     from sviflow.engine import fit_batch as run_batch
     from sviflow.engine import initial_params
@@ -439,13 +441,6 @@ def _predict_write(path, params: dict, setup: dict, fitted, excess: dict | None,
             },
         },
     )
-
-
-def _jax_step(params: dict) -> None:
-    _set_precision(params)
-    from sviflow.engine import enable_compilation_cache
-
-    enable_compilation_cache(_cache_dir(params))
 
 
 def predict(inputs, outputs, params, progress_file=None):
