@@ -47,6 +47,8 @@ HEAVY = (
     "tqdm",
     "yaml",
 )
+# heavy parts of packages, recorded by their full name: scipy.stats alone costs a job 1.3 s
+SUBMODULES = ("scipy.stats",)
 FORBIDDEN = {
     "plot": ("numpyro", "jax", "jaxlib"),
     "compare": ("numpyro", "jax", "jaxlib"),
@@ -64,6 +66,7 @@ _OUT = os.environ.get("SVIFLOW_IMPORT_AUDIT")
 if _OUT and any(".snakemake/scripts/" in a for a in sys.argv[:1]):
     import atexit, json, traceback
     _HEAVY = set(%(heavy)r)
+    _SUBMODULES = %(submodules)r
     _FIRST = {}
 
     class _Recorder:
@@ -80,7 +83,12 @@ if _OUT and any(".snakemake/scripts/" in a for a in sys.argv[:1]):
 
     def _dump():
         loaded = sorted({m.partition(".")[0] for m in sys.modules} & _HEAVY)
-        record = {"argv": sys.argv, "loaded": loaded, "first_import": _FIRST}
+        loaded += sorted(m for m in _SUBMODULES if m in sys.modules)
+        try:  # which job: the script's snakemake object
+            wildcards = dict(getattr(sys.modules["__main__"], "snakemake").wildcards.items())
+        except Exception:
+            wildcards = {}
+        record = {"argv": sys.argv, "loaded": loaded, "first_import": _FIRST, "wildcards": wildcards}
         with open(os.path.join(_OUT, f"{os.getpid()}.json"), "w") as handle:
             json.dump(record, handle)
 
@@ -93,7 +101,7 @@ if _OUT and any(".snakemake/scripts/" in a for a in sys.argv[:1]):
         _exit(code)
 
     os._exit = _dump_and_exit
-""" % {"heavy": HEAVY}
+""" % {"heavy": HEAVY, "submodules": SUBMODULES}
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ jax\._src\.\w+: "
@@ -174,8 +182,11 @@ def imports_by_step(records: Path, workdir: Path) -> dict[str, dict]:
     for path in sorted(records.glob("*.json")):
         record = json.loads(path.read_text())
         step = step_of(record["argv"][0])
-        entry = per_step.setdefault(step, {"jobs": 0, "loaded": set(), "violations": {}, "chains": {}})
+        entry = per_step.setdefault(
+            step, {"jobs": 0, "loaded": set(), "violations": {}, "chains": {}, "by_job": []}
+        )
         entry["jobs"] += 1
+        entry["by_job"].append((record.get("wildcards", {}), set(record["loaded"])))
         entry["loaded"] |= set(record["loaded"])
         for module in WATCHED:
             if module in record["loaded"] and module not in entry["chains"]:

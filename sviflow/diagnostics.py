@@ -16,7 +16,7 @@ Convergence, from a fit's stored loss trace and the guide's moments along its tr
 
 Quality, from the guide and the model:
 
-- PSIS k-hat (Yao, Vehtari, Simpson, Gelman 2018): ArviZ's ``psislw`` of the log weights
+- PSIS k-hat (Yao, Vehtari, Simpson, Gelman 2018): ArviZ's ``psislw`` k of the log weights
   log p(x, z) - log q(z) of the guide's draws, which the predict step computes with its
   posterior samples (``sviflow.predictive``): < 0.5 good, up to min(1 - 1/log10 S, 0.7)
   usable, above unreliable. This module needs no JAX.
@@ -171,18 +171,47 @@ def seed_spread(params: dict) -> dict[str, float]:
 
 
 def khat_from_log_weights(log_w: np.ndarray) -> float:
-    """Pareto k-hat of the importance ratios (Vehtari et al.'s PSIS, through ArviZ)."""
-    import warnings
+    """Pareto k-hat of the importance ratios: PSIS (Vehtari et al. 2024, Algorithm 1), the
+    shape of a generalized Pareto fitted to the largest ``ceil(min(S / 5, 3 sqrt(S)))`` ratios.
 
-    import arviz as az
-
-    log_w = np.asarray(log_w, dtype=np.float64)
-    if not np.all(np.isfinite(log_w)):
+    The numbers are ArviZ's ``psislw`` (r_eff 1) and numpyro's ``psis_diagnostic``, to the
+    last bit on the tests' weights (tests/test_diagnostics.py). Computed here in numpy as
+    numpyro 0.22 does: importing ArviZ (with SciPy's stats, xarray and matplotlib) costs a
+    check 2.5-3 CPU-s, most of that step's time, where this takes milliseconds."""
+    log_w = np.asarray(log_w, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(log_w)) or log_w.size < 2:
         return float("inf")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ warns when k is high: that is the finding
-        _, k = az.psislw(log_w)
-    return float(k)
+    x = log_w - log_w.max()
+    tail_size = int(math.ceil(min(x.size / 5.0, 3 * math.sqrt(x.size))))
+    ordered = np.sort(x)
+    cutoff = max(ordered[max(-(tail_size + 1), -x.size)], math.log(np.finfo(float).tiny))
+    tail = ordered[ordered > cutoff]
+    if tail.size <= 4:  # too few for a fit (ArviZ's rule)
+        return float("inf")
+    return _generalized_pareto_shape(np.exp(tail) - np.exp(cutoff))
+
+
+def _generalized_pareto_shape(ary: np.ndarray) -> float:
+    """Shape k of a generalized Pareto fitted to sorted exceedances ``ary``: Zhang and Stephens
+    (2009)'s empirical Bayes estimate with Vehtari et al. (2024)'s weak prior on k (mean 0.5,
+    10 pseudo-observations), step for step as ArviZ's ``_gpdfit`` and numpyro's
+    ``_fit_generalized_pareto``."""
+    n = len(ary)
+    m_est = 30 + int(n**0.5)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        b_ary = 1 - np.sqrt(m_est / (np.arange(1, m_est + 1, dtype=float) - 0.5))
+        b_ary /= 3 * ary[int(n / 4 + 0.5) - 1]
+        b_ary += 1 / ary[-1]
+        k_ary = np.log1p(-b_ary[:, None] * ary).mean(axis=1)
+        len_scale = n * (np.log(-(b_ary / k_ary)) - k_ary - 1)
+        weights = 1 / np.exp(len_scale - len_scale[:, None]).sum(axis=1)
+        keep = weights >= 10 * np.finfo(float).eps
+        if not np.all(keep):
+            weights, b_ary = weights[keep], b_ary[keep]
+        weights /= weights.sum()
+        b_post = np.sum(b_ary * weights)
+        k_post = np.log1p(-b_post * ary).mean()
+    return float((n * k_post + 10 * 0.5) / (n + 10))
 
 
 def khat_threshold(num_particles: int, khat_max: float = 0.7) -> float:
@@ -199,13 +228,23 @@ def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
 
 
+def wasserstein_distance(u: np.ndarray, v: np.ndarray) -> float:
+    """The 1-D Wasserstein-1 distance of two samples: the area between their empirical cdfs,
+    as SciPy's ``scipy.stats.wasserstein_distance`` of unweighted samples computes it (the same
+    numbers, tests/test_diagnostics.py), without importing ``scipy.stats`` (1.3 CPU-s a job)."""
+    u, v = np.sort(np.asarray(u, dtype=np.float64)), np.sort(np.asarray(v, dtype=np.float64))
+    values = np.sort(np.concatenate((u, v)), kind="mergesort")
+    deltas = np.diff(values)
+    u_cdf = u.searchsorted(values[:-1], "right") / u.size
+    v_cdf = v.searchsorted(values[:-1], "right") / v.size
+    return float(np.vecdot(np.abs(u_cdf - v_cdf), deltas))
+
+
 def sample_distances(guide_draws: dict, reference: dict, energy_draws: int = 2000, seed: int = 0) -> dict:
     """Mean and sd errors (in reference sd), 1-D Wasserstein per component, joint energy distance.
 
     ``guide_draws``: {site: (draw, ...)} pooled over seeds; ``reference``: a reference artifact.
     """
-    from scipy.stats import wasserstein_distance
-
     sites = [s for s in reference["draws"] if s in guide_draws]
     rng = np.random.default_rng(seed)
     rows, guide_cols, ref_cols = {}, [], []
@@ -224,7 +263,7 @@ def sample_distances(guide_draws: dict, reference: dict, energy_draws: int = 200
                 "reference_sd": float(ref_sd[index]),
                 "mean_error_sd": float((g[:, index].mean() - ref_mean[index]) / scale),
                 "sd_ratio": float(g[:, index].std() / scale),
-                "wasserstein": float(wasserstein_distance(g[:, index], r[:, index])),
+                "wasserstein": wasserstein_distance(g[:, index], r[:, index]),
             }
             guide_cols.append(g[:, index] / scale)
             ref_cols.append(r[:, index] / scale)

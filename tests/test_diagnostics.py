@@ -163,6 +163,51 @@ def test_khat_from_log_weights_light_and_heavy_tails():
     assert dg.khat_from_log_weights(np.array([0.0, -np.inf, 1.0] * 100)) == math.inf
 
 
+def _weights_of_every_kind():
+    rng = np.random.default_rng(1)
+    kinds = (
+        lambda n: rng.normal(0.0, 0.1, n),  # nearly equal weights
+        lambda n: 0.2 * rng.exponential(size=n),  # a light Pareto tail
+        lambda n: 1.5 * rng.exponential(size=n),  # a heavy one
+        lambda n: rng.standard_t(2, n),
+        lambda n: rng.normal(0.0, 30.0, n),  # one draw holds nearly all the weight
+        lambda n: np.round(rng.normal(0.0, 1.0, n), 1),  # ties
+    )
+    for n in (5, 6, 20, 101, 2000, 20_000):
+        yield from (kind(n) for kind in kinds)
+    yield np.zeros(100)  # all equal: no tail above the cutoff
+    yield np.r_[np.zeros(90), np.ones(10)]  # a tail of 10 equal values
+
+
+def test_khat_is_arvizs_psislw_to_the_bit():
+    """sviflow's k-hat (numpy, so that the check need not import ArviZ) is ArviZ's psislw k,
+    exactly, on weights of every kind; with fewer than 5 values in the tail, both say inf."""
+    import warnings
+
+    import arviz as az
+
+    cases = list(_weights_of_every_kind())
+    for log_w in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, expected = az.psislw(log_w.copy())
+        got = dg.khat_from_log_weights(log_w)
+        assert got == float(expected) or (math.isinf(got) and math.isinf(expected)), (len(log_w), got, expected)
+    assert sum(math.isinf(dg.khat_from_log_weights(w)) for w in cases) >= 2  # the tail rule ran
+
+
+def test_wasserstein_distance_is_scipys_to_the_bit():
+    from scipy.stats import wasserstein_distance
+
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        u = rng.normal(size=rng.integers(1, 3000))
+        v = rng.standard_t(3, size=rng.integers(1, 3000))
+        assert dg.wasserstein_distance(u, v) == wasserstein_distance(u, v)
+    assert dg.wasserstein_distance(np.zeros(3), np.ones(5)) == 1.0
+    assert dg.wasserstein_distance([1.0, 2.0], [1.0, 2.0]) == 0.0
+
+
 # --- the verdict -----------------------------------------------------------------------------
 
 SETTINGS = dg.merged({})

@@ -43,6 +43,19 @@ def test_each_step_imports_only_what_it_needs(tiny_run):
     assert "matplotlib" in per_step["plot"]["loaded"] and "arviz" in per_step["summarize"]["loaded"]
 
 
+def test_a_one_seed_check_imports_neither_arviz_nor_scipy_stats(tiny_run):
+    """Importing ArviZ costs a check job 2.5-3 CPU-s of its 3-5 (benchmarks/README.md): the
+    k-hat and the Wasserstein distances are numpy (sviflow.diagnostics); ArviZ's R-hat is
+    imported only where there are seeds to compare."""
+    audit = import_audit()
+    per_step = audit.imports_by_step(tiny_run.parent / "imports", tiny_run)
+    loaded = {wildcards["fit"]: modules for wildcards, modules in per_step["check"]["by_job"]}
+    assert set(loaded) == set(FITS)
+    assert {fit: modules & {"arviz", "scipy.stats"} for fit, modules in loaded.items()} == {
+        fit: set() if fit != "beta_4_particles" else {"arviz", "scipy.stats"} for fit in FITS
+    }
+
+
 def test_fit_files_hold_the_full_trace(tiny_run):
     with h5py.File(tiny_run / "results" / "fits" / "beta_4_particles.h5") as fit:
         assert fit.attrs["schema"] == "sviflow.fit"
