@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import os
 import re
 from pathlib import Path
@@ -788,6 +789,22 @@ class Plan:
             return None
         seeds = entry["seed"] if isinstance(entry["seed"], list) else [entry["seed"]]
         return int(entry["steps"]) * int(entry["elbo"].get("num_particles", 1)) * len(seeds)
+
+    def priority(self, *fits: str) -> float:
+        """Snakemake's job priority of the fit job of ``fits`` (one fit, or a batch's): the
+        log10 of their work (:meth:`work`; a budget: its max steps), so that the fits that take
+        longest start first. Snakemake otherwise starts ready jobs in an order of its own: on 2
+        cores the default config's 32-particle fit, its longest, started 40 s into a 77 s run
+        and the run waited on its chain at the end (benchmarks/README.md)."""
+        total = 0
+        for fit in fits:
+            entry = self.config["fits"][fit]
+            work = self.work(fit)
+            if work is None:  # a budget: its max steps
+                seeds = entry["seed"] if isinstance(entry["seed"], list) else [entry["seed"]]
+                work = int(entry["steps"]["max"]) * int(entry["elbo"].get("num_particles", 1)) * len(seeds)
+            total += work
+        return round(math.log10(max(total, 1)), 3)
 
     def batched(self, fit: str) -> bool:
         """Does ``fit`` run in a batch? Its ``batch`` if given; else a sweep's member of a fixed

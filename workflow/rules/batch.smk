@@ -27,6 +27,7 @@ for _batch, _fits in PLAN.batches().items():
             out(f"benchmarks/batches/fit/{_batch}.tsv")
         group:
             "fit_chain"  # with its predict, check and plot jobs (fit.smk)
+        priority: PLAN.priority(*_fits)
         threads: JAX_THREADS
         resources:
             mem_mb=2000,

@@ -19,6 +19,8 @@ rule fit:
     # the other (workflow/profiles/README.md, "Group jobs"); local runs ignore groups
     group:
         "fit_chain"
+    # the longest fits start first (sviflow.config.Plan.priority)
+    priority: lambda wildcards: PLAN.priority(wildcards.fit)
     threads: JAX_THREADS
     resources:
         mem_mb=2000,
