@@ -81,14 +81,24 @@ def slurm_start_stall() -> str | None:
 def timed(
     command: list[str], cwd: Path, env: dict, log: Path | None = None, timeout: float = 7200
 ) -> tuple[float, subprocess.CompletedProcess]:
-    """Run ``command``; -> (wall seconds, result). Fails loudly, with the output's tail."""
-    start = time.perf_counter()
+    """Run ``command``; -> (wall seconds, result). Fails loudly, with the output's tail.
+    ``result.cpu_seconds``: the user + system CPU time of the command and every process it
+    waited for (Snakemake's jobs too), from ``getrusage(RUSAGE_CHILDREN)``."""
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start, cpu_start = time.perf_counter(), cpu()
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
+    result.cpu_seconds = cpu() - cpu_start
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(
-            f"$ {' '.join(map(str, command))}\n# cwd {cwd}\n# {seconds:.2f} s, "
+            f"$ {' '.join(map(str, command))}\n# cwd {cwd}\n# {seconds:.2f} s "
+            f"({result.cpu_seconds:.2f} CPU-s), "
             f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n"
             f"{result.stderr}"
         )

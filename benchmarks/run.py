@@ -186,7 +186,7 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
         post += ["--scale", "10"]
     # one cold run is +-2 s of noise on 2 cores: pairs, each the post just before a fresh copy
     # of the workflow with an empty JAX cache, and the medians; the last copy goes on below
-    post_walls, cold_walls = [], []
+    post_walls, cold_walls, post_cpu, cold_cpu = [], [], [], []
     for attempt in range(args.repeat):
         work = out / "default" / f"workflow_{attempt}"
         copy_workflow(work)
@@ -197,11 +197,13 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
         # alternate which side goes first: the first warms the page cache for the second
         for side in ("post", "cold") if attempt % 2 == 0 else ("cold", "post"):
             if side == "post":
-                seconds, _ = timed(post, REPO, clean_env(), out / "logs" / f"post_script_{attempt}.txt")
+                seconds, done = timed(post, REPO, clean_env(), out / "logs" / f"post_script_{attempt}.txt")
                 post_walls.append(seconds)
+                post_cpu.append(done.cpu_seconds)
             else:
                 seconds, cold = timed(snakemake, work, env, out / "logs" / f"snakemake_cold_{attempt}.txt")
                 cold_walls.append(seconds)
+                cold_cpu.append(cold.cpu_seconds)
     state["work"] = work
     state["config"] = yaml.safe_load(config_path.read_text())
     post_seconds, cold_seconds = statistics.median(post_walls), statistics.median(cold_walls)
@@ -222,7 +224,10 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
             f"medians of {args.repeat} pairs (cold: {', '.join(f'{w:.2f}' for w in cold_walls)} s; "
             f"post: {', '.join(f'{w:.2f}' for w in post_walls)} s; ratio within each pair: "
             f"{', '.join(f'{r:.3f}' for r in pair_ratios)}, median "
-            f"{statistics.median(pair_ratios):.3f}), each pair the post script and a fresh "
+            f"{statistics.median(pair_ratios):.3f}); CPU time (user + system, every process): "
+            f"cold {', '.join(f'{c:.1f}' for c in cold_cpu)} CPU-s, post "
+            f"{', '.join(f'{c:.1f}' for c in post_cpu)} CPU-s (median ratio "
+            f"{statistics.median(c / p for c, p in zip(cold_cpu, post_cpu)):.2f}); each pair the post script and a fresh "
             f"copy of the workflow, in turns first; "
             f"{jobs} jobs, {figures} figures, empty JAX cache; "
             f"baseline: `python benchmarks/post_script.py` (its five fits with "

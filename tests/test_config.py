@@ -4,6 +4,7 @@ output paths it refuses, each job's config slice, and the schema as the one home
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 
@@ -285,3 +286,22 @@ def test_a_results_folder_outside_the_working_directory_is_refused(results):
     config["results"] = results
     with pytest.raises(ConfigError, match=r"^results: .*a folder inside the working directory"):
         plan(config)
+
+
+def test_a_fits_priority_is_log10_of_its_work_and_a_budgets_is_its_max():
+    """Snakemake starts the fits that take longest first (Plan.priority): steps x particles x
+    seeds, a budget's max steps, a batch's sum."""
+    config = coin_config(
+        long={
+            "model": "coin",
+            "data": "coin_12_8",
+            "guide": {"name": "beta"},
+            "steps": {"min": 100, "max": 100_000},
+            "elbo": {"num_particles": 4},
+            "seed": [1, 2],
+        }
+    )
+    plan_ = plan(config)
+    assert plan_.priority("beta") == 3.0
+    assert plan_.priority("long") == round(math.log10(100_000 * 4 * 2), 3)
+    assert plan_.priority("beta", "long") == round(math.log10(1000 + 800_000), 3)

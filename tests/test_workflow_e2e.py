@@ -104,6 +104,24 @@ def test_second_run_does_nothing(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_the_fits_that_take_longest_are_scheduled_first(workflow_copy):
+    """Snakemake's job priority of each fit of the default config is log10 of its steps x
+    particles x seeds (sviflow.config.Plan.priority), so the 32-particle fit starts first."""
+    import math
+    import re
+
+    import yaml
+
+    result = run_snakemake(workflow_copy, "-n", "--cores", "4")
+    job = r"rule fit:\n(?:\s+\w+:.*\n)*?\s+wildcards: fit=(\S+)\n\s+priority: (\S+)"
+    priorities = {fit: float(value) for fit, value in re.findall(job, result.stdout + result.stderr)}
+    fits = yaml.safe_load((workflow_copy / "config" / "config.yaml").read_text())["fits"]
+    assert priorities == {
+        name: round(math.log10(fit["steps"] * fit["elbo"]["num_particles"]), 3) for name, fit in fits.items()
+    }
+    assert max(priorities, key=priorities.get) == "beta_32_particles"
+
+
 def test_lint_is_clean(workflow_copy):
     result = run_snakemake(workflow_copy, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
