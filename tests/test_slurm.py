@@ -167,7 +167,7 @@ def test_a_fit_chain_asks_slurm_for_what_its_jobs_need(slurm_run):
     for fit in config["fits"]:
         job = jobs[_chain_comment(config, fit)]
         rules = (*CHAIN, plot_rule(config, fit))
-        assert job["cpus"] == 1  # the profile's set-threads: 1 (not the sum over the chain's jobs)
+        assert job["cpus"] == 1  # the profile's cpus_per_task: 1 (not the sum over the chain's jobs)
         assert job["memory"] == f"{max(_resource(r, 'mem_mb') for r in rules)}M"
         minutes = sum(_resource(r, "runtime") for r in rules)
         assert job["time_limit"] == f"{minutes // 60}:{minutes % 60:02d}:00", job
@@ -273,6 +273,8 @@ def test_a_batch_is_one_submission_and_equals_a_local_run(tmp_path):
     )
     assert Counter(job["comment"] for job in jobs) == expected
     assert {job["state"] for job in jobs} == {"COMPLETED"}
+    # one CPU each, the batches too (their rules claim threads: 2 and have config-made names)
+    assert [job["cpus"] for job in jobs] == [1] * len(jobs)
     compared = 0
     for folder in ("fits", "predictive", "checks"):
         names = sorted(
