@@ -782,13 +782,17 @@ class Plan:
     # fits of one batch may differ in (the batch passes each fit's initial params)
     INIT_ARGS = ("init_scale", "init_loc_fn")
 
-    def work(self, fit: str) -> int | None:
-        """steps x num_particles x seeds of a fit of a fixed number of steps (None: a budget)."""
+    def work(self, fit: str, budget_max: bool = False) -> int | None:
+        """steps x num_particles x seeds of a fit of a fixed number of steps; a budget's: None,
+        or with ``budget_max`` its max steps'."""
         entry = self.config["fits"][fit]
-        if isinstance(entry["steps"], dict):
-            return None
-        seeds = entry["seed"] if isinstance(entry["seed"], list) else [entry["seed"]]
-        return int(entry["steps"]) * int(entry["elbo"].get("num_particles", 1)) * len(seeds)
+        steps = entry["steps"]
+        if isinstance(steps, dict):
+            if not budget_max:
+                return None
+            steps = steps["max"]
+        seeds = len(entry["seed"]) if isinstance(entry["seed"], list) else 1
+        return int(steps) * int(entry["elbo"].get("num_particles", 1)) * seeds
 
     def priority(self, *fits: str) -> float:
         """Snakemake's job priority of the fit job of ``fits`` (one fit, or a batch's): the
@@ -796,14 +800,7 @@ class Plan:
         longest start first. Snakemake otherwise starts ready jobs in an order of its own: on 2
         cores the default config's 32-particle fit, its longest, started 40 s into a 77 s run
         and the run waited on its chain at the end (benchmarks/README.md)."""
-        total = 0
-        for fit in fits:
-            entry = self.config["fits"][fit]
-            work = self.work(fit)
-            if work is None:  # a budget: its max steps
-                seeds = entry["seed"] if isinstance(entry["seed"], list) else [entry["seed"]]
-                work = int(entry["steps"]["max"]) * int(entry["elbo"].get("num_particles", 1)) * len(seeds)
-            total += work
+        total = sum(self.work(fit, budget_max=True) for fit in fits)
         return round(math.log10(max(total, 1)), 3)
 
     def batched(self, fit: str) -> bool:
