@@ -756,18 +756,40 @@ class Plan:
         return inputs
 
     def plot_inputs(self, fit: str, batch: list[str] | None = None) -> dict:
-        """The plot job's inputs; with ``batch`` (fits sharing ``fit``'s model, data and
-        reference), each fit's files as lists in its order."""
-
-        def files(kind: str):
-            paths = [self.out(f"{kind}/{name}.h5") for name in batch or [fit]]
-            return paths if batch else paths[0]
-
+        """The plot job's inputs; with ``batch`` (fits sharing ``fit``'s model), each fit's
+        files as lists in its order, its data and reference too (:meth:`batch_inputs`)."""
+        if batch:
+            return self.batch_inputs(
+                batch,
+                code=False,
+                fit=[self.out(f"fits/{name}.h5") for name in batch],
+                predictive=[self.out(f"predictive/{name}.h5") for name in batch],
+                check=[self.out(f"checks/{name}.h5") for name in batch],
+                reference=True,
+            )
+        name = f"{{kind}}/{fit}.h5"
         inputs = self.with_reference(
-            fit, fit=files("fits"), predictive=files("predictive"), check=files("checks")
+            fit,
+            fit=self.out(name.format(kind="fits")),
+            predictive=self.out(name.format(kind="predictive")),
+            check=self.out(name.format(kind="checks")),
         )
         if self.fit_data(fit):
             inputs["data"] = self.fit_data(fit)
+        return inputs
+
+    def batch_inputs(
+        self, fits: list[str], *, code: bool = True, data: bool = True, reference: bool = False, **inputs
+    ) -> dict:
+        """A batch job's inputs: ``inputs`` (each fit's files as lists), with ``code`` the
+        model's code, with ``data`` each fit's data file and with ``reference`` its reference,
+        as lists in the fits' order: the fits of a batch may differ in their data
+        (:meth:`batch_key`)."""
+        inputs = {**({"code": self.code_files(fit=fits[0])} if code else {}), **inputs}
+        if data and self.fit_data(fits[0]):
+            inputs["data"] = [self.fit_data(fit) for fit in fits]
+        if reference and self.reference_method(self.config["fits"][fits[0]]["model"]) != "none":
+            inputs["reference"] = [self.out(f"references/{self.reference_id(fit)}.h5") for fit in fits]
         return inputs
 
     def data_file_inputs(self, dataset: str) -> list[str]:
@@ -816,12 +838,16 @@ class Plan:
         return member and work is not None and work <= float(self.engine["batch"]["max_work"])
 
     def batch_key(self, fit: str) -> str:
-        """What must be equal for fits to share a program: the fit's spec without its name,
-        seeds, step size and the guide's initial values."""
+        """What must be equal for fits to share a batch: the fit's spec without its name,
+        seeds, step size, the guide's initial values and which dataset it fits (whether it has
+        data stays). Datasets of one shape share a program (their arrays are its arguments);
+        a file's shape is known only once it is read, so the batch's jobs split its fits by
+        the shapes of their data into programs of their own (sviflow.steps.fit_batch)."""
         import json
 
         spec = self.fit_spec(fit)
-        spec = {key: value for key, value in spec.items() if key not in ("name", "seeds")}
+        spec = {key: value for key, value in spec.items() if key not in ("name", "seeds", "data")}
+        spec["has_data"] = bool(self.config["fits"][fit].get("data"))
         spec["optimizer"] = {k: v for k, v in spec["optimizer"].items() if k != "step_size"}
         args = spec["guide"].get("args") or {}
         spec["guide"] = {

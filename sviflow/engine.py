@@ -108,6 +108,7 @@ def fit_svi(
     init_params: dict | None = None,
     initial_state=None,
     lanes: int | None = None,
+    lane_kwargs: dict | None = None,
 ) -> FitResult:
     """Run ``svi`` (a ``numpyro.infer.SVI``) for ``steps`` steps from each seed.
 
@@ -129,7 +130,10 @@ def fit_svi(
     ``initial_state`` (a state with a leading axis of one lane per seed, from :func:`fit_batch`)
     replaces the init; with ``lanes``, every vmapped computation runs ``lanes`` seeds wide,
     group after group (:func:`grouped_vmap`), so that a seed's numbers depend on the width,
-    never on how many groups there are nor on the other seeds of its group.
+    never on how many groups there are nor on the other seeds of its group. ``lane_kwargs``
+    (with ``initial_state``): the model's data arrays of every lane, a leading lane axis each
+    (:func:`fit_batch` over datasets of one shape); they replace those of ``model_kwargs``
+    inside the compiled programs, whose eager set-up calls see ``model_kwargs``.
     """
     from sviflow import convergence
 
@@ -152,30 +156,36 @@ def fit_svi(
     def vmap(function, in_axes=0):
         return grouped_vmap(function, lanes, in_axes) if lanes else jax.vmap(function, in_axes=in_axes)
 
+    if lane_kwargs is not None and initial_state is None:
+        raise ValueError("lane_kwargs: a batch's lanes start from its initial_state (fit_batch)")
+
     # ``steps`` is an argument of the compiled chunk (``total``), not a constant in it: the
-    # same program serves every step count with the same plan (see plan_chunks)
-    def one_step(carry, step_index):
-        state, total = carry
+    # same program serves every step count with the same plan (see plan_chunks). ``lane``: a
+    # lane's data arrays (lane_kwargs), or None where every lane has model_kwargs' own
+    def chunk(state, first_step, total, lane=None):
+        kwargs = model_kwargs if lane is None else {**model_kwargs, **lane}
 
-        def advance(s):
-            return update(s, **model_kwargs)
+        def one_step(carry, step_index):
+            state, total = carry
 
-        if padded:
-            # steps past the end leave the state as it was (its rng key too): same numbers.
-            # Only where needed: the masked step is up to 15 % slower (32 particles)
-            new_state, loss = lax.cond(
-                step_index < total, advance, lambda s: (s, jnp.nan * jnp.zeros(())), state
-            )
-        else:
-            new_state, loss = advance(state)
-        return (new_state, total), loss
+            def advance(s):
+                return update(s, **kwargs)
 
-    def block(carry, first_step):
-        carry, losses = lax.scan(one_step, carry, first_step + jnp.arange(thin))
-        # the unconstrained params too: the iterate average is taken in that space
-        return carry, (losses, svi.get_params(carry[0]), svi.optim.get_params(carry[0].optim_state))
+            if padded:
+                # steps past the end leave the state as it was (its rng key too): same numbers.
+                # Only where needed: the masked step is up to 15 % slower (32 particles)
+                new_state, loss = lax.cond(
+                    step_index < total, advance, lambda s: (s, jnp.nan * jnp.zeros(())), state
+                )
+            else:
+                new_state, loss = advance(state)
+            return (new_state, total), loss
 
-    def chunk(state, first_step, total):
+        def block(carry, first_step):
+            carry, losses = lax.scan(one_step, carry, first_step + jnp.arange(thin))
+            # the unconstrained params too: the iterate average is taken in that space
+            return carry, (losses, svi.get_params(carry[0]), svi.optim.get_params(carry[0].optim_state))
+
         starts = first_step + thin * jnp.arange(per_chunk)
         (state, _), out = lax.scan(block, (state, total), starts)
         return state, out
@@ -189,7 +199,10 @@ def fit_svi(
     # svi.init jitted: one compile, not one per eager op (an XLA compile each, 1-2 s a job)
     if initial_state is not None:
         state = initial_state
-        run_chunk = jax.jit(vmap(chunk, in_axes=(0, None, None)))
+        if lane_kwargs is None:
+            run_chunk = jax.jit(vmap(chunk, in_axes=(0, None, None)))
+        else:
+            run_chunk = jax.jit(vmap(chunk, in_axes=(0, None, None, 0)))
     elif not several:
         state = jax.jit(lambda key: svi.init(key, init_params=init_params, **model_kwargs))(keys[0])
         run_chunk = jax.jit(chunk)
@@ -201,11 +214,19 @@ def fit_svi(
         # keeps it in svi.constrain_fn, so the jitted init left jit's tracers there. An eager
         # init sets it again from concrete values (the state above is the same either way)
         svi.init(keys[0], **model_kwargs)
-    compiled = run_chunk.lower(state, jnp.int32(0), jnp.int32(0)).compile()
+    lane = () if lane_kwargs is None else (lane_kwargs,)
+    compiled = run_chunk.lower(state, jnp.int32(0), jnp.int32(0), *lane).compile()
     moments = labels = None
     if latent_sites:
         moments, labels = guide_moments(
-            svi.guide, list(latent_sites), model_kwargs, moment_draws, moment_seed, several, lanes
+            svi.guide,
+            list(latent_sites),
+            model_kwargs,
+            moment_draws,
+            moment_seed,
+            several,
+            lanes,
+            lane_kwargs,
         )
     compile_seconds = time.perf_counter() - start
 
@@ -225,7 +246,9 @@ def fit_svi(
     start = time.perf_counter()
     done = 0
     for index in range(n_chunks):
-        state, (losses, params, free) = compiled(state, jnp.int32(index * per_chunk * thin), jnp.int32(steps))
+        state, (losses, params, free) = compiled(
+            state, jnp.int32(index * per_chunk * thin), jnp.int32(steps), *lane
+        )
         losses = np.asarray(losses)  # waits for the chunk: the bar shows real progress
         loss_chunks.append(seed_axis(losses).reshape(n_seeds, -1))
         done = min(steps, (index + 1) * per_chunk * thin)
@@ -424,7 +447,11 @@ def fit_batch(
     """Fits that share one program, run as one: ``svi`` is built for any of them (the same
     model, guide, ELBO and optimizer up to its step size, which must keep its step size in its
     state: ``make_optimizer(..., adaptive=True)``); each member is ``{"seeds": [...],
-    "init_params": {param: constrained value}, "step_size": float}``. Every (member, seed) is a
+    "init_params": {param: constrained value}, "step_size": float}``, with ``"kwargs"`` (its
+    data: the model's keyword arrays, of the same names, shapes and dtypes for every member)
+    where the members' data may differ: every lane then gets its fit's data as an argument of
+    the program, not as a constant in it (``model_kwargs``, any member's, serves the eager
+    set-up). Every (member, seed) is a
     lane of one vmapped program, compiled once and run ``lanes`` lanes at a time (the last
     group padded with copies of the first lane, whose results are dropped). -> one
     :class:`FitResult` per member, as :func:`fit_svi` gives for that fit alone, except that
@@ -437,14 +464,35 @@ def fit_batch(
     used = len(lane_of)
     order = lane_of + [lane_of[0]] * (-used % lanes)
     keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in order])
-    starts = jax.tree.map(
-        lambda *values: jnp.stack([jnp.asarray(v) for v in values]),
-        *[members[index]["init_params"] for index, _ in order],
-    )
+
+    def stacked(trees):
+        return jax.tree.map(lambda *values: jnp.stack([jnp.asarray(v) for v in values]), *trees)
+
+    starts = stacked([members[index]["init_params"] for index, _ in order])
+    lane_kwargs = None
+    if any("kwargs" in member for member in members):
+        lane_kwargs = stacked([data_arrays(members[index]["kwargs"]) for index, _ in order])
     if getattr(svi.guide, "prototype_trace", False) is None:
         svi.init(keys[0], **model_kwargs)  # an autoguide sets itself up eagerly (see fit_svi)
-    init = jax.jit(grouped_vmap(lambda key, start: svi.init(key, init_params=start, **model_kwargs), lanes))
-    state = init(keys, starts)
+    if lane_kwargs is None:
+        init = jax.jit(
+            grouped_vmap(lambda key, start: svi.init(key, init_params=start, **model_kwargs), lanes)
+        )
+        state = init(keys, starts)
+    else:
+        init = jax.jit(
+            grouped_vmap(
+                lambda key, start, lane: svi.init(key, init_params=start, **{**model_kwargs, **lane}), lanes
+            )
+        )
+        state = init(keys, starts, lane_kwargs)
+        if _holds_tracers(svi.constrain_fn) and not _same_data([m["kwargs"] for m in members]):
+            # the guide's constraints were built from traced values, possibly the data
+            # (interval(0, jnp.max(x))): one set of transforms cannot serve every dataset
+            raise DataDependentConstraints(
+                "the guide's constraints depend on traced values: its fits cannot share a "
+                "program across datasets"
+            )
     rates = np.asarray([members[index]["step_size"] for index, _ in order], np.float64)
     state = _set_step_sizes(state, rates, several=True)
     result = fit_svi(
@@ -454,6 +502,7 @@ def fit_batch(
         model_kwargs,
         initial_state=state,
         lanes=lanes,
+        lane_kwargs=lane_kwargs,
         **options,
     )
     per_member = []
@@ -461,6 +510,35 @@ def fit_batch(
         chosen = np.asarray([i for i, (owner, _) in enumerate(lane_of) if owner == index])
         per_member.append(_lanes(result, chosen, rates[chosen]))
     return per_member
+
+
+class DataDependentConstraints(Exception):
+    """Fits over several datasets that cannot share one program: run one per dataset (not a
+    ValueError: the fit step would take it for a model that fails when traced)."""
+
+
+def data_arrays(kwargs: dict) -> dict:
+    """The model's keyword arguments that are data, arrays that a lane may have of its own
+    (None, an observed site left to be predicted, is not)."""
+    return {name: value for name, value in kwargs.items() if value is not None}
+
+
+def data_signature(kwargs: dict) -> tuple:
+    """What must be equal for datasets to share a program: names, shapes and dtypes."""
+    return tuple(
+        sorted(
+            (name, None if value is None else (tuple(np.shape(value)), str(np.asarray(value).dtype)))
+            for name, value in kwargs.items()
+        )
+    )
+
+
+def _same_data(datasets: list[dict]) -> bool:
+    first = datasets[0]
+    return all(
+        set(d) == set(first) and all(np.array_equal(d[k], first[k]) for k in first if first[k] is not None)
+        for d in datasets[1:]
+    )
 
 
 def _lanes(result: FitResult, chosen: np.ndarray, rates: np.ndarray) -> FitResult:
@@ -561,19 +639,21 @@ def guide_moments(
     seed: int,
     several: bool,
     lanes: int | None = None,
+    lane_kwargs: dict | None = None,
 ):
     """-> (function, labels): the function maps a chunk's params ((seed,) point, ...) to the
     guide's (mean, sd) of every latent component at each point, (..., point, component),
     from ``num_draws`` draws with the same keys at every point (common random numbers: the
-    change from point to point is the guide's, not the draws' noise)."""
+    change from point to point is the guide's, not the draws' noise). ``lane_kwargs``: every
+    lane's data (see :func:`fit_svi`)."""
     from numpyro import handlers
 
     keys = jax.random.split(jax.random.PRNGKey(seed), num_draws)
     shapes = {}
 
-    def draw(params, key):
+    def draw(params, key, kwargs):
         trace = handlers.trace(handlers.substitute(handlers.seed(guide, key), data=params)).get_trace(
-            **model_kwargs
+            **kwargs
         )
         values = []
         for site in latent_sites:
@@ -584,10 +664,16 @@ def guide_moments(
             values.append(value.reshape(-1))
         return jnp.concatenate(values)
 
-    def at_point(params):
-        values = jax.vmap(lambda key: draw(params, key))(keys)
+    def at_point(params, lane=None):
+        kwargs = model_kwargs if lane is None else {**model_kwargs, **lane}
+        values = jax.vmap(lambda key: draw(params, key, kwargs))(keys)
         return values.mean(axis=0), values.std(axis=0)
 
+    if lane_kwargs is not None:
+        # each lane its data: (lane, point, ...) params and (lane, ...) data
+        per_lane = jax.vmap(at_point, in_axes=(0, None))
+        compiled = jax.jit(grouped_vmap(per_lane, lanes) if lanes else jax.vmap(per_lane))
+        return (lambda params: compiled(params, lane_kwargs)), shapes
     per_points = jax.vmap(at_point)
     if not several:
         function = jax.jit(per_points)

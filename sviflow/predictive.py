@@ -96,6 +96,7 @@ def predictive_paths(
     deterministic_sites=(),
     keys=None,
     lanes: int | None = None,
+    row_kwargs: tuple[dict, dict] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """``params``: (seed, ...) arrays, as a fit stores them. -> the three paths, each a dict of
     (seed, draw, ...) arrays, and ``log_weights`` (seed, draw): log p(x, z) - log q(z) of the
@@ -117,7 +118,9 @@ def predictive_paths(
     A batch of fits (``sviflow.steps.predict_batch``) passes every fit's seeds as rows of
     ``params``, their ``keys`` (:func:`seed_keys` of each fit) and ``lanes``: the rows then run
     ``lanes`` at a time (``sviflow.engine.grouped_vmap``), so that a fit's draws do not depend
-    on the other fits of its batch."""
+    on the other fits of its batch; with ``row_kwargs`` (the data arrays of ``fit_kwargs`` and
+    of ``predict_kwargs`` of every row, a leading row axis each) every row has its fit's data,
+    as an argument of the program."""
     n_seeds = len(next(iter(params.values())))
     if keys is None:
         keys = seed_keys(seed, n_seeds)
@@ -125,20 +128,23 @@ def predictive_paths(
     num_mock = mock_sets(model, predict_kwargs, observed_sites, num_mock, max_mock_values)
     from_samples = min(num_mock, num_samples)
 
-    def one(keys2, p):
-        drawn = Predictive(guide, params=p, num_samples=num_draws + num_mock)(keys2[0], **fit_kwargs)
+    def one(keys2, p, rows=None):
+        fit_kw, predict_kw = (
+            (fit_kwargs, predict_kwargs)
+            if rows is None
+            else ({**fit_kwargs, **rows[0]}, {**predict_kwargs, **rows[1]})
+        )
+        drawn = Predictive(guide, params=p, num_samples=num_draws + num_mock)(keys2[0], **fit_kw)
         out = {"posterior": {k: v[:num_samples] for k, v in drawn.items() if k in latent_sites}}
         if deterministic_sites:
             out["posterior"].update(
                 Predictive(
                     model, posterior_samples=dict(out["posterior"]), return_sites=list(deterministic_sites)
-                )(keys2[1], **fit_kwargs)
+                )(keys2[1], **fit_kw)
             )
         if num_weighted:
             weighted = {k: v[:num_draws] for k, v in drawn.items()}
-            out["log_weights"] = jax.vmap(lambda draw: _log_weight(model, guide, p, fit_kwargs, draw))(
-                weighted
-            )
+            out["log_weights"] = jax.vmap(lambda draw: _log_weight(model, guide, p, fit_kw, draw))(weighted)
         if observed_sites:
             # path 2's latents (draws num_draws.. of the guide), then path 3's (path 1's draws)
             latents = {
@@ -147,14 +153,19 @@ def predictive_paths(
                 if k in latent_sites
             }
             mock = Predictive(model, posterior_samples=latents, return_sites=observed_sites)(
-                keys2[1], **predict_kwargs
+                keys2[1], **predict_kw
             )
             out["mock_from_guide"] = {k: v[:num_mock] for k, v in mock.items()}
             out["mock_from_samples"] = {k: v[num_mock:] for k, v in mock.items()}
         return out
 
     # one compiled program for all seeds and paths (vmap alone would run op by op)
-    if lanes:
+    if row_kwargs is not None:
+        from sviflow.engine import grouped_vmap
+
+        mapped = grouped_vmap(one, lanes) if lanes else jax.vmap(one)
+        paths = jax.jit(mapped)(keys, params, tuple(row_kwargs))
+    elif lanes:
         from sviflow.engine import grouped_vmap
 
         paths = jax.jit(grouped_vmap(one, lanes))(keys, params)

@@ -228,57 +228,118 @@ def fit(inputs, outputs, params, progress_file=None):
 
 
 def fit_batch(inputs, outputs, params, progress_file=None):
-    """Fits that share one program (``params["specs"]``, their files ``outputs["fit"]`` in the
-    same order), run as one vmapped program compiled once -> one ``sviflow.fit`` file each,
-    as the fit step writes it (sviflow.engine.fit_batch)."""
+    """Fits that share one program (``params["specs"]``, their files ``outputs["fit"]`` and
+    their data ``inputs["data"]`` in the same order), run as one vmapped program compiled once
+    -> one ``sviflow.fit`` file each, as the fit step writes it (sviflow.engine.fit_batch).
+
+    The fits of a batch may differ in their data: every lane gets its fit's data as an argument
+    of the program. Datasets of another shape (names, shapes or dtypes of their arrays: known
+    only once read) make another program in the same job, compiled once for all its fits; so
+    does each dataset where the guide's constraints depend on the data. Either way a fit's
+    numbers depend on its own config and data only, never on the other fits of its job."""
     _jax_step(params)
+    from sviflow.engine import DataDependentConstraints, data_signature
+
+    specs = list(params["specs"])
+    paths = _as_list(outputs["fit"])
+    if len(paths) != len(specs):
+        raise ValueError(f"fit_batch: {len(specs)} fits but {len(paths)} output files")
+    data = _batch_data(inputs, specs)
+    lanes = int(params.get("batch", {}).get("lanes") or default("engine", "batch", "lanes"))
+    programs: dict[tuple, list[int]] = {}
+    for index, path in enumerate(data["paths"]):
+        programs.setdefault(data_signature(data["kwargs"][path]), []).append(index)
+    names = [spec["name"] for spec in specs]
+    log.info(
+        "batch of %d fits, %d lanes at a time, %d program(s): %s",
+        len(specs),
+        lanes,
+        len(programs),
+        ", ".join(names),
+    )
+    setups: dict = {}
+    results: dict[int, object] = {}
+    for chosen in programs.values():
+        try:
+            results.update(zip(chosen, _fit_program(specs, data, chosen, setups, lanes, progress_file)))
+        except DataDependentConstraints:
+            log.info(
+                "fits %s: the guide's constraints depend on the data: one program per dataset",
+                ", ".join(names[i] for i in chosen),
+            )
+            for path in dict.fromkeys(data["paths"][i] for i in chosen):
+                own = [i for i in chosen if data["paths"][i] == path]
+                results.update(zip(own, _fit_program(specs, data, own, setups, lanes, progress_file)))
+    for index, (spec, path) in enumerate(zip(specs, paths)):
+        result = results[index]
+        result.timings["batch"] = {"fits": names, "lanes": lanes}
+        setup = setups[_setup_key(spec, data["paths"][index])]
+        _write_fit(path, spec, result, setup["latent"], setup["options"]["stable_update"])
+
+
+def _batch_data(inputs: dict, specs: list[dict]) -> dict:
+    """A batch job's data: ``{"paths": [each fit's data file or None], "kwargs": {file: the
+    model's keyword arguments}}``, each file read once."""
     from sviflow.data import model_kwargs
+
+    paths = _as_list(inputs["data"]) if inputs.get("data") else [None] * len(specs)
+    if len(paths) != len(specs):
+        raise ValueError(f"a batch of {len(specs)} fits has {len(paths)} files for data")
+    paths = [str(path) if path else None for path in paths]
+    kwargs = {
+        path: model_kwargs(read_artifact(path, "data")) if path else {} for path in dict.fromkeys(paths)
+    }
+    return {"paths": paths, "kwargs": kwargs}
+
+
+def _setup_key(spec: dict, data_path) -> tuple:
+    """Fits whose set-up is one: the same data and guide (a Laplace start: the fit's own)."""
+    import json
+
+    laplace = spec["name"] if spec.get("init", "guide") == "laplace" else None
+    return (data_path, json.dumps(spec["guide"], sort_keys=True), laplace)
+
+
+def _fit_program(specs, data, chosen, setups, lanes, progress_file):
+    """The fits ``chosen`` (indices into ``specs``, their data of one shape) as one program."""
     from sviflow.engine import fit_batch as run_batch
     from sviflow.engine import initial_params
 
-    specs = list(params["specs"])
-    paths = outputs["fit"] if isinstance(outputs["fit"], list) else [outputs["fit"]]
-    if len(paths) != len(specs):
-        raise ValueError(f"fit_batch: {len(specs)} fits but {len(paths)} output files")
-    kwargs = model_kwargs(_dataset(inputs))
-    lanes = int(params.get("batch", {}).get("lanes") or default("engine", "batch", "lanes"))
-    first = _fit_setup(specs[0], kwargs, adaptive=True)
-
-    def start_of(setup, spec):
-        return setup["init_params"] or _traced(
-            spec, lambda: initial_params(setup["guide"], kwargs, int(spec["seeds"][0]))
-        )
-
-    first_start = start_of(first, specs[0])
     members = []
-    for spec in specs:
-        # the program is the first fit's; each fit its own step size, and where its guide's
-        # initial values differ (or a Laplace start depends on it) its own initial params
-        if spec["guide"] == specs[0]["guide"] and spec.get("init", "guide") != "laplace":
-            start = first_start
+    for index in chosen:
+        spec, path = specs[index], data["paths"][index]
+        kwargs = data["kwargs"][path]
+        key = _setup_key(spec, path)
+        if key not in setups:
+            # its model traced on its own data: the site checks and an autoguide's set-up
+            setups[key] = _fit_setup(spec, kwargs, adaptive=True)
+        setup = setups[key]
+        start = setup["init_params"] or _traced(
+            spec, lambda s=setup, k=kwargs, n=spec: initial_params(s["guide"], k, int(n["seeds"][0]))
+        )
+        if key[2] is None:
             step_size = float({**default("fits", "optimizer"), **spec["optimizer"]}["step_size"])
         else:
-            setup = first if spec is specs[0] else _fit_setup(spec, kwargs, adaptive=True)
-            start, step_size = start_of(setup, spec), setup["step_size"]
-        members.append({"seeds": spec["seeds"], "init_params": start, "step_size": step_size})
-    names = [spec["name"] for spec in specs]
-    log.info("batch of %d fits, %d lanes at a time: %s", len(specs), lanes, ", ".join(names))
-    results = _traced(
-        specs[0],
+            step_size = setup["step_size"]  # a Laplace start may lower it
+        member = {"seeds": spec["seeds"], "init_params": start, "step_size": step_size}
+        if kwargs:
+            member["kwargs"] = kwargs  # a lane's data is an argument, whatever the others'
+        members.append(member)
+    first, path = specs[chosen[0]], data["paths"][chosen[0]]
+    program = setups[_setup_key(first, path)]
+    return _traced(
+        first,
         lambda: run_batch(
-            first["svi"],
+            program["svi"],
             members,
-            int(specs[0]["steps"]),
-            kwargs,
+            int(first["steps"]),
+            data["kwargs"][path],
             lanes=lanes,
             progress=True,
             progress_file=progress_file,
-            **first["options"],
+            **program["options"],
         ),
     )
-    for spec, path, result in zip(specs, paths, results):
-        result.timings["batch"] = {"fits": names, "lanes": lanes}
-        _write_fit(path, spec, result, first["latent"], first["options"]["stable_update"])
 
 
 def _write_fit(path, spec: dict, result, latent, stable_update: bool) -> None:
@@ -366,16 +427,21 @@ def _predict_setup(params: dict, inputs: dict) -> dict:
     }
 
 
-def _predict_draws(setup: dict, fit_params: dict, keys=None, lanes: int | None = None):
-    """-> (support excess, the predictive tree) of (row, ...) params: a fit's seeds, or a
-    batch's (with each fit's ``keys`` and ``lanes``)."""
-    from sviflow.predictive import predictive_paths, support_excess
+def _predict_draws(setup: dict, fit_params: dict):
+    """-> (support excess, the predictive tree) of a fit's (seed, ...) params."""
+    from sviflow.predictive import support_excess
+
+    excess = support_excess(setup["model"], setup["guide"], fit_params, setup["fit_kwargs"], setup["latent"])
+    return excess, _predict_tree(setup, fit_params)
+
+
+def _predict_tree(setup: dict, fit_params: dict, keys=None, lanes: int | None = None, row_kwargs=None):
+    """The predictive tree of (row, ...) params: a fit's seeds, or a batch's (with each fit's
+    ``keys``, ``lanes`` and each row's data ``row_kwargs``: sviflow.predictive)."""
+    from sviflow.predictive import predictive_paths
 
     settings = setup["settings"]
-    excess = support_excess(
-        setup["model"], setup["guide"], fit_params, setup["fit_kwargs"], setup["latent"], lanes=lanes
-    )
-    tree = predictive_paths(
+    return predictive_paths(
         setup["model"],
         setup["guide"],
         fit_params,
@@ -391,8 +457,8 @@ def _predict_draws(setup: dict, fit_params: dict, keys=None, lanes: int | None =
         deterministic_sites=setup["deterministic"],
         keys=keys,
         lanes=lanes,
+        row_kwargs=row_kwargs,
     )
-    return excess, tree
 
 
 def _predict_write(path, params: dict, setup: dict, fitted, excess: dict | None, tree: dict | None) -> None:
@@ -676,7 +742,7 @@ def strict(inputs, outputs, params, progress_file=None):
 
 # --- batches: one job runs a step for every fit of a batch (workflow/rules/batch.smk) ----------
 
-PER_FIT_INPUTS = ("fit", "predictive", "check")  # a list, one per fit; other inputs are shared
+PER_FIT_INPUTS = ("fit", "predictive", "check", "data", "reference")  # a list, one per fit; others shared
 
 
 def _as_list(value) -> list:
@@ -704,50 +770,96 @@ def _members(inputs: dict, outputs: dict, params: dict):
 
 def predict_batch(inputs, outputs, params, progress_file=None):
     """The predict step of every fit of a batch as one vmapped program: every seed of every fit
-    a row, ``batch.lanes`` rows at a time, each fit with the keys it has alone -> each fit's
-    predictive file as the predict step writes it."""
+    a row, ``batch.lanes`` rows at a time, each fit with the keys it has alone and its own data
+    (an argument of the program; datasets of another shape make another program) -> each
+    fit's predictive file as the predict step writes it."""
     _jax_step(params)
+    from sviflow.engine import data_arrays, data_signature
+    from sviflow.predictive import support_excess
+
     members = list(_members(inputs, outputs, params))
     lanes = int(params.get("batch", {}).get("lanes") or default("engine", "batch", "lanes"))
-    setup = _predict_setup(members[0][2], members[0][0])
-    from sviflow.predictive import seed_keys
-
+    seed = int({**schema_defaults("predictive"), **params["predictive"]}["seed"])
     fitted = [read_artifact(member_inputs["fit"], "fit") for member_inputs, _, _ in members]
-    live = [i for i, f in enumerate(fitted) if not f.attrs.get("diverged")]
-    rows, keys = [], []
-    seed = int(setup["settings"]["seed"])
-    for i in live:
-        n_seeds = len(next(iter(fitted[i]["params"].values())))
-        rows.append((len(keys), len(keys) + n_seeds))
-        keys.extend(np.asarray(seed_keys(seed, n_seeds)))
-    excess = tree = None
-    if live:
-        pad = -len(keys) % lanes
-        stacked = {
-            name: np.concatenate(
-                [fitted[i]["params"][name] for i in live] + [fitted[live[0]]["params"][name][:1]] * pad
+    data = _batch_data(inputs, [member_params["spec"] for _, _, member_params in members])
+    programs: dict[tuple, list[int]] = {}
+    for index, path in enumerate(data["paths"]):
+        if not fitted[index].attrs.get("diverged"):
+            programs.setdefault(data_signature(data["kwargs"][path]), []).append(index)
+    setups, drawn, excess = {}, {}, {}
+    for chosen in programs.values():
+        datasets = list(dict.fromkeys(data["paths"][i] for i in chosen))
+        for path in datasets:  # model and guide set up on each dataset (the sites' checks)
+            own = [i for i in chosen if data["paths"][i] == path]
+            setups.update(dict.fromkeys(own, _predict_setup(members[own[0]][2], members[own[0]][0])))
+        rows, keys, spans = _batch_rows(fitted, chosen, seed, lanes)
+        row_kwargs = None
+        if datasets != [None]:
+            per_row = [setups[i] for i, (start, stop) in zip(chosen, spans) for _ in range(stop - start)]
+            per_row += [per_row[0]] * (len(keys) - len(per_row))
+            row_kwargs = tuple(
+                _stack_rows([data_arrays(setup[part]) for setup in per_row])
+                for part in ("fit_kwargs", "predict_kwargs")
             )
-            for name in fitted[live[0]]["params"]
-        }
-        keys = np.stack(keys + [keys[0]] * pad)
-        excess, tree = _predict_draws(setup, stacked, keys=keys, lanes=lanes)
-    for index, (_, member_outputs, member_params) in enumerate(members):
-        if index not in live:
+        tree = _predict_tree(setups[chosen[0]], rows, keys, lanes, row_kwargs)
+        for i, (start, stop) in zip(chosen, spans):
+            drawn[i] = {
+                name: value[start:stop]
+                if name == "log_weights"
+                else {k: v[start:stop] for k, v in value.items()}
+                for name, value in tree.items()
+            }
+        # the guide's mass outside the model's support, which may depend on the data: with each
+        # dataset's own model (a small program each, only where a guide's support is wider)
+        for path in datasets:
+            own = [i for i in chosen if data["paths"][i] == path]
+            setup = setups[own[0]]
+            own_rows, _, own_spans = _batch_rows(fitted, own, seed, lanes)
+            found = support_excess(
+                setup["model"], setup["guide"], own_rows, setup["fit_kwargs"], setup["latent"], lanes=lanes
+            )
+            for i, (start, stop) in zip(own, own_spans):
+                excess[i] = {
+                    site: {**info, "mass_outside": info["mass_outside"][start:stop]}
+                    for site, info in found.items()
+                }
+    for index, (member_inputs, member_outputs, member_params) in enumerate(members):
+        if index not in drawn:  # a diverged fit: no draws
+            setup = _predict_setup(member_params, member_inputs)
             _predict_write(member_outputs["predictive"], member_params, setup, fitted[index], None, None)
             continue
-        start, stop = rows[live.index(index)]
-        own_excess = {
-            site: {**info, "mass_outside": info["mass_outside"][start:stop]} for site, info in excess.items()
-        }
-        own_tree = {
-            name: (
-                value[start:stop] if name == "log_weights" else {k: v[start:stop] for k, v in value.items()}
-            )
-            for name, value in tree.items()
-        }
         _predict_write(
-            member_outputs["predictive"], member_params, setup, fitted[index], own_excess, own_tree
+            member_outputs["predictive"],
+            member_params,
+            setups[index],
+            fitted[index],
+            excess[index],
+            drawn[index],
         )
+
+
+def _batch_rows(fitted: list, chosen: list[int], seed: int, lanes: int):
+    """The fits ``chosen``'s params as rows, one a seed, padded to whole groups of ``lanes``
+    with copies of the first row, each fit's predictive keys as it has them alone -> (params,
+    keys, [(start, stop) of each fit's rows])."""
+    from sviflow.predictive import seed_keys
+
+    spans, keys = [], []
+    for i in chosen:
+        n_seeds = len(next(iter(fitted[i]["params"].values())))
+        spans.append((len(keys), len(keys) + n_seeds))
+        keys.extend(np.asarray(seed_keys(seed, n_seeds)))
+    pad = -len(keys) % lanes
+    first = fitted[chosen[0]]["params"]
+    params = {
+        name: np.concatenate([fitted[i]["params"][name] for i in chosen] + [first[name][:1]] * pad)
+        for name in first
+    }
+    return params, np.stack(keys + [keys[0]] * pad), spans
+
+
+def _stack_rows(rows: list[dict]) -> dict:
+    return {name: np.stack([np.asarray(row[name]) for row in rows]) for name in rows[0]}
 
 
 def check_batch(inputs, outputs, params, progress_file=None):

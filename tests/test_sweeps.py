@@ -212,6 +212,90 @@ def test_a_fits_numbers_do_not_depend_on_its_batch():
     assert three[2].losses.shape == (2, 300) and three[2].seeds == [3, 4]
 
 
+def _coin_batch(datasets: list[dict], steps: int = 2000, model=None, guide=None, latent="latent_fairness"):
+    """The coin model's Beta guide (or ``model`` and ``guide`` functions) fitted to each of
+    ``datasets`` (model kwargs), seed 1, as one batch whose lanes take their data as arguments."""
+    from numpyro.infer import SVI
+
+    from sviflow.engine import fit_batch, initial_params
+    from sviflow.optim import make_elbo, make_optimizer
+    from sviflow.resolve import prepare_guide, resolve_guide, resolve_model
+
+    if model is None:
+        model = resolve_model({"name": "coin", "function": "coin_flips", "args": {}}, where="m")
+        guide = resolve_guide({"name": "beta", "args": {}}, model, where="g")
+    prepare_guide(model, guide, datasets[0], where="w", sources={})
+    optimizer = make_optimizer({"name": "Adam", "step_size": 5e-2}, "o", adaptive=True)
+    svi = SVI(model, guide, optimizer, loss=make_elbo({"name": "Trace_ELBO", "num_particles": 1}, "e"))
+    members = [
+        {"seeds": [1], "init_params": initial_params(guide, data), "step_size": 5e-2, "kwargs": data}
+        for data in datasets
+    ]
+    return fit_batch(
+        svi,
+        members,
+        steps,
+        datasets[0],
+        lanes=8,
+        progress=False,
+        trajectory_points=50,
+        latent_sites=[latent],
+    )
+
+
+def _coins(heads: int, tails: int) -> dict:
+    from sviflow.data import load_dataset, model_kwargs
+
+    return model_kwargs(
+        load_dataset({"generator": "coin_flips", "args": {"heads": heads, "tails": tails}}, where="d")
+    )
+
+
+def test_fits_of_different_datasets_share_a_program_and_keep_their_own_numbers():
+    """Each lane fits its own data (the guide ends near its own dataset's exact posterior,
+    Beta(heads + 1, tails + 1)), and a fit's numbers do not depend on the datasets of the
+    other fits of its batch: alone, beside another dataset, or at another position."""
+    fair, biased = _coins(12, 8), _coins(4, 16)
+    both = _coin_batch([fair, biased])
+    again = _coin_batch([biased, fair, fair])
+    alone = _coin_batch([fair])
+    exact = {"fair": 13 / 22, "biased": 5 / 22}
+    assert abs(both[0].moments["mean"][0, -1, 0] - exact["fair"]) < 0.05
+    assert abs(both[1].moments["mean"][0, -1, 0] - exact["biased"]) < 0.05
+    for a, b in ((both[0], again[1]), (both[0], alone[0]), (both[1], again[0]), (again[1], again[2])):
+        assert np.array_equal(a.losses, b.losses)
+        assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+        assert np.array_equal(a.moments["mean"], b.moments["mean"])
+
+
+def test_a_guide_whose_constraints_depend_on_the_data_does_not_share_a_program_across_datasets():
+    """A guide's param constrained to (0, max x): the transforms of one dataset would be wrong
+    for the others, so the engine refuses to run their fits as one program (the fit step then
+    runs one per dataset); fits of one dataset still share one."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    from sviflow.engine import DataDependentConstraints
+
+    def model(x=None, obs=None):
+        theta = numpyro.sample("theta", dist.Uniform(0.0, jnp.max(x)))
+        numpyro.sample("obs", dist.Normal(theta, 1.0), obs=obs)
+
+    def guide(x=None, obs=None):
+        loc = numpyro.param("loc", 0.5 * jnp.max(x), constraint=constraints.interval(0.0, jnp.max(x)))
+        numpyro.sample("theta", dist.Normal(loc, 0.1))
+
+    def data(top):
+        return {"x": np.linspace(0.0, top, 5, dtype=np.float32), "obs": np.float32(0.5 * top)}
+
+    with pytest.raises(DataDependentConstraints):
+        _coin_batch([data(1.0), data(5.0)], steps=50, model=model, guide=guide, latent="theta")
+    (one,) = _coin_batch([data(5.0)], steps=50, model=model, guide=guide, latent="theta")
+    assert np.isfinite(one.losses).all() and 0.0 < float(one.params["loc"][0]) < 5.0
+
+
 # --- the workflow -------------------------------------------------------------------------------
 
 
@@ -291,3 +375,138 @@ def test_a_batch_is_one_job_a_step_and_its_figures_are_drawn_when_asked(workflow
     rules = sorted(rule for rule, _ in dry_run_jobs(result.stdout))
     assert rules.count("plot_batch_1") == 1 and rules.count("plot_batch_2") == 1
     assert f"results/figures/{MEMBER}/mock_observations.png" in result.stdout
+
+
+DATA_SWEEP = ("--configfile", "tests/configs/data_sweep.yaml", "--replace-workflow-config")
+
+
+@pytest.mark.workflow
+def test_a_sweep_over_datasets_is_one_batch_and_each_fit_fits_its_own_data(workflow_copy):
+    """tests/configs/data_sweep.yaml: 3 coin datasets x 2 seeds, one batch, two programs (20
+    and 40 flips). Each fit ends near its own dataset's exact posterior and is checked against
+    its own reference; when a dataset changes, its batch reruns and the other datasets' fits
+    (now in a program with 3 datasets, not 2) keep their numbers to the bit."""
+    config_path = workflow_copy / "tests" / "configs" / "data_sweep.yaml"
+    planned = dry_run_jobs(run_snakemake(workflow_copy, "-n", "--cores", "2", *DATA_SWEEP).stdout)
+    rules = sorted(rule for rule, _ in planned)
+    for step in ("fit", "predict", "check"):
+        assert rules.count(f"{step}_batch_1") == 1 and step not in rules
+    assert rules.count("simulate") == 3 and rules.count("reference") == 3
+    run_snakemake(workflow_copy, "--cores", "2", *DATA_SWEEP)
+    results = workflow_copy / "results"
+    log = (results / "logs" / "batches" / "fit" / "batch_1.log").read_text()
+    assert "batch of 6 fits, 8 lanes at a time, 2 program(s)" in log
+    exact = {"fair": 13 / 22, "biased": 5 / 22, "longer": 31 / 42}
+    before = {}
+    for data, mean in exact.items():
+        fit = f"coins/data~{data}_seed~1"
+        with h5py.File(results / "predictive" / f"{fit}.h5") as handle:
+            drawn = float(np.mean(handle["posterior/latent_fairness"]))
+        with h5py.File(results / "checks" / f"{fit}.h5") as handle:
+            kl = float(np.max(handle["quality/kl"]))
+            assert f'"data": "{data}"' in str(handle.attrs["config"])  # its own spec
+        assert abs(drawn - mean) < 0.03, (fit, drawn, mean)
+        assert kl < 0.05, (fit, kl)  # against its own reference: another's is far off
+        before[fit] = _coin_numbers(workflow_copy, fit)
+    assert (results / "figures" / "sweeps" / "coins.png").stat().st_size > 10_000
+
+    config = yaml.safe_load(config_path.read_text())
+    config["datasets"]["longer"]["args"] = {"heads": 10, "tails": 10}  # 20 flips now
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    planned = dry_run_jobs(run_snakemake(workflow_copy, "-n", "--cores", "2", *DATA_SWEEP).stdout)
+    rules = sorted(rule for rule, _ in planned)
+    assert rules.count("simulate") == 1 and rules.count("reference") == 1  # longer's only
+    assert {"fit_batch_1", "predict_batch_1", "check_batch_1", "sweep", "summarize"} <= set(rules)
+    run_snakemake(workflow_copy, "--cores", "2", *DATA_SWEEP)
+    log = (results / "logs" / "batches" / "fit" / "batch_1.log").read_text()
+    assert "batch of 6 fits, 8 lanes at a time, 1 program(s)" in log
+    for fit, numbers in before.items():
+        after = _coin_numbers(workflow_copy, fit)
+        for key, value in numbers.items():
+            same = np.array_equal(value, after[key])
+            assert same == ("longer" not in fit), (fit, key)
+    with h5py.File(results / "predictive" / "coins/data~longer_seed~1.h5") as handle:
+        assert abs(float(np.mean(handle["posterior/latent_fairness"])) - 0.5) < 0.03
+
+
+def _coin_numbers(workdir: Path, fit: str) -> dict:
+    out = _numbers(workdir, fit)
+    with h5py.File(workdir / "results" / "fits" / f"{fit}.h5") as handle:
+        out["fits:moments"] = np.asarray(handle["trajectory/moments/mean"])
+    return out
+
+
+BOUNDED = """
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+
+
+def model(x=None, obs=None):
+    theta = numpyro.sample("theta", dist.Uniform(0.0, jnp.max(x)))
+    numpyro.sample("obs", dist.Normal(theta * jnp.ones_like(x), 1.0).to_event(1), obs=obs)
+
+
+def guide(x=None, obs=None):
+    # the param's constraint is built from the data: its transform is the dataset's own
+    loc = numpyro.param("loc", 0.5 * jnp.max(x), constraint=constraints.interval(0.0, jnp.max(x)))
+    numpyro.sample("theta", dist.Normal(loc, 0.05))
+"""
+
+
+def test_the_fit_step_runs_one_program_per_dataset_where_the_guides_constraints_depend_on_them(tmp_path):
+    """The fit step of a batch over two datasets of one shape, with a guide constrained to
+    (0, max x): it runs one program per dataset, so that each fit has its own dataset's
+    transform (the fit of x up to 5 ends above 1, the other's bound), and a fit's numbers are
+    those it has in a batch of its dataset alone."""
+    from sviflow import steps
+
+    (tmp_path / "bounded.py").write_text(BOUNDED)
+    for name, top in (("low", 1.0), ("high", 5.0)):
+        x = np.linspace(0.0, top, 5)
+        lines = ["x,obs"] + [f"{a},{top}" for a in x]  # observed at the top: theta wants to be there
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    config = {
+        "models": {"bounded": {"function": "bounded.py:model"}},
+        "datasets": {name: {"file": f"{name}.csv", "observed": ["obs"]} for name in ("low", "high")},
+        "fits": {
+            f"fit_{name}": {
+                "model": "bounded",
+                "data": name,
+                "guide": {"name": "bounded.py:guide"},
+                "optimizer": {"name": "Adam", "step_size": 0.05},
+                "steps": 300,
+                "seed": 1,
+            }
+            for name in ("low", "high")
+        },
+    }
+    validate(config)
+    p = Plan(config, tmp_path)
+    data = {}
+    for name in ("low", "high"):
+        data[name] = str(tmp_path / f"{name}.h5")
+        steps.simulate({}, {"data": data[name]}, {"name": name, "spec": p.dataset_spec(name)})
+    specs = [p.fit_spec(f"fit_{name}") for name in ("low", "high", "low")]
+    specs[2] = {**specs[2], "name": "fit_low_again"}
+
+    def run(chosen, tag):
+        outputs = [str(tmp_path / f"{tag}_{i}.h5") for i in range(len(chosen))]
+        steps.fit_batch(
+            {"data": [data[spec["data"]] for spec in chosen]},
+            {"fit": outputs},
+            {"specs": chosen, "batch": {"lanes": 8}},
+        )
+        return [read_fit(path) for path in outputs]
+
+    low, high, low_again = run(specs, "mixed")
+    (alone,) = run(specs[:1], "alone")
+    assert 0.9 < low["loc"] <= 1.0 and high["loc"] > 2.0
+    assert np.array_equal(low["losses"], alone["losses"]) and low["loc"] == alone["loc"]
+    assert np.array_equal(low["losses"], low_again["losses"])
+
+
+def read_fit(path: str) -> dict:
+    with h5py.File(path) as handle:
+        return {"losses": np.asarray(handle["losses"]), "loc": float(np.asarray(handle["params/loc"])[0])}

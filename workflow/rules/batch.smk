@@ -4,7 +4,9 @@
 # 160 process starts. The files are the per-fit rules' (fit.smk, predict.smk, ...), the same
 # names and contents; those rules take the fits that are not batched. A batch's params hold
 # every fit's spec: a change to one fit reruns its batch, and the others' numbers stay the same
-# to the bit (a fit's numbers do not depend on the other fits of its batch: sviflow.engine).
+# to the bit (a fit's numbers do not depend on the other fits of its batch: sviflow.engine). The
+# fits of a batch may fit different datasets: each job takes every fit's data (and reference) as
+# a list in the fits' order, and runs one program per shape of data (sviflow.steps.fit_batch).
 for _batch, _fits in PLAN.batches().items():
     _first = _fits[0]
 
@@ -13,7 +15,7 @@ for _batch, _fits in PLAN.batches().items():
         name:
             f"fit_{_batch}"
         input:
-            **fit_inputs(_first),
+            **PLAN.batch_inputs(_fits),
             model=out(f"models/{config['fits'][_first]['model']}.json"),
             library=library("engine.py", "convergence.py", "laplace.py", *MODEL_CODE),
         output:
@@ -42,8 +44,7 @@ for _batch, _fits in PLAN.batches().items():
         name:
             f"predict_{_batch}"
         input:
-            **fit_inputs(_first),
-            fit=[out(f"fits/{fit}.h5") for fit in _fits],
+            **PLAN.batch_inputs(_fits, fit=[out(f"fits/{fit}.h5") for fit in _fits]),
             library=library("predictive.py", *MODEL_CODE),
         output:
             predictive=[out(f"predictive/{fit}.h5") for fit in _fits],
@@ -72,8 +73,11 @@ for _batch, _fits in PLAN.batches().items():
         name:
             f"check_{_batch}"
         input:
-            **with_reference(
-                _first,
+            **PLAN.batch_inputs(
+                _fits,
+                code=False,
+                data=False,
+                reference=True,
                 fit=[out(f"fits/{fit}.h5") for fit in _fits],
                 predictive=[out(f"predictive/{fit}.h5") for fit in _fits],
             ),
