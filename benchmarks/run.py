@@ -31,7 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workflow import PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow, slurm_start_stall, timed  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ROWS = ("cold", "noop", "changed", "throughput", "seeds", "fits200", "sweep", "sweep200", "audit")
+ROWS = (
+    "cold",
+    "noop",
+    "changed",
+    "throughput",
+    "seeds",
+    "fits200",
+    "sweep",
+    "sweep200",
+    "datasweep",
+    "audit",
+)
 
 
 # --- configs ---------------------------------------------------------------------------------
@@ -116,6 +127,31 @@ def sweep_config(steps: int, seeds: list[int], quick: bool = False) -> dict:
     return config
 
 
+def data_sweep_config(datasets: int, steps: int, batch: bool, quick: bool = False) -> dict:
+    """A sweep over datasets: ``datasets`` coin datasets of 20 flips each (n, p, seed: p from 0.3
+    up), 2 seeds, the Beta guide at step size 0.01, ``steps`` steps; with ``batch`` false every
+    member in jobs of its own."""
+    fit = {**coin_fit(1.0e-2, steps, 1), "data": "d0"}
+    fit["sweep"] = {"data": [f"d{k}" for k in range(datasets)], "seed": [1, 2]}
+    if not batch:
+        fit["batch"] = False
+    config = {
+        "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact"}}},
+        "datasets": {
+            f"d{k}": {
+                "generator": "coin_flips",
+                "args": {"n": 20, "p": round(0.3 + 0.4 * k / max(datasets - 1, 1), 4), "seed": k},
+            }
+            for k in range(datasets)
+        },
+        "fits": {"coins": fit},
+    }
+    if quick:
+        config["predictive"] = {"num_samples": 1000, "num_mock": 100}
+        config["checks"] = {"quality": {"elbo_particles": 1000, "khat_particles": 1000, "energy_draws": 500}}
+    return config
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -136,8 +172,12 @@ def h5_timings(path: Path) -> dict:
 def job_seconds_by_step(work: Path) -> dict:
     """Snakemake's benchmark seconds of every job, summed by step, largest first."""
     totals: dict[str, float] = {}
-    for tsv in (work / "results" / "benchmarks").rglob("*.tsv"):
-        step = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
+    root = work / "results" / "benchmarks"
+    for tsv in root.rglob("*.tsv"):
+        # benchmarks/<step>/<fit>.tsv (a sweep member's: <step>/<sweep>/<member>.tsv),
+        # benchmarks/batches/<step>/<batch>.tsv, benchmarks/<step>.tsv
+        parts = tsv.relative_to(root).parts
+        step = tsv.stem if len(parts) == 1 else parts[1] if parts[0] == "batches" else parts[0]
         with open(tsv) as handle:
             totals[step] = totals.get(step, 0.0) + float(next(csv.DictReader(handle, delimiter="\t"))["s"])
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
@@ -597,6 +637,35 @@ def bench_sweep(out: Path, args, rows: list, which: str) -> None:
         )
 
 
+def bench_data_sweep(out: Path, args, rows: list) -> None:
+    """datasweep: 10 datasets x 2 seeds, as one batch (datasets of one shape share a program)
+    against the same fits in jobs of their own (batch: false), both cold."""
+    steps, datasets = (500, 4) if args.quick else (2000, 10)
+    scratch = out / "datasweep"
+    fits = 2 * datasets
+    batched, jobs, by_step = _sweep_run(
+        scratch, "batched", data_sweep_config(datasets, steps, True, args.quick), args.cores
+    )
+    alone, alone_jobs, alone_by_step = _sweep_run(
+        scratch, "per_fit", data_sweep_config(datasets, steps, False, args.quick), args.cores
+    )
+    rows.append(
+        row(
+            f"{fits} fits over {datasets} datasets, cold: one batch vs a job per fit",
+            batched,
+            alone,
+            batched / alone,
+            "(info)",
+            None,
+            f"the Beta guide on {datasets} coin datasets of 20 flips (coin_flips n, p, seed) x 2 "
+            f"seeds, {steps} steps, one fit block with sweep: {{data: [...], seed: [1, 2]}}: "
+            f"{jobs} jobs, one program; baseline: the same with batch: false, {alone_jobs} jobs; "
+            f"job seconds by step {', '.join(f'{k} {v:.0f}' for k, v in by_step.items())} "
+            f"against {', '.join(f'{k} {v:.0f}' for k, v in alone_by_step.items())}",
+        )
+    )
+
+
 def bench_audit(out: Path, args, rows: list) -> None:
     import audit
 
@@ -753,6 +822,7 @@ def main(argv=None) -> None:
         ("fits200", lambda: bench_many_fits(out, args, rows)),
         ("sweep", lambda: bench_sweep(out, args, rows, "sweep")),
         ("sweep200", lambda: bench_sweep(out, args, rows, "sweep200")),
+        ("datasweep", lambda: bench_data_sweep(out, args, rows)),
         ("audit", lambda: bench_audit(out, args, rows)),
     ]
     for name, function in steps:

@@ -409,6 +409,9 @@ def test_a_sweep_over_datasets_is_one_batch_and_each_fit_fits_its_own_data(workf
         assert kl < 0.05, (fit, kl)  # against its own reference: another's is far off
         before[fit] = _coin_numbers(workflow_copy, fit)
     assert (results / "figures" / "sweeps" / "coins.png").stat().st_size > 10_000
+    assert rules.count("plot_batch_1") == 1
+    for fit in before:
+        assert (results / "figures" / fit / "mock_observations.png").stat().st_size > 10_000
 
     config = yaml.safe_load(config_path.read_text())
     config["datasets"]["longer"]["args"] = {"heads": 10, "tails": 10}  # 20 flips now
