@@ -767,12 +767,11 @@ class Plan:
                 check=[self.out(f"checks/{name}.h5") for name in batch],
                 reference=True,
             )
-        name = f"{{kind}}/{fit}.h5"
         inputs = self.with_reference(
             fit,
-            fit=self.out(name.format(kind="fits")),
-            predictive=self.out(name.format(kind="predictive")),
-            check=self.out(name.format(kind="checks")),
+            fit=self.out(f"fits/{fit}.h5"),
+            predictive=self.out(f"predictive/{fit}.h5"),
+            check=self.out(f"checks/{fit}.h5"),
         )
         if self.fit_data(fit):
             inputs["data"] = self.fit_data(fit)

@@ -305,7 +305,7 @@ def _fit_program(specs, data, chosen, setups, lanes, progress_file):
     from sviflow.engine import fit_batch as run_batch
     from sviflow.engine import initial_params
 
-    members = []
+    members, starts = [], {}
     for index in chosen:
         spec, path = specs[index], data["paths"][index]
         kwargs = data["kwargs"][path]
@@ -314,9 +314,15 @@ def _fit_program(specs, data, chosen, setups, lanes, progress_file):
             # its model traced on its own data: the site checks and an autoguide's set-up
             setups[key] = _fit_setup(spec, kwargs, adaptive=True)
         setup = setups[key]
-        start = setup["init_params"] or _traced(
-            spec, lambda s=setup, k=kwargs, n=spec: initial_params(s["guide"], k, int(n["seeds"][0]))
-        )
+        start = setup["init_params"]
+        if start is None:
+            # the guide's initial params on the fit's own data and first seed (once each)
+            seed = int(spec["seeds"][0])
+            if (key, seed) not in starts:
+                starts[key, seed] = _traced(
+                    spec, lambda s=setup, k=kwargs, n=seed: initial_params(s["guide"], k, n)
+                )
+            start = starts[key, seed]
         if key[2] is None:
             step_size = float({**default("fits", "optimizer"), **spec["optimizer"]}["step_size"])
         else:
