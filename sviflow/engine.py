@@ -451,7 +451,10 @@ def fit_batch(
     data: the model's keyword arrays, of the same names, shapes and dtypes for every member)
     where the members' data may differ: every lane then gets its fit's data as an argument of
     the program, not as a constant in it (``model_kwargs``, any member's, serves the eager
-    set-up). Every (member, seed) is a
+    set-up; :func:`data_may_be_arguments` says whether the model allows it, and
+    :class:`DataDependentConstraints` is raised where the guide's constraints or the model
+    need concrete data: run one batch per dataset, without ``"kwargs"``, then). Every (member,
+    seed) is a
     lane of one vmapped program, compiled once and run ``lanes`` lanes at a time (the last
     group padded with copies of the first lane, whose results are dropped). -> one
     :class:`FitResult` per member, as :func:`fit_svi` gives for that fit alone, except that
@@ -474,37 +477,42 @@ def fit_batch(
         lane_kwargs = stacked([data_arrays(members[index]["kwargs"]) for index, _ in order])
     if getattr(svi.guide, "prototype_trace", False) is None:
         svi.init(keys[0], **model_kwargs)  # an autoguide sets itself up eagerly (see fit_svi)
+    rates = np.asarray([members[index]["step_size"] for index, _ in order], np.float64)
     if lane_kwargs is None:
         init = jax.jit(
             grouped_vmap(lambda key, start: svi.init(key, init_params=start, **model_kwargs), lanes)
         )
-        state = init(keys, starts)
+        state = _set_step_sizes(init(keys, starts), rates, several=True)
+        result = fit_svi(
+            svi, steps, [seed for _, seed in order], model_kwargs, initial_state=state, lanes=lanes, **options
+        )
     else:
         init = jax.jit(
             grouped_vmap(
                 lambda key, start, lane: svi.init(key, init_params=start, **{**model_kwargs, **lane}), lanes
             )
         )
-        state = init(keys, starts, lane_kwargs)
-        if _holds_tracers(svi.constrain_fn) and not _same_data([m["kwargs"] for m in members]):
-            # the guide's constraints were built from traced values, possibly the data
-            # (interval(0, jnp.max(x))): one set of transforms cannot serve every dataset
-            raise DataDependentConstraints(
-                "the guide's constraints depend on traced values: its fits cannot share a "
-                "program across datasets"
+        try:
+            state = init(keys, starts, lane_kwargs)
+            if _holds_tracers(svi.constrain_fn):
+                # the guide's constraints were built from traced values, possibly the data
+                # (interval(0, jnp.max(x))): one set of transforms cannot serve every dataset
+                raise DataDependentConstraints("the guide's constraints are built from traced values")
+            state = _set_step_sizes(state, rates, several=True)
+            result = fit_svi(
+                svi,
+                steps,
+                [seed for _, seed in order],
+                model_kwargs,
+                initial_state=state,
+                lanes=lanes,
+                lane_kwargs=lane_kwargs,
+                **options,
             )
-    rates = np.asarray([members[index]["step_size"] for index, _ in order], np.float64)
-    state = _set_step_sizes(state, rates, several=True)
-    result = fit_svi(
-        svi,
-        steps,
-        [seed for _, seed in order],
-        model_kwargs,
-        initial_state=state,
-        lanes=lanes,
-        lane_kwargs=lane_kwargs,
-        **options,
-    )
+        except jax.errors.JAXTypeError as error:  # a tracer where a concrete value was needed
+            raise DataDependentConstraints(
+                f"the model or guide needs its data as concrete values ({type(error).__name__})"
+            ) from error
     per_member = []
     for index in range(len(members)):
         chosen = np.asarray([i for i, (owner, _) in enumerate(lane_of) if owner == index])
@@ -533,12 +541,42 @@ def data_signature(kwargs: dict) -> tuple:
     )
 
 
-def _same_data(datasets: list[dict]) -> bool:
-    first = datasets[0]
-    return all(
-        set(d) == set(first) and all(np.array_equal(d[k], first[k]) for k in first if first[k] is not None)
-        for d in datasets[1:]
-    )
+def data_may_be_arguments(model, kwargs: dict) -> bool:
+    """Can fits of ``model`` on different datasets (of ``kwargs``' shapes) share a program whose
+    arguments are their data? Not where the model needs its data as concrete values (a plate's
+    size read from the data: a tracer is no number), nor where a latent site's support is built
+    from the data (Uniform(0, max x)): an autoguide takes its transforms from the trace of one
+    dataset, so they would be that dataset's for every lane. Traced once, on abstract data."""
+    from numpyro import handlers
+
+    arrays = data_arrays(kwargs)
+    if not arrays:
+        return True
+    traced_support = []
+
+    def run(lane):
+        trace = handlers.trace(handlers.seed(model, 0)).get_trace(**{**kwargs, **lane})
+        for site in trace.values():
+            if site["type"] == "sample" and not site.get("is_observed"):
+                traced_support.append(_holds_tracer(site["fn"].support))
+        return jnp.zeros(())
+
+    try:
+        jax.make_jaxpr(run)(arrays)
+    except jax.errors.JAXTypeError:
+        return False
+    return not any(traced_support)
+
+
+def _holds_tracer(value, depth: int = 4) -> bool:
+    """Is there a JAX tracer in ``value``, a constraint (its bounds, its base constraint)?"""
+    if isinstance(value, jax.core.Tracer):
+        return True
+    if depth == 0:
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tracer(v, depth - 1) for v in value)
+    return any(_holds_tracer(v, depth - 1) for v in getattr(value, "__dict__", {}).values())
 
 
 def _lanes(result: FitResult, chosen: np.ndarray, rates: np.ndarray) -> FitResult:

@@ -262,14 +262,17 @@ def fit_batch(inputs, outputs, params, progress_file=None):
     for chosen in programs.values():
         try:
             results.update(zip(chosen, _fit_program(specs, data, chosen, setups, lanes, progress_file)))
-        except DataDependentConstraints:
+        except DataDependentConstraints as why:
             log.info(
-                "fits %s: the guide's constraints depend on the data: one program per dataset",
+                "fits %s: %s: one program per dataset, its data constants in it",
                 ", ".join(names[i] for i in chosen),
+                why,
             )
             for path in dict.fromkeys(data["paths"][i] for i in chosen):
                 own = [i for i in chosen if data["paths"][i] == path]
-                results.update(zip(own, _fit_program(specs, data, own, setups, lanes, progress_file)))
+                results.update(
+                    zip(own, _fit_program(specs, data, own, setups, lanes, progress_file, arguments=False))
+                )
     for index, (spec, path) in enumerate(zip(specs, paths)):
         result = results[index]
         result.timings["batch"] = {"fits": names, "lanes": lanes}
@@ -300,10 +303,12 @@ def _setup_key(spec: dict, data_path) -> tuple:
     return (data_path, json.dumps(spec["guide"], sort_keys=True), laplace)
 
 
-def _fit_program(specs, data, chosen, setups, lanes, progress_file):
-    """The fits ``chosen`` (indices into ``specs``, their data of one shape) as one program."""
+def _fit_program(specs, data, chosen, setups, lanes, progress_file, arguments: bool = True):
+    """The fits ``chosen`` (indices into ``specs``, their data of one shape) as one program;
+    with ``arguments`` their data are its arguments (raises DataDependentConstraints where the
+    model cannot take them so), else constants in it (the fits of one dataset)."""
+    from sviflow.engine import DataDependentConstraints, data_may_be_arguments, initial_params
     from sviflow.engine import fit_batch as run_batch
-    from sviflow.engine import initial_params
 
     members, starts = [], {}
     for index in chosen:
@@ -328,11 +333,19 @@ def _fit_program(specs, data, chosen, setups, lanes, progress_file):
         else:
             step_size = setup["step_size"]  # a Laplace start may lower it
         member = {"seeds": spec["seeds"], "init_params": start, "step_size": step_size}
-        if kwargs:
+        if kwargs and arguments:
             member["kwargs"] = kwargs  # a lane's data is an argument, whatever the others'
         members.append(member)
     first, path = specs[chosen[0]], data["paths"][chosen[0]]
     program = setups[_setup_key(first, path)]
+    if (
+        arguments
+        and data["kwargs"][path]
+        and not data_may_be_arguments(program["model"], data["kwargs"][path])
+    ):
+        raise DataDependentConstraints(
+            "the model needs its data as concrete values, or builds a support from them"
+        )
     return _traced(
         first,
         lambda: run_batch(
@@ -780,7 +793,9 @@ def predict_batch(inputs, outputs, params, progress_file=None):
     (an argument of the program; datasets of another shape make another program) -> each
     fit's predictive file as the predict step writes it."""
     _jax_step(params)
-    from sviflow.engine import data_arrays, data_signature
+    import jax
+
+    from sviflow.engine import data_may_be_arguments, data_signature
     from sviflow.predictive import support_excess
 
     members = list(_members(inputs, outputs, params))
@@ -798,23 +813,18 @@ def predict_batch(inputs, outputs, params, progress_file=None):
         for path in datasets:  # model and guide set up on each dataset (the sites' checks)
             own = [i for i in chosen if data["paths"][i] == path]
             setups.update(dict.fromkeys(own, _predict_setup(members[own[0]][2], members[own[0]][0])))
-        rows, keys, spans = _batch_rows(fitted, chosen, seed, lanes)
-        row_kwargs = None
-        if datasets != [None]:
-            per_row = [setups[i] for i, (start, stop) in zip(chosen, spans) for _ in range(stop - start)]
-            per_row += [per_row[0]] * (len(keys) - len(per_row))
-            row_kwargs = tuple(
-                _stack_rows([data_arrays(setup[part]) for setup in per_row])
-                for part in ("fit_kwargs", "predict_kwargs")
-            )
-        tree = _predict_tree(setups[chosen[0]], rows, keys, lanes, row_kwargs)
-        for i, (start, stop) in zip(chosen, spans):
-            drawn[i] = {
-                name: value[start:stop]
-                if name == "log_weights"
-                else {k: v[start:stop] for k, v in value.items()}
-                for name, value in tree.items()
-            }
+        per_dataset = [[i for i in chosen if data["paths"][i] == path] for path in datasets]
+        if datasets == [None]:
+            drawn.update(_predict_rows(chosen, setups, fitted, seed, lanes, arguments=False))
+        elif not data_may_be_arguments(setups[chosen[0]]["model"], setups[chosen[0]]["fit_kwargs"]):
+            for own in per_dataset:  # the data as constants, one program per dataset (fit_batch)
+                drawn.update(_predict_rows(own, setups, fitted, seed, lanes, arguments=False))
+        else:
+            try:
+                drawn.update(_predict_rows(chosen, setups, fitted, seed, lanes, arguments=True))
+            except jax.errors.JAXTypeError:  # the guide needs its data as concrete values
+                for own in per_dataset:
+                    drawn.update(_predict_rows(own, setups, fitted, seed, lanes, arguments=False))
         # the guide's mass outside the model's support, which may depend on the data: with each
         # dataset's own model (a small program each, only where a guide's support is wider)
         for path in datasets:
@@ -842,6 +852,31 @@ def predict_batch(inputs, outputs, params, progress_file=None):
             excess[index],
             drawn[index],
         )
+
+
+def _predict_rows(chosen, setups, fitted, seed, lanes, arguments: bool) -> dict:
+    """The predictive trees of the fits ``chosen`` (their data of one shape) as one program, with
+    ``arguments`` each row's data an argument of it, else the first fit's data constants in it
+    (the fits of one dataset) -> {fit index: its tree}."""
+    from sviflow.engine import data_arrays
+
+    rows, keys, spans = _batch_rows(fitted, chosen, seed, lanes)
+    row_kwargs = None
+    if arguments:
+        per_row = [setups[i] for i, (start, stop) in zip(chosen, spans) for _ in range(stop - start)]
+        per_row += [per_row[0]] * (len(keys) - len(per_row))
+        row_kwargs = tuple(
+            _stack_rows([data_arrays(setup[part]) for setup in per_row])
+            for part in ("fit_kwargs", "predict_kwargs")
+        )
+    tree = _predict_tree(setups[chosen[0]], rows, keys, lanes, row_kwargs)
+    return {
+        i: {
+            name: value[start:stop] if name == "log_weights" else {k: v[start:stop] for k, v in value.items()}
+            for name, value in tree.items()
+        }
+        for i, (start, stop) in zip(chosen, spans)
+    }
 
 
 def _batch_rows(fitted: list, chosen: list[int], seed: int, lanes: int):

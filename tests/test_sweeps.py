@@ -212,7 +212,9 @@ def test_a_fits_numbers_do_not_depend_on_its_batch():
     assert three[2].losses.shape == (2, 300) and three[2].seeds == [3, 4]
 
 
-def _coin_batch(datasets: list[dict], steps: int = 2000, model=None, guide=None, latent="latent_fairness"):
+def _coin_batch(
+    datasets: list[dict], steps: int = 2000, model=None, guide=None, latent="latent_fairness", arguments=True
+):
     """The coin model's Beta guide (or ``model`` and ``guide`` functions) fitted to each of
     ``datasets`` (model kwargs), seed 1, as one batch whose lanes take their data as arguments."""
     from numpyro.infer import SVI
@@ -228,7 +230,8 @@ def _coin_batch(datasets: list[dict], steps: int = 2000, model=None, guide=None,
     optimizer = make_optimizer({"name": "Adam", "step_size": 5e-2}, "o", adaptive=True)
     svi = SVI(model, guide, optimizer, loss=make_elbo({"name": "Trace_ELBO", "num_particles": 1}, "e"))
     members = [
-        {"seeds": [1], "init_params": initial_params(guide, data), "step_size": 5e-2, "kwargs": data}
+        {"seeds": [1], "init_params": initial_params(guide, data), "step_size": 5e-2}
+        | ({"kwargs": data} if arguments else {})
         for data in datasets
     ]
     return fit_batch(
@@ -270,8 +273,8 @@ def test_fits_of_different_datasets_share_a_program_and_keep_their_own_numbers()
 
 def test_a_guide_whose_constraints_depend_on_the_data_does_not_share_a_program_across_datasets():
     """A guide's param constrained to (0, max x): the transforms of one dataset would be wrong
-    for the others, so the engine refuses to run their fits as one program (the fit step then
-    runs one per dataset); fits of one dataset still share one."""
+    for the others, so the engine refuses to run fits with their data as arguments (the fit
+    step then runs one program per dataset, its data constants in it, which works)."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
@@ -290,9 +293,10 @@ def test_a_guide_whose_constraints_depend_on_the_data_does_not_share_a_program_a
     def data(top):
         return {"x": np.linspace(0.0, top, 5, dtype=np.float32), "obs": np.float32(0.5 * top)}
 
-    with pytest.raises(DataDependentConstraints):
-        _coin_batch([data(1.0), data(5.0)], steps=50, model=model, guide=guide, latent="theta")
-    (one,) = _coin_batch([data(5.0)], steps=50, model=model, guide=guide, latent="theta")
+    for datasets in ([data(1.0), data(5.0)], [data(5.0)]):
+        with pytest.raises(DataDependentConstraints):
+            _coin_batch(datasets, steps=50, model=model, guide=guide, latent="theta")
+    (one,) = _coin_batch([data(5.0)], steps=50, model=model, guide=guide, latent="theta", arguments=False)
     assert np.isfinite(one.losses).all() and 0.0 < float(one.params["loc"][0]) < 5.0
 
 
@@ -458,17 +462,20 @@ def guide(x=None, obs=None):
 """
 
 
-def test_the_fit_step_runs_one_program_per_dataset_where_the_guides_constraints_depend_on_them(tmp_path):
-    """The fit step of a batch over two datasets of one shape, with a guide constrained to
-    (0, max x): it runs one program per dataset, so that each fit has its own dataset's
-    transform (the fit of x up to 5 ends above 1, the other's bound), and a fit's numbers are
-    those it has in a batch of its dataset alone."""
+@pytest.mark.parametrize("guide", ["bounded.py:guide", "AutoNormal"])
+def test_the_fit_step_runs_one_program_per_dataset_where_a_support_depends_on_them(tmp_path, guide):
+    """A batch over two datasets of one shape where a support is built from the data: the
+    hand-written guide's param constrained to (0, max x), or the model's Uniform(0, max x) prior,
+    which an autoguide's transform takes from the dataset it was set up on. The fit step runs
+    one program per dataset, so that each fit has its own dataset's transform (the fit of x up
+    to 5 ends above 2, beyond the other's bound of 1), and a fit's numbers are those it has in a
+    batch of its dataset alone; the predict step too."""
     from sviflow import steps
 
     (tmp_path / "bounded.py").write_text(BOUNDED)
     for name, top in (("low", 1.0), ("high", 5.0)):
         x = np.linspace(0.0, top, 5)
-        lines = ["x,obs"] + [f"{a},{top}" for a in x]  # observed at the top: theta wants to be there
+        lines = ["x,obs"] + [f"{a},{0.6 * top}" for a in x]  # theta near 0.6 x its bound
         (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
     config = {
         "models": {"bounded": {"function": "bounded.py:model"}},
@@ -477,7 +484,7 @@ def test_the_fit_step_runs_one_program_per_dataset_where_the_guides_constraints_
             f"fit_{name}": {
                 "model": "bounded",
                 "data": name,
-                "guide": {"name": "bounded.py:guide"},
+                "guide": {"name": guide},
                 "optimizer": {"name": "Adam", "step_size": 0.05},
                 "steps": 300,
                 "seed": 1,
@@ -491,25 +498,95 @@ def test_the_fit_step_runs_one_program_per_dataset_where_the_guides_constraints_
     for name in ("low", "high"):
         data[name] = str(tmp_path / f"{name}.h5")
         steps.simulate({}, {"data": data[name]}, {"name": name, "spec": p.dataset_spec(name)})
-    specs = [p.fit_spec(f"fit_{name}") for name in ("low", "high", "low")]
-    specs[2] = {**specs[2], "name": "fit_low_again"}
+    specs = [p.fit_spec(f"fit_{name}") for name in ("high", "low", "high")]
+    specs[2] = {**specs[2], "name": "fit_high_again"}
 
     def run(chosen, tag):
-        outputs = [str(tmp_path / f"{tag}_{i}.h5") for i in range(len(chosen))]
-        steps.fit_batch(
-            {"data": [data[spec["data"]] for spec in chosen]},
-            {"fit": outputs},
-            {"specs": chosen, "batch": {"lanes": 8}},
+        inputs = {"data": [data[spec["data"]] for spec in chosen]}
+        fits = [str(tmp_path / f"{tag}_{i}.h5") for i in range(len(chosen))]
+        predictive = [str(tmp_path / f"{tag}_{i}_predictive.h5") for i in range(len(chosen))]
+        params = {"specs": chosen, "batch": {"lanes": 8}}
+        steps.fit_batch(inputs, {"fit": fits}, params)
+        steps.predict_batch(
+            {**inputs, "fit": fits},
+            {"predictive": predictive},
+            {**params, "predictive": {"num_samples": 200, "num_mock": 10}},
         )
-        return [read_fit(path) for path in outputs]
+        return [read_fit(path, draws) for path, draws in zip(fits, predictive)]
 
-    low, high, low_again = run(specs, "mixed")
+    high, low, high_again = run(specs, "mixed")
     (alone,) = run(specs[:1], "alone")
-    assert 0.9 < low["loc"] <= 1.0 and high["loc"] > 2.0
-    assert np.array_equal(low["losses"], alone["losses"]) and low["loc"] == alone["loc"]
-    assert np.array_equal(low["losses"], low_again["losses"])
+    assert 0.0 < low["mean"] <= 1.0 and high["mean"] > 2.0 and high["drawn"] > 2.0
+    for other in (alone, high_again):
+        assert np.array_equal(high["losses"], other["losses"]) and high["mean"] == other["mean"]
+        assert high["drawn"] == other["drawn"]
 
 
-def read_fit(path: str) -> dict:
+HIERARCHICAL = """
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+
+def model(group=None, obs=None):
+    k = int(np.max(group)) + 1  # the number of groups, read from the data: a concrete value
+    with numpyro.plate("groups", k):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", group.shape[0]):
+        numpyro.sample("obs", dist.Normal(mu[group], 1.0), obs=obs)
+"""
+
+
+def test_a_model_that_needs_its_data_as_numbers_still_runs_in_a_batch(tmp_path):
+    """A model that reads a plate's size from its data cannot take them as traced arguments:
+    a sweep of step sizes over its dataset runs in a batch with the data constants in the
+    program, as before batches took datasets (it failed with ConcretizationTypeError)."""
+    from sviflow import steps
+
+    (tmp_path / "hierarchical.py").write_text(HIERARCHICAL)
+    (tmp_path / "groups.csv").write_text("group,obs\n0,1.0\n1,2.0\n2,0.5\n0,1.5\n")
+    config = {
+        "models": {"h": {"function": "hierarchical.py:model"}},
+        "datasets": {"groups": {"file": "groups.csv", "observed": ["obs"]}},
+        "fits": {
+            f"f{k}": {
+                "model": "h",
+                "data": "groups",
+                "guide": {"name": "AutoNormal"},
+                "optimizer": {"name": "Adam", "step_size": rate},
+                "steps": 100,
+                "seed": 1,
+            }
+            for k, rate in enumerate((0.01, 0.02))
+        },
+    }
+    validate(config)
+    p = Plan(config, tmp_path)
+    path = str(tmp_path / "groups.h5")
+    steps.simulate({}, {"data": path}, {"name": "groups", "spec": p.dataset_spec("groups")})
+    specs = [p.fit_spec(fit) for fit in ("f0", "f1")]
+    fits = [str(tmp_path / f"f{k}.h5") for k in range(2)]
+    predictive = [str(tmp_path / f"p{k}.h5") for k in range(2)]
+    params = {"specs": specs, "batch": {"lanes": 8}}
+    steps.fit_batch({"data": [path, path]}, {"fit": fits}, params)
+    steps.predict_batch(
+        {"data": [path, path], "fit": fits},
+        {"predictive": predictive},
+        {**params, "predictive": {"num_samples": 100, "num_mock": 10}},
+    )
+    for fit, draws in zip(fits, predictive):
+        with h5py.File(fit) as handle:
+            assert np.isfinite(np.asarray(handle["losses"])).all()
+        with h5py.File(draws) as handle:
+            assert np.asarray(handle["posterior/mu"]).shape == (1, 100, 3)
+
+
+def read_fit(path: str, predictive: str) -> dict:
     with h5py.File(path) as handle:
-        return {"losses": np.asarray(handle["losses"]), "loc": float(np.asarray(handle["params/loc"])[0])}
+        out = {
+            "losses": np.asarray(handle["losses"]),
+            "mean": float(np.asarray(handle["trajectory/moments/mean"])[0, -1, 0]),
+        }
+    with h5py.File(predictive) as handle:
+        out["drawn"] = float(np.mean(handle["posterior/theta"]))
+    return out
