@@ -802,18 +802,21 @@ def predict_batch(inputs, outputs, params, progress_file=None):
     lanes = int(params.get("batch", {}).get("lanes") or default("engine", "batch", "lanes"))
     seed = int({**schema_defaults("predictive"), **params["predictive"]}["seed"])
     fitted = [read_artifact(member_inputs["fit"], "fit") for member_inputs, _, _ in members]
-    data = _batch_data(inputs, [member_params["spec"] for _, _, member_params in members])
+    paths = [member_inputs.get("data") for member_inputs, _, _ in members]
+    live = [i for i, f in enumerate(fitted) if not f.attrs.get("diverged")]
+    # model and guide set up on each dataset (the sites' checks), each data file read once
+    setups, by_path = {}, {}
+    for i in live:
+        if paths[i] not in by_path:
+            by_path[paths[i]] = _predict_setup(members[i][2], members[i][0])
+        setups[i] = by_path[paths[i]]
     programs: dict[tuple, list[int]] = {}
-    for index, path in enumerate(data["paths"]):
-        if not fitted[index].attrs.get("diverged"):
-            programs.setdefault(data_signature(data["kwargs"][path]), []).append(index)
-    setups, drawn, excess = {}, {}, {}
+    for i in live:
+        programs.setdefault(data_signature(setups[i]["fit_kwargs"]), []).append(i)
+    drawn, excess = {}, {}
     for chosen in programs.values():
-        datasets = list(dict.fromkeys(data["paths"][i] for i in chosen))
-        for path in datasets:  # model and guide set up on each dataset (the sites' checks)
-            own = [i for i in chosen if data["paths"][i] == path]
-            setups.update(dict.fromkeys(own, _predict_setup(members[own[0]][2], members[own[0]][0])))
-        per_dataset = [[i for i in chosen if data["paths"][i] == path] for path in datasets]
+        datasets = list(dict.fromkeys(paths[i] for i in chosen))
+        per_dataset = [[i for i in chosen if paths[i] == path] for path in datasets]
         if datasets == [None]:
             drawn.update(_predict_rows(chosen, setups, fitted, seed, lanes, arguments=False))
         elif not data_may_be_arguments(setups[chosen[0]]["model"], setups[chosen[0]]["fit_kwargs"]):
@@ -827,8 +830,7 @@ def predict_batch(inputs, outputs, params, progress_file=None):
                     drawn.update(_predict_rows(own, setups, fitted, seed, lanes, arguments=False))
         # the guide's mass outside the model's support, which may depend on the data: with each
         # dataset's own model (a small program each, only where a guide's support is wider)
-        for path in datasets:
-            own = [i for i in chosen if data["paths"][i] == path]
+        for own in per_dataset:
             setup = setups[own[0]]
             own_rows, _, own_spans = _batch_rows(fitted, own, seed, lanes)
             found = support_excess(
