@@ -26,6 +26,7 @@ import yaml
 
 from sviflow.errors import ConfigError
 from sviflow.names import LAPLACE_GUIDES
+from sviflow.sweeps import DATASETS_KEY
 from sviflow.sweeps import KEY as SWEEPS_KEY
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -181,27 +182,36 @@ def validation_message(cause) -> str:
 
 def validate(config: dict, schema: str | os.PathLike = SCHEMA) -> None:
     """Snakemake's validate() (which also fills in the schema's defaults); a failure is a
-    ConfigError naming the key. A fit block with a ``sweep`` is expanded into its members
-    (:mod:`sviflow.sweeps`), which are validated like any fit; the sweeps are kept in the config
-    under ``sweeps.KEY`` for :class:`Plan` (a config validated twice keeps them)."""
+    ConfigError naming the key. A fit or dataset block with a ``sweep`` is expanded into its
+    members (:mod:`sviflow.sweeps`), which are validated like any fit or dataset; the sweeps are
+    kept in the config under ``sweeps.KEY`` and ``sweeps.DATASETS_KEY`` for :class:`Plan` (a
+    config validated twice keeps them)."""
     from sviflow import sweeps as sweeping
 
-    kept = config.pop(sweeping.KEY, None)
-    if kept is None:
+    kept = config.pop(sweeping.KEY, None), config.pop(sweeping.DATASETS_KEY, None)
+    if kept[0] is None:
         _validate(config, schema)
-    found = sweeping.expand(config) if kept is None else kept
-    if found:
+        found = sweeping.expand(config)
+    else:
+        found = kept[0], kept[1] or {}
+    if any(found):
         # the members' names (sweep/step_size~0.001) are not the schema's names: validated under
         # stand-in names, which an error message turns back into the member's
-        members = {fit for sweep in found.values() for fit in sweep["members"]}
-        aliases, fits = {}, {}
-        for fit, entry in config["fits"].items():
-            alias = f"sweep-member-{len(aliases)}" if fit in members else fit
-            if fit in members:
-                aliases[alias] = fit
-            fits[alias] = entry
-        _validate({**config, "fits": fits}, schema, aliases)
-        config[sweeping.KEY] = found
+        aliases, stand_in = {}, dict(config)
+        for section, sweeps in zip(("fits", "datasets"), found):
+            members = {name for sweep in sweeps.values() for name in sweep["members"]}
+            entries = {}
+            for name, entry in (config.get(section) or {}).items():
+                alias = f"sweep-member-{len(aliases)}" if name in members else name
+                if name in members:
+                    aliases[alias] = name
+                entries[alias] = entry
+            if section in config:
+                stand_in[section] = entries
+        _validate(stand_in, schema, aliases)
+        config[sweeping.KEY] = found[0]
+        if found[1]:
+            config[sweeping.DATASETS_KEY] = found[1]
 
 
 def _validate(config: dict, schema, aliases: dict | None = None) -> None:
@@ -216,11 +226,12 @@ def _validate(config: dict, schema, aliases: dict | None = None) -> None:
         if not isinstance(cause, ValidationError):
             raise
         if aliases and len(cause.absolute_path) > 1 and cause.absolute_path[1] in aliases:
-            member = aliases[cause.absolute_path[1]]
+            section, member = cause.absolute_path[0], aliases[cause.absolute_path[1]]
             cause.path[1] = member  # absolute_path is path here (the error is the root's)
             sweep = member.split("/", 1)[0]
             raise ConfigError(
-                f"{validation_message(cause)} (fits.{member} is a member of the sweep fits.{sweep}.sweep)"
+                f"{validation_message(cause)} ({section}.{member} is a member of the sweep "
+                f"{section}.{sweep}.sweep)"
             ) from None
         raise ConfigError(validation_message(cause)) from None
 
@@ -250,6 +261,8 @@ class Plan:
         self.fits = list(config["fits"])
         # fit blocks with a sweep, expanded by validate() into their members (sviflow.sweeps)
         self.sweeps = config.get(SWEEPS_KEY) or {}
+        # dataset blocks with a sweep, expanded the same way (coins/seed~0)
+        self.dataset_sweeps = config.get(DATASETS_KEY) or {}
         self.datasets = list(config.get("datasets") or {})
         self.models = list(config["models"])
         self.comparisons = list(config.get("comparisons") or {})
@@ -297,11 +310,14 @@ class Plan:
         dataset in a reference id), and no dataset called ``none`` (a model without data)."""
         pattern = load_schema()["$defs"]["name"]["pattern"]
         name_pattern = re.compile(pattern.removeprefix("^").removesuffix("$"))
-        members = {fit: sweep for sweep, entry in self.sweeps.items() for fit in entry["members"]}
+        members = {
+            section: {member: sweep for sweep, entry in sweeps.items() for member in entry["members"]}
+            for section, sweeps in (("fits", self.sweeps), ("datasets", self.dataset_sweeps))
+        }
         for section in NAMED_SECTIONS:
             for name in self.config.get(section) or {}:
-                if section == "fits" and name in members:
-                    name = members[name]  # sweep/step_size~0.001: the sweep's name is the user's
+                # sweep/step_size~0.001: the sweep's name is the user's
+                name = members.get(section, {}).get(name, name)
                 if not name_pattern.fullmatch(name):
                     raise ConfigError(
                         f"{section}.{name!r}: not a valid name (it names files under "

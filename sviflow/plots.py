@@ -667,7 +667,10 @@ def sweep_figure(sweep: str, info: dict, check_paths: list[str], path) -> None:
         if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
             ax.set_xscale("log")
         if not numeric:
-            ax.set_xticks(range(len(levels)), [str(level) for level in levels])
+            # a sweep over 50 datasets: every k-th name, slanted, so that the names stay legible
+            shown = range(0, len(levels), max(1, math.ceil(len(levels) / 12)))
+            slanted = {"rotation": 30, "ha": "right", "fontsize": 7} if len(levels) > 4 else {}
+            ax.set_xticks(list(shown), [str(levels[i]) for i in shown], **slanted)
         ax.set_xlabel(names[0])
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)

@@ -90,6 +90,103 @@ def test_a_sweep_key_must_be_a_dotted_key():
         validate(config)
 
 
+DATASET_SWEEP = """
+models:
+  coin: {function: coin_flips, reference: {method: exact, num_draws: 2000}}
+datasets:
+  fair: {generator: coin_flips, args: {heads: 12, tails: 8}}
+  coins:
+    generator: coin_flips
+    args: {n: 20, p: 0.4}
+    sweep: {args.seed: [0, 1, 2]}
+fits:
+  sbc:
+    model: coin
+    data: coins
+    guide: {name: beta}
+    steps: 200
+    sweep: {seed: [1, 2]}
+  solo: {model: coin, data: coins/seed~1, guide: {name: beta}, steps: 200}
+  mixed:
+    model: coin
+    data: fair
+    guide: {name: beta}
+    steps: 200
+    sweep: {data: [fair, coins]}
+predictive: {num_samples: 500, num_mock: 100, seed: 0}
+checks:
+  quality: {elbo_particles: 500, khat_particles: 500, energy_draws: 300}
+engine: {chunks: 4, trajectory_points: 100}
+"""
+
+
+def test_a_dataset_sweep_is_one_dataset_per_combination_and_a_fit_on_it_one_fit_each():
+    config = yaml.safe_load(DATASET_SWEEP)
+    p = plan(config)
+    assert p.datasets == ["fair", "coins/seed~0", "coins/seed~1", "coins/seed~2"]
+    assert p.config["datasets"]["coins/seed~2"]["args"] == {"n": 20, "p": 0.4, "seed": 2}
+    assert p.dataset_sweeps["coins"]["members"]["coins/seed~0"] == {"args.seed": 0}
+    # data: coins is a sweep over its datasets, the fit's own sweep beside it
+    members = [fit for fit in p.fits if fit.startswith("sbc/")]
+    assert members[0] == "sbc/data~coins-seed-0_seed~1" and len(members) == 6
+    assert p.sweeps["sbc"]["members"]["sbc/data~coins-seed-2_seed~2"] == {"data": "coins/seed~2", "seed": 2}
+    assert p.config["fits"]["sbc/data~coins-seed-2_seed~2"]["data"] == "coins/seed~2"
+    # a sweep's data list names the dataset sweep for all its datasets; a member by its name
+    assert [f for f in p.fits if f.startswith("mixed/")] == [
+        "mixed/data~fair",
+        "mixed/data~coins-seed-0",
+        "mixed/data~coins-seed-1",
+        "mixed/data~coins-seed-2",
+    ]
+    assert p.config["fits"]["solo"]["data"] == "coins/seed~1"
+    # one shape, one model and guide: the swept fits share a batch
+    assert any(set(members) <= set(batch) for batch in p.batches().values())
+    validate(p.config)  # validated twice: the same plan
+    assert Plan(p.config, REPO / "tests" / "configs").fits == p.fits
+
+
+def test_a_bad_value_in_a_dataset_sweep_names_the_dataset_and_its_sweep():
+    config = yaml.safe_load(DATASET_SWEEP)
+    config["datasets"]["coins"]["sweep"]["generator"] = ["coin_flips", "dice"]
+    with pytest.raises(ConfigError) as error:
+        validate(config)
+    message = str(error.value)
+    assert re.search(r"datasets\.coins/seed~[012]_generator~dice\.generator: 'dice'", message), message
+    assert "member of the sweep datasets.coins.sweep" in message
+    config = yaml.safe_load(DATASET_SWEEP)
+    config["fits"]["sbc"]["sweep"]["data"] = ["fair"]
+    with pytest.raises(
+        ConfigError, match="fits.sbc: data names the dataset sweep 'coins' and its sweep lists data too"
+    ):
+        validate(config)
+
+
+def test_a_dataset_sweep_runs_its_datasets_and_references_one_each(workflow_copy):
+    """The DAG of a dataset sweep, and its simulate and reference jobs run for real: each
+    member's file holds its own seed's flips, each reference its own dataset's exact answer."""
+    (workflow_copy / "ds.yaml").write_text(DATASET_SWEEP)
+    args = ("--configfile", "ds.yaml", "--replace-workflow-config", "--cores", "2")
+    planned = dry_run_jobs(run_snakemake(workflow_copy, "-n", *args).stdout)
+    rules = sorted(rule for rule, _ in planned)
+    assert rules.count("simulate") == 4 and rules.count("reference") == 4
+    # the sweeps' 10 fits in one batch; solo, a fit of its own, keeps its own job
+    assert rules.count("fit_batch_1") == 1 and rules.count("fit") == 1
+    assert ("simulate", "dataset=coins/seed~1") in planned
+    targets = [f"results/references/coin--coins/seed~{seed}.h5" for seed in range(3)]
+    run_snakemake(workflow_copy, *args, *targets)
+    results = workflow_copy / "results"
+    flips = []
+    for seed in range(3):
+        with h5py.File(results / "data" / "coins" / f"seed~{seed}.h5") as handle:
+            flips.append(np.asarray(handle["observed/obs"]))
+        heads = float(flips[-1].sum())
+        with h5py.File(results / "references" / "coin--coins" / f"seed~{seed}.h5") as handle:
+            mean = float(np.asarray(handle["moments/mean/latent_fairness"]))
+        assert abs(mean - (heads + 1) / 22) < 1e-5, (seed, mean, heads)
+    assert all(f.shape == (20,) for f in flips)
+    assert not np.array_equal(flips[0], flips[1]) and not np.array_equal(flips[1], flips[2])
+
+
 # --- batches ----------------------------------------------------------------------------------
 
 
