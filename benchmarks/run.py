@@ -127,23 +127,35 @@ def sweep_config(steps: int, seeds: list[int], quick: bool = False) -> dict:
     return config
 
 
-def data_sweep_config(datasets: int, steps: int, batch: bool, quick: bool = False) -> dict:
-    """A sweep over datasets: ``datasets`` coin datasets of 20 flips each (n, p, seed: p from 0.3
-    up), 2 seeds, the Beta guide at step size 0.01, ``steps`` steps; with ``batch`` false every
-    member in jobs of its own."""
-    fit = {**coin_fit(1.0e-2, steps, 1), "data": "d0"}
-    fit["sweep"] = {"data": [f"d{k}" for k in range(datasets)], "seed": [1, 2]}
+def data_sweep_config(
+    datasets: int, steps: int, batch: bool, quick: bool = False, dataset_sweep: bool = False
+) -> dict:
+    """A sweep over datasets: ``datasets`` coin datasets of 20 flips each (n 20, p 0.5, seeds 0,
+    1, ...), 2 seeds, the Beta guide at step size 0.01, ``steps`` steps; with ``batch`` false every
+    member in jobs of its own. The datasets are a block each, or with ``dataset_sweep`` one
+    dataset block with a sweep over its seed (the same datasets; one simulate and one reference
+    job for all of them)."""
+    fit = coin_fit(1.0e-2, steps, 1)
+    if dataset_sweep:
+        fit.update(data="coins", sweep={"seed": [1, 2]})
+        data = {
+            "coins": {
+                "generator": "coin_flips",
+                "args": {"n": 20, "p": 0.5},
+                "sweep": {"args.seed": list(range(datasets))},
+            }
+        }
+    else:
+        fit.update(data="d0", sweep={"data": [f"d{k}" for k in range(datasets)], "seed": [1, 2]})
+        data = {
+            f"d{k}": {"generator": "coin_flips", "args": {"n": 20, "p": 0.5, "seed": k}}
+            for k in range(datasets)
+        }
     if not batch:
         fit["batch"] = False
     config = {
         "models": {"coin": {"function": "coin_flips", "reference": {"method": "exact"}}},
-        "datasets": {
-            f"d{k}": {
-                "generator": "coin_flips",
-                "args": {"n": 20, "p": round(0.3 + 0.4 * k / max(datasets - 1, 1), 4), "seed": k},
-            }
-            for k in range(datasets)
-        },
+        "datasets": data,
         "fits": {"coins": fit},
     }
     if quick:
@@ -639,7 +651,9 @@ def bench_sweep(out: Path, args, rows: list, which: str) -> None:
 
 def bench_data_sweep(out: Path, args, rows: list) -> None:
     """datasweep: 10 datasets x 2 seeds, as one batch (datasets of one shape share a program)
-    against the same fits in jobs of their own (batch: false), both cold."""
+    against the same fits in jobs of their own (batch: false), both cold, the datasets a block
+    each; and the batch again with the datasets as one dataset sweep (one simulate and one
+    reference job instead of one per dataset)."""
     steps, datasets = (500, 4) if args.quick else (2000, 10)
     scratch = out / "datasweep"
     fits = 2 * datasets
@@ -649,6 +663,13 @@ def bench_data_sweep(out: Path, args, rows: list) -> None:
     alone, alone_jobs, alone_by_step = _sweep_run(
         scratch, "per_fit", data_sweep_config(datasets, steps, False, args.quick), args.cores
     )
+    swept, swept_jobs, swept_by_step = _sweep_run(
+        scratch, "dataset_sweep", data_sweep_config(datasets, steps, True, args.quick, True), args.cores
+    )
+
+    def shown(by):
+        return ", ".join(f"{k} {v:.0f}" for k, v in by.items())
+
     rows.append(
         row(
             f"{fits} fits over {datasets} datasets, cold: one batch vs a job per fit",
@@ -657,11 +678,25 @@ def bench_data_sweep(out: Path, args, rows: list) -> None:
             batched / alone,
             "(info)",
             None,
-            f"the Beta guide on {datasets} coin datasets of 20 flips (coin_flips n, p, seed) x 2 "
-            f"seeds, {steps} steps, one fit block with sweep: {{data: [...], seed: [1, 2]}}: "
-            f"{jobs} jobs, one program; baseline: the same with batch: false, {alone_jobs} jobs; "
-            f"job seconds by step {', '.join(f'{k} {v:.0f}' for k, v in by_step.items())} "
-            f"against {', '.join(f'{k} {v:.0f}' for k, v in alone_by_step.items())}",
+            f"the Beta guide on {datasets} coin datasets of 20 flips (coin_flips n 20, p 0.5, seeds "
+            f"0-{datasets - 1}, a dataset block each) x 2 seeds, {steps} steps, one fit block with "
+            f"sweep: {{data: [...], seed: [1, 2]}}: {jobs} jobs, one program; baseline: the same with "
+            f"batch: false, {alone_jobs} jobs; job seconds by step {shown(by_step)} against "
+            f"{shown(alone_by_step)}",
+        )
+    )
+    rows.append(
+        row(
+            f"the same {fits} fits, the datasets as one dataset sweep",
+            swept,
+            batched,
+            swept / batched,
+            "(info)",
+            None,
+            f"datasets: {{coins: {{..., sweep: {{args.seed: [0, ..., {datasets - 1}]}}}}}} and the fit's "
+            f"data: coins (the same datasets): {swept_jobs} jobs, the datasets made by one simulate "
+            f"job and their references by one reference job; baseline: the batch above, a simulate "
+            f"and a reference job per dataset; job seconds by step {shown(swept_by_step)}",
         )
     )
 

@@ -813,6 +813,47 @@ class Plan:
             return [os.path.relpath(self._config_path(entry["file"]))]
         return []
 
+    # --- datasets and references of a dataset sweep, each made in one job -------------------
+
+    # the reference methods computed in a second or two (a job's start costs as much): one job
+    # for a model's references on all datasets of a sweep. nuts and draws take minutes each,
+    # and on a cluster each deserves a node of its own: one job per dataset
+    BATCHED_REFERENCES = ("exact", "grid")
+
+    def dataset_batches(self) -> dict[str, list[str]]:
+        """``{dataset sweep: [its datasets]}``: each sweep of two or more datasets is made by one
+        simulate job (numpy only: a job of its own per dataset cost more to start than to run)."""
+        return {
+            name: list(sweep["members"])
+            for name, sweep in self.dataset_sweeps.items()
+            if len(sweep["members"]) > 1
+        }
+
+    def reference_batches(self) -> dict[str, list[str]]:
+        """``{'<model>--<dataset sweep>': [reference ids]}``: a model's exact or grid references
+        on the datasets of a sweep (those some fit needs, two or more), in one job; each the
+        same file, to the bit, as the reference job of one dataset makes."""
+        needed = set(self.reference_ids())
+        batches = {}
+        for model in self.models:
+            if self.reference_method(model) not in self.BATCHED_REFERENCES:
+                continue
+            for name, sweep in self.dataset_sweeps.items():
+                ids = [f"{model}--{member}" for member in sweep["members"] if f"{model}--{member}" in needed]
+                if len(ids) > 1:
+                    batches[f"{model}--{name}"] = ids
+        return batches
+
+    @property
+    def solo_datasets(self) -> list[str]:
+        batched = {d for members in self.dataset_batches().values() for d in members}
+        return [d for d in self.datasets if d not in batched]
+
+    @property
+    def solo_references(self) -> list[str]:
+        batched = {r for ids in self.reference_batches().values() for r in ids}
+        return [r for r in self.reference_ids() if r not in batched]
+
     # --- batches: fits that share a program, run as one vmapped program in one job -------------
 
     # the guide's arguments that only set its initial values (built-in guides: ``*_init``), which
@@ -979,6 +1020,9 @@ class Plan:
             "sweep": one_of(self.sweeps, "no-sweeps"),
             "dataset": one_of(self.datasets, "no-datasets"),
             "reference": one_of(self.reference_ids(), "no-references"),
+            # the simulate and reference rules': a dataset sweep's are its batch's
+            "solo_dataset": one_of(self.solo_datasets, "no-solo-datasets"),
+            "solo_reference": one_of(self.solo_references, "no-solo-references"),
             "comparison": one_of(self.comparisons, "no-comparisons"),
         }
 

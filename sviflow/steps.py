@@ -116,6 +116,17 @@ def simulate(inputs, outputs, params, progress_file=None):
     write_artifact(outputs["data"], "data", dataset, config=params["spec"])
 
 
+def simulate_batch(inputs, outputs, params, progress_file=None):
+    """The datasets of a dataset sweep, one after another in one process, each exactly as
+    :func:`simulate` makes it alone."""
+    for name, spec, path in zip(params["names"], params["specs"], _listed(outputs["data"])):
+        simulate({}, {"data": path}, {"name": name, "spec": spec})
+
+
+def _listed(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _fit_setup(spec: dict, kwargs: dict, adaptive: bool = False) -> dict:
     """What a fit needs before its first step: model, guide, latent sites, the SVI object and
     the engine's settings (a budget, a decay, a Laplace start)."""
@@ -653,6 +664,16 @@ def reference(inputs, outputs, params, progress_file=None):
     if "source" in result:
         attrs["source"] = result["source"]
     write_artifact(outputs["reference"], "reference", references.to_tree(result), config=params, attrs=attrs)
+
+
+def reference_batch(inputs, outputs, params, progress_file=None):
+    """A model's references on the datasets of a dataset sweep (``inputs["data"]`` and
+    ``outputs["reference"]`` in the same order), one after another in one process, each
+    exactly as :func:`reference` makes it alone (the same params, the same file)."""
+    shared = {key: value for key, value in inputs.items() if key != "data"}
+    for data, path in zip(_listed(inputs["data"]), _listed(outputs["reference"])):
+        log.info("reference of model %s on %s -> %s", params["model"]["name"], data, path)
+        reference({**shared, "data": data}, {"reference": path}, params)
 
 
 def check(inputs, outputs, params, progress_file=None):

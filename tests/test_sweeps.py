@@ -161,20 +161,31 @@ def test_a_bad_value_in_a_dataset_sweep_names_the_dataset_and_its_sweep():
         validate(config)
 
 
-def test_a_dataset_sweep_runs_its_datasets_and_references_one_each(workflow_copy):
-    """The DAG of a dataset sweep, and its simulate and reference jobs run for real: each
-    member's file holds its own seed's flips, each reference its own dataset's exact answer."""
+def test_a_dataset_sweep_is_made_and_referenced_in_one_job_each(workflow_copy):
+    """The DAG of a dataset sweep: its three datasets made by one simulate job and the model's
+    exact references on them by one reference job, run for real. Each member's file holds its
+    own seed's flips, each reference its own dataset's exact answer, and both are, array for
+    array, the files that the per-dataset steps make of that dataset alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
     (workflow_copy / "ds.yaml").write_text(DATASET_SWEEP)
     args = ("--configfile", "ds.yaml", "--replace-workflow-config", "--cores", "2")
     planned = dry_run_jobs(run_snakemake(workflow_copy, "-n", *args).stdout)
     rules = sorted(rule for rule, _ in planned)
-    assert rules.count("simulate") == 4 and rules.count("reference") == 4
+    # fair alone; the sweep's three in one job each step
+    assert rules.count("simulate") == 1 and rules.count("simulate_sweep_1") == 1
+    assert rules.count("reference") == 1 and rules.count("reference_sweep_1") == 1
+    assert ("simulate", "dataset=fair") in planned and ("reference", "reference=coin--fair") in planned
     # the sweeps' 10 fits in one batch; solo, a fit of its own, keeps its own job
     assert rules.count("fit_batch_1") == 1 and rules.count("fit") == 1
-    assert ("simulate", "dataset=coins/seed~1") in planned
     targets = [f"results/references/coin--coins/seed~{seed}.h5" for seed in range(3)]
     run_snakemake(workflow_copy, *args, *targets)
     results = workflow_copy / "results"
+    log = (results / "logs" / "batches" / "reference" / "coin--coins.log").read_text()
+    assert log.count("reference coin (exact)") == 3
     flips = []
     for seed in range(3):
         with h5py.File(results / "data" / "coins" / f"seed~{seed}.h5") as handle:
@@ -185,6 +196,57 @@ def test_a_dataset_sweep_runs_its_datasets_and_references_one_each(workflow_copy
         assert abs(mean - (heads + 1) / 22) < 1e-5, (seed, mean, heads)
     assert all(f.shape == (20,) for f in flips)
     assert not np.array_equal(flips[0], flips[1]) and not np.array_equal(flips[1], flips[2])
+
+    # the per-dataset steps by hand on coins/seed~1: the same arrays
+    p = plan(yaml.safe_load(DATASET_SWEEP))
+    alone = workflow_copy / "alone"
+    steps = {
+        "simulate": (
+            [],
+            {"data": alone / "data.h5"},
+            {"name": "coins/seed~1", "spec": p.dataset_spec("coins/seed~1")},
+        ),
+        "reference": (
+            [f"data={results / 'data' / 'coins' / 'seed~1.h5'}"],
+            {"reference": alone / "reference.h5"},
+            {"model": p.model_spec("coin"), "reference": p.reference_settings("coin")},
+        ),
+    }
+    for step, (inputs, outputs, params) in steps.items():
+        command = [
+            sys.executable,
+            str(workflow_copy / "scripts" / f"{step}.py"),
+            "--params",
+            json.dumps(params),
+        ]
+        command += ["--output", *(f"{k}={v}" for k, v in outputs.items())]
+        command += ["--input", *inputs] if inputs else []
+        subprocess.run(
+            command,
+            check=True,
+            cwd=workflow_copy,
+            env={**os.environ, "PYTHONPATH": str(workflow_copy)},
+            timeout=300,
+        )
+    for made, batched in (
+        (alone / "data.h5", results / "data" / "coins" / "seed~1.h5"),
+        (alone / "reference.h5", results / "references" / "coin--coins" / "seed~1.h5"),
+    ):
+        a, b = _arrays(made), _arrays(batched)
+        assert a.keys() == b.keys() and len(a) >= 1
+        for key in a:
+            assert np.array_equal(a[key], b[key], equal_nan=True), (made.name, key)
+
+
+def _arrays(path) -> dict:
+    out = {}
+    with h5py.File(path) as handle:
+        handle.visititems(
+            lambda name, node: (
+                out.__setitem__(name, np.asarray(node)) if isinstance(node, h5py.Dataset) else None
+            )
+        )
+    return out
 
 
 # --- batches ----------------------------------------------------------------------------------

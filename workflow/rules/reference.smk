@@ -16,6 +16,8 @@ rule reference:
     params:
         model=lambda wildcards: model_spec(reference_model(wildcards.reference)),
         reference=lambda wildcards: reference_settings(reference_model(wildcards.reference)),
+    wildcard_constraints:
+        reference=SOLO_REFERENCE,  # a dataset sweep's exact or grid ones are its batch's (below)
     log:
         out("logs/reference/{reference}.log"),
     benchmark:
@@ -28,3 +30,38 @@ rule reference:
         CONDA_ENV
     script:
         "../../scripts/reference.py"
+
+
+# A model's exact or grid references on the datasets of a dataset sweep in one job (a second
+# or two each: one process, not one per dataset); each file is the one the reference rule
+# would make of it alone. nuts and draws references keep a job per dataset
+# (Plan.reference_batches).
+for _index, (_batch, _ids) in enumerate(PLAN.reference_batches().items(), start=1):
+    _model = reference_model(_ids[0])
+
+    rule:
+        """A model's references on the datasets of a dataset sweep, one process."""
+        name:
+            f"reference_sweep_{_index}"
+        input:
+            code=PLAN.code_files(model=_model),
+            data=[reference_inputs(reference)["data"] for reference in _ids],
+            model=out(f"models/{_model}.json"),
+            library=library("references.py", *MODEL_CODE),
+        output:
+            reference=[out(f"references/{reference}.h5") for reference in _ids],
+        params:
+            model=model_spec(_model),
+            reference=reference_settings(_model),
+        log:
+            out(f"logs/batches/reference/{_batch}.log"),
+        benchmark:
+            out(f"benchmarks/batches/reference/{_batch}.tsv")
+        threads: JAX_THREADS
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        conda:
+            CONDA_ENV
+        script:
+            "../../scripts/reference_batch.py"
