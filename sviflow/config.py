@@ -348,9 +348,10 @@ class Plan:
                     f"(models: {', '.join(self.models)})"
                 )
             if "data" in entry and entry["data"] not in (config.get("datasets") or {}):
+                swept = f"; dataset sweeps: {', '.join(self.dataset_sweeps)}" if self.dataset_sweeps else ""
                 raise ConfigError(
                     f"fits.{fit}.data: {entry['data']!r} is not a key of datasets "
-                    f"(datasets: {', '.join(self.datasets) or 'none'})"
+                    f"(datasets: {', '.join(self.datasets) or 'none'}{swept})"
                 )
         # model and guide names: built in, an autoguide, or path/to/file.py:function
         for problem in check_names(config):
@@ -813,46 +814,39 @@ class Plan:
             return [os.path.relpath(self._config_path(entry["file"]))]
         return []
 
-    # --- datasets and references of a dataset sweep, each made in one job -------------------
+    # --- the references of a dataset sweep, made in one job ------------------------------------
 
     # the reference methods computed in a second or two (a job's start costs as much): one job
     # for a model's references on all datasets of a sweep. nuts and draws take minutes each,
     # and on a cluster each deserves a node of its own: one job per dataset
     BATCHED_REFERENCES = ("exact", "grid")
 
-    def dataset_batches(self) -> dict[str, list[str]]:
-        """``{dataset sweep: [its datasets]}``: each sweep of two or more datasets is made by one
-        simulate job (numpy only: a job of its own per dataset cost more to start than to run)."""
-        return {
-            name: list(sweep["members"])
-            for name, sweep in self.dataset_sweeps.items()
-            if len(sweep["members"]) > 1
-        }
-
     def reference_batches(self) -> dict[str, list[str]]:
         """``{'<model>--<dataset sweep>': [reference ids]}``: a model's exact or grid references
-        on the datasets of a sweep (those some fit needs, two or more), in one job; each the
-        same file, to the bit, as the reference job of one dataset makes."""
+        on every dataset of a sweep (of two or more) that some fit of the model has, in one
+        job; each the same file, to the bit, as the reference job of one dataset makes. Every
+        dataset of the sweep, not only those its fits need: what the job makes must not depend
+        on the other fits (adding or dropping a fit would rerun the references of the rest)."""
         needed = set(self.reference_ids())
         batches = {}
         for model in self.models:
             if self.reference_method(model) not in self.BATCHED_REFERENCES:
                 continue
             for name, sweep in self.dataset_sweeps.items():
-                ids = [f"{model}--{member}" for member in sweep["members"] if f"{model}--{member}" in needed]
-                if len(ids) > 1:
+                ids = [f"{model}--{member}" for member in sweep["members"]]
+                if len(ids) > 1 and needed.intersection(ids):
                     batches[f"{model}--{name}"] = ids
         return batches
-
-    @property
-    def solo_datasets(self) -> list[str]:
-        batched = {d for members in self.dataset_batches().values() for d in members}
-        return [d for d in self.datasets if d not in batched]
 
     @property
     def solo_references(self) -> list[str]:
         batched = {r for ids in self.reference_batches().values() for r in ids}
         return [r for r in self.reference_ids() if r not in batched]
+
+    def reference_ids_made(self) -> list[str]:
+        """Every reference some job makes: the fits' and the rest of their dataset sweeps'."""
+        batched = [r for ids in self.reference_batches().values() for r in ids]
+        return sorted(set(self.reference_ids()) | set(batched))
 
     # --- batches: fits that share a program, run as one vmapped program in one job -------------
 
@@ -1019,9 +1013,8 @@ class Plan:
             "solo_fit": one_of(self.solo_fits, "no-solo-fits"),
             "sweep": one_of(self.sweeps, "no-sweeps"),
             "dataset": one_of(self.datasets, "no-datasets"),
-            "reference": one_of(self.reference_ids(), "no-references"),
-            # the simulate and reference rules': a dataset sweep's are its batch's
-            "solo_dataset": one_of(self.solo_datasets, "no-solo-datasets"),
+            "reference": one_of(self.reference_ids_made(), "no-references"),
+            # the reference rule's: a dataset sweep's exact or grid ones are its batch's
             "solo_reference": one_of(self.solo_references, "no-solo-references"),
             "comparison": one_of(self.comparisons, "no-comparisons"),
         }

@@ -116,13 +116,6 @@ def simulate(inputs, outputs, params, progress_file=None):
     write_artifact(outputs["data"], "data", dataset, config=params["spec"])
 
 
-def simulate_batch(inputs, outputs, params, progress_file=None):
-    """The datasets of a dataset sweep, one after another in one process, each exactly as
-    :func:`simulate` makes it alone."""
-    for name, spec, path in zip(params["names"], params["specs"], _listed(outputs["data"])):
-        simulate({}, {"data": path}, {"name": name, "spec": spec})
-
-
 def _listed(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 

@@ -125,6 +125,15 @@ def expand(config: dict) -> tuple[dict, dict]:
     dataset_sweeps = _expand_section(config, "datasets")
     fits = config.get("fits") or {}
     labels = {"data": {m: data_label(m) for s in dataset_sweeps.values() for m in s["members"]}}
+    written = {}  # how each dataset is written in a fit's name: none twice
+    for dataset in config.get("datasets") or {}:
+        shown = labels["data"].get(dataset, dataset)
+        if shown in written:
+            raise ConfigError(
+                f"datasets.{written[shown]} and datasets.{dataset} would be written the same in a "
+                f"fit's name ({shown}: '/' and '~' become '-'); rename one"
+            )
+        written[shown] = dataset
     for name, entry in list(fits.items()):
         if not isinstance(entry, dict) or not dataset_sweeps:
             continue

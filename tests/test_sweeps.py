@@ -154,6 +154,12 @@ def test_a_bad_value_in_a_dataset_sweep_names_the_dataset_and_its_sweep():
     assert re.search(r"datasets\.coins/seed~[012]_generator~dice\.generator: 'dice'", message), message
     assert "member of the sweep datasets.coins.sweep" in message
     config = yaml.safe_load(DATASET_SWEEP)
+    config["datasets"]["coins-seed-1"] = {"generator": "coin_flips", "args": {"heads": 1, "tails": 1}}
+    with pytest.raises(
+        ConfigError, match=r"datasets\.coins/seed~1 and datasets\.coins-seed-1 would be written the same"
+    ):
+        validate(config)
+    config = yaml.safe_load(DATASET_SWEEP)
     config["fits"]["sbc"]["sweep"]["data"] = ["fair"]
     with pytest.raises(
         ConfigError, match="fits.sbc: data names the dataset sweep 'coins' and its sweep lists data too"
@@ -161,11 +167,31 @@ def test_a_bad_value_in_a_dataset_sweep_names_the_dataset_and_its_sweep():
         validate(config)
 
 
-def test_a_dataset_sweep_is_made_and_referenced_in_one_job_each(workflow_copy):
-    """The DAG of a dataset sweep: its three datasets made by one simulate job and the model's
-    exact references on them by one reference job, run for real. Each member's file holds its
-    own seed's flips, each reference its own dataset's exact answer, and both are, array for
-    array, the files that the per-dataset steps make of that dataset alone."""
+def test_a_dataset_sweeps_references_are_one_job_that_does_not_change_with_the_fits():
+    """The reference batch holds every dataset of the sweep, whichever the fits need: dropping
+    or narrowing a fit must not change the job (Snakemake would rerun every reference of it and
+    the checks of the other fits)."""
+    whole = plan(yaml.safe_load(DATASET_SWEEP)).reference_batches()
+    assert whole == {"coin--coins": [f"coin--coins/seed~{seed}" for seed in range(3)]}
+    config = yaml.safe_load(DATASET_SWEEP)
+    del config["fits"]["sbc"], config["fits"]["mixed"]  # solo alone needs coins/seed~1 only
+    assert plan(config).reference_batches() == whole
+    config = yaml.safe_load(DATASET_SWEEP)
+    del config["fits"]["solo"]
+    config["fits"]["mixed"]["sweep"]["data"] = ["coins/seed~0", "coins/seed~1"]
+    del config["fits"]["sbc"]["data"], config["fits"]["sbc"]["sweep"]
+    config["fits"]["sbc"]["data"] = "fair"
+    assert plan(config).reference_batches() == whole
+    config = yaml.safe_load(DATASET_SWEEP)
+    config["fits"] = {"solo": {**config["fits"]["solo"], "data": "fair"}}
+    assert plan(config).reference_batches() == {}  # no fit on the sweep: no job
+
+
+def test_a_dataset_sweep_is_made_and_its_references_in_one_job(workflow_copy):
+    """The DAG of a dataset sweep: a simulate job per dataset and the model's exact references
+    on them in one job, run for real. Each dataset's file holds its own seed's flips, each
+    reference its own dataset's exact answer, and both are, array for array, the files that the
+    per-dataset steps make of that dataset alone."""
     import json
     import os
     import subprocess
@@ -175,8 +201,8 @@ def test_a_dataset_sweep_is_made_and_referenced_in_one_job_each(workflow_copy):
     args = ("--configfile", "ds.yaml", "--replace-workflow-config", "--cores", "2")
     planned = dry_run_jobs(run_snakemake(workflow_copy, "-n", *args).stdout)
     rules = sorted(rule for rule, _ in planned)
-    # fair alone; the sweep's three in one job each step
-    assert rules.count("simulate") == 1 and rules.count("simulate_sweep_1") == 1
+    # a dataset a job; the sweep's three references in one job, fair's alone
+    assert rules.count("simulate") == 4
     assert rules.count("reference") == 1 and rules.count("reference_sweep_1") == 1
     assert ("simulate", "dataset=fair") in planned and ("reference", "reference=coin--fair") in planned
     # the sweeps' 10 fits in one batch; solo, a fit of its own, keeps its own job

@@ -112,9 +112,8 @@ WILDCARDS = PLAN.wildcard_constraints()
 # the fits of the per-fit rules (fit.smk, predict.smk, check.smk, plot.smk); batch.smk has the
 # others' (sviflow.config.Plan.batches)
 SOLO_FIT = WILDCARDS.pop("solo_fit")
-# the datasets and references of the per-dataset rules (simulate.smk, reference.smk); a dataset
-# sweep's are made by the batch rules there (Plan.dataset_batches, Plan.reference_batches)
-SOLO_DATASET = WILDCARDS.pop("solo_dataset")
+# the references of the per-dataset reference rule (reference.smk); a dataset sweep's exact or
+# grid ones are made by the batch rules there (Plan.reference_batches)
 SOLO_REFERENCE = WILDCARDS.pop("solo_reference")
 
 

@@ -33,9 +33,12 @@ rule reference:
 
 
 # A model's exact or grid references on the datasets of a dataset sweep in one job (a second
-# or two each: one process, not one per dataset); each file is the one the reference rule
-# would make of it alone. nuts and draws references keep a job per dataset
-# (Plan.reference_batches).
+# or two each: one process, not one per dataset, and on a cluster one submission); each file
+# is the one the reference rule would make of it alone. Every dataset of the sweep, whichever
+# the fits need, so that the job does not change with the fits. nuts and draws references keep
+# a job per dataset (Plan.reference_batches). Adding a dataset to the sweep remakes the batch's
+# references, and the checks of the fits on them rerun (their fits do not, unless their own
+# inputs changed).
 for _index, (_batch, _ids) in enumerate(PLAN.reference_batches().items(), start=1):
     _model = reference_model(_ids[0])
 
@@ -59,8 +62,10 @@ for _index, (_batch, _ids) in enumerate(PLAN.reference_batches().items(), start=
             out(f"benchmarks/batches/reference/{_batch}.tsv")
         threads: JAX_THREADS
         resources:
-            mem_mb=4000,
-            runtime=60,
+            # more with each retry, as the profile's set-resources give the reference rule
+            # (set-resources names rules, and these are numbered)
+            mem_mb=lambda wildcards, attempt: 4000 * attempt,
+            runtime=lambda wildcards, attempt: 60 * attempt,
         conda:
             CONDA_ENV
         script:
