@@ -133,8 +133,8 @@ def data_sweep_config(
     """A sweep over datasets: ``datasets`` coin datasets of 20 flips each (n 20, p 0.5, seeds 0,
     1, ...), 2 seeds, the Beta guide at step size 0.01, ``steps`` steps; with ``batch`` false every
     member in jobs of its own. The datasets are a block each, or with ``dataset_sweep`` one
-    dataset block with a sweep over its seed (the same datasets; one simulate and one reference
-    job for all of them)."""
+    dataset block with a sweep over its seed (the same datasets; one reference job for all of
+    them)."""
     fit = coin_fit(1.0e-2, steps, 1)
     if dataset_sweep:
         fit.update(data="coins", sweep={"seed": [1, 2]})
@@ -652,8 +652,8 @@ def bench_sweep(out: Path, args, rows: list, which: str) -> None:
 def bench_data_sweep(out: Path, args, rows: list) -> None:
     """datasweep: 10 datasets x 2 seeds, as one batch (datasets of one shape share a program)
     against the same fits in jobs of their own (batch: false), both cold, the datasets a block
-    each; and the batch again with the datasets as one dataset sweep (one simulate and one
-    reference job instead of one per dataset)."""
+    each; and the batch again with the datasets as one dataset sweep (one reference job
+    instead of one per dataset)."""
     steps, datasets = (500, 4) if args.quick else (2000, 10)
     scratch = out / "datasweep"
     fits = 2 * datasets
@@ -694,9 +694,9 @@ def bench_data_sweep(out: Path, args, rows: list) -> None:
             "(info)",
             None,
             f"datasets: {{coins: {{..., sweep: {{args.seed: [0, ..., {datasets - 1}]}}}}}} and the fit's "
-            f"data: coins (the same datasets): {swept_jobs} jobs, the datasets made by one simulate "
-            f"job and their references by one reference job; baseline: the batch above, a simulate "
-            f"and a reference job per dataset; job seconds by step {shown(swept_by_step)}",
+            f"data: coins (the same datasets): {swept_jobs} jobs, their references by one reference "
+            f"job (a simulate job per dataset still); baseline: the batch above, a reference job per "
+            f"dataset; job seconds by step {shown(swept_by_step)}",
         )
     )
 
