@@ -87,8 +87,13 @@ def _grid(section: str, name: str, entry: dict, taken, labels: dict | None = Non
     names = columns(keys)
     combinations = list(itertools.product(*(grid[key] for key in keys)))
     # Paramspace names each row; the values themselves are taken from the config (pandas
-    # would turn the ints of a column that also holds floats into floats)
-    frame = pd.DataFrame([[label(k, v) for k, v in zip(keys, row)] for row in combinations], columns=names)
+    # would turn the ints of a column that also holds floats into floats). A column named by a
+    # whole dotted key (two keys share their last part) is written with _ for its dots: pandas'
+    # itertuples, which Paramspace uses, renames columns that are not identifiers (_0, _1)
+    frame = pd.DataFrame(
+        [[label(k, v) for k, v in zip(keys, row)] for row in combinations],
+        columns=[name.replace(".", "_") for name in names],
+    )
     space = Paramspace(frame, filename_params="*")
     base = {key: value for key, value in entry.items() if key != "sweep"}
     entries, members = {}, {}

@@ -83,6 +83,20 @@ def test_a_value_that_cannot_name_a_file_is_refused():
         validate(config)
 
 
+def test_keys_that_share_their_last_part_name_members_by_their_whole_keys():
+    """guide.name and optimizer.name: Paramspace named such members _0~beta__1~Adam (pandas'
+    itertuples renames columns that are not identifiers)."""
+    config = sweep_config()
+    config["fits"]["grid"]["sweep"] = {
+        "guide.name": ["beta", "normal"],
+        "optimizer.name": ["Adam", "ClippedAdam"],
+    }
+    p = plan(config)
+    members = [fit for fit in p.fits if fit.startswith("grid/")]
+    assert members[0] == "grid/guide_name~beta_optimizer_name~Adam" and len(members) == 4
+    assert p.sweeps["grid"]["columns"] == ["guide.name", "optimizer.name"]  # the tables' headers
+
+
 def test_a_sweep_key_must_be_a_dotted_key():
     config = sweep_config()
     config["fits"]["grid"]["sweep"]["optimizer step"] = [1, 2]
