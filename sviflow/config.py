@@ -345,13 +345,13 @@ class Plan:
             if entry["model"] not in config["models"]:
                 raise ConfigError(
                     f"fits.{fit}.model: {entry['model']!r} is not a key of models "
-                    f"(models: {', '.join(self.models)})"
+                    f"(models: {', '.join(self.models)}){self._member_note(fit)}"
                 )
             if "data" in entry and entry["data"] not in (config.get("datasets") or {}):
                 swept = f"; dataset sweeps: {', '.join(self.dataset_sweeps)}" if self.dataset_sweeps else ""
                 raise ConfigError(
                     f"fits.{fit}.data: {entry['data']!r} is not a key of datasets "
-                    f"(datasets: {', '.join(self.datasets) or 'none'}{swept})"
+                    f"(datasets: {', '.join(self.datasets) or 'none'}{swept}){self._member_note(fit)}"
                 )
         # model and guide names: built in, an autoguide, or path/to/file.py:function
         for problem in check_names(config):
@@ -361,11 +361,17 @@ class Plan:
                 raise ConfigError(
                     f"fits.{fit}.batch: a fit with a step budget cannot be batched (each fit "
                     f"stops when its own rule holds); give steps a number, or batch: false"
+                    f"{self._member_note(fit)}"
                 )
         for name, entry in (config.get("comparisons") or {}).items():
             unknown = [f for f in entry["fits"] if f not in config["fits"]]
             if unknown:
                 raise ConfigError(f"comparisons.{name}.fits: {', '.join(unknown)} not in fits")
+
+    def _member_note(self, fit: str) -> str:
+        """For a message about a sweep's member: which block the user wrote it in."""
+        sweep = next((name for name, entry in self.sweeps.items() if fit in entry["members"]), None)
+        return f" (fits.{fit} is one of the fits of the sweep block fits.{sweep})" if sweep else ""
 
     def _check_outputs(self) -> None:
         """No two entries may write the same file, nor one a file where another needs a folder

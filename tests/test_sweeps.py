@@ -174,6 +174,13 @@ def test_a_bad_value_in_a_dataset_sweep_names_the_dataset_and_its_sweep():
     ):
         validate(config)
     config = yaml.safe_load(DATASET_SWEEP)
+    config["fits"]["sbc"]["model"] = "cn"
+    with pytest.raises(
+        ConfigError,
+        match=r"fits\.sbc/data~coins-seed-0_seed~1\.model: 'cn' .* of the sweep block fits\.sbc\)",
+    ):
+        plan(config)
+    config = yaml.safe_load(DATASET_SWEEP)
     config["fits"]["sbc"]["sweep"]["data"] = ["fair"]
     with pytest.raises(
         ConfigError, match="fits.sbc: data names the dataset sweep 'coins' and its sweep lists data too"
