@@ -26,7 +26,7 @@ import yaml
 
 from sviflow.errors import ConfigError
 from sviflow.names import LAPLACE_GUIDES
-from sviflow.sweeps import DATASETS_KEY
+from sviflow.sweeps import DATASETS_KEY, member_of
 from sviflow.sweeps import KEY as SWEEPS_KEY
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -370,7 +370,7 @@ class Plan:
 
     def _member_note(self, fit: str) -> str:
         """For a message about a sweep's member: which block the user wrote it in."""
-        sweep = next((name for name, entry in self.sweeps.items() if fit in entry["members"]), None)
+        sweep = member_of(self.sweeps, fit)
         return f" (fits.{fit} is one of the fits of the sweep block fits.{sweep})" if sweep else ""
 
     def _check_outputs(self) -> None:

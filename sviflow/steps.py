@@ -116,10 +116,6 @@ def simulate(inputs, outputs, params, progress_file=None):
     write_artifact(outputs["data"], "data", dataset, config=params["spec"])
 
 
-def _listed(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _fit_setup(spec: dict, kwargs: dict, adaptive: bool = False) -> dict:
     """What a fit needs before its first step: model, guide, latent sites, the SVI object and
     the engine's settings (a budget, a decay, a Laplace start)."""
@@ -664,7 +660,7 @@ def reference_batch(inputs, outputs, params, progress_file=None):
     ``outputs["reference"]`` in the same order), one after another in one process, each
     exactly as :func:`reference` makes it alone (the same params, the same file)."""
     shared = {key: value for key, value in inputs.items() if key != "data"}
-    for data, path in zip(_listed(inputs["data"]), _listed(outputs["reference"])):
+    for data, path in zip(_as_list(inputs["data"]), _as_list(outputs["reference"])):
         log.info("reference of model %s on %s -> %s", params["model"]["name"], data, path)
         reference({**shared, "data": data}, {"reference": path}, params)
 

@@ -128,40 +128,50 @@ def expand(config: dict) -> tuple[dict, dict]:
     after the schema has checked the blocks (so a sweep's values are non-empty lists of
     distinct values); the members are checked after."""
     dataset_sweeps = _expand_section(config, "datasets")
-    fits = config.get("fits") or {}
     labels = {"data": {m: data_label(m) for s in dataset_sweeps.values() for m in s["members"]}}
-    written = {}  # how each dataset is written in a fit's name: none twice
-    for dataset in config.get("datasets") or {}:
-        shown = labels["data"].get(dataset, dataset)
+    if dataset_sweeps:
+        _check_labels(config.get("datasets") or {}, labels["data"])
+        fits = config.get("fits") or {}
+        for name, entry in list(fits.items()):
+            if isinstance(entry, dict):
+                fits[name] = _over_dataset_sweeps(name, entry, dataset_sweeps)
+    return _expand_section(config, "fits", labels), dataset_sweeps
+
+
+def _check_labels(datasets: dict, labels: dict) -> None:
+    """No two datasets may be written alike in a fit's name."""
+    written = {}
+    for dataset in datasets:
+        shown = labels.get(dataset, dataset)
         if shown in written:
             raise ConfigError(
                 f"datasets.{written[shown]} and datasets.{dataset} would be written the same in a "
                 f"fit's name ({shown}: '/' and '~' become '-'); rename one"
             )
         written[shown] = dataset
-    for name, entry in list(fits.items()):
-        if not isinstance(entry, dict) or not dataset_sweeps:
-            continue
-        grid = dict(entry.get("sweep") or {})
-        if entry.get("data") in dataset_sweeps:
-            if "data" in grid:
-                raise ConfigError(
-                    f"fits.{name}: data names the dataset sweep {entry['data']!r} and its sweep "
-                    f"lists data too; give one of them"
-                )
-            grid = {"data": [entry["data"]], **grid}
-        if "data" not in grid:
-            continue
-        values = []
-        for value in grid["data"]:
-            values += list(dataset_sweeps[value]["members"]) if value in dataset_sweeps else [value]
-        if len(set(values)) < len(values):
+
+
+def _over_dataset_sweeps(name: str, entry: dict, dataset_sweeps: dict) -> dict:
+    """A fit block whose ``data`` (or sweep's ``data`` list) names a dataset sweep -> the block
+    with a sweep over its datasets; any other block as it is."""
+    grid = dict(entry.get("sweep") or {})
+    if entry.get("data") in dataset_sweeps:
+        if "data" in grid:
             raise ConfigError(
-                f"fits.{name}.sweep.data: a dataset is listed twice (a member of a dataset sweep too)"
+                f"fits.{name}: data names the dataset sweep {entry['data']!r} and its sweep "
+                f"lists data too; give one of them"
             )
-        grid["data"] = values
-        fits[name] = {**entry, "data": values[0], "sweep": grid}
-    return _expand_section(config, "fits", labels), dataset_sweeps
+        grid = {"data": [entry["data"]], **grid}
+    if "data" not in grid:
+        return entry
+    values = []
+    for value in grid["data"]:
+        values += list(dataset_sweeps[value]["members"]) if value in dataset_sweeps else [value]
+    if len(set(values)) < len(values):
+        raise ConfigError(
+            f"fits.{name}.sweep.data: a dataset is listed twice (a member of a dataset sweep too)"
+        )
+    return {**entry, "data": values[0], "sweep": {**grid, "data": values}}
 
 
 def _expand_section(config: dict, section: str, labels: dict | None = None) -> dict:

@@ -23,4 +23,3 @@ rule simulate:
         CONDA_ENV
     script:
         "../../scripts/simulate.py"
-
