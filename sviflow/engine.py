@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sviflow.compiling import jit_once
+
 log = logging.getLogger(__name__)
 
 
@@ -204,10 +206,10 @@ def fit_svi(
         else:
             run_chunk = jax.jit(vmap(chunk, in_axes=(0, None, None, 0)))
     elif not several:
-        state = jax.jit(lambda key: svi.init(key, init_params=init_params, **model_kwargs))(keys[0])
+        state = jit_once(lambda key: svi.init(key, init_params=init_params, **model_kwargs))(keys[0])
         run_chunk = jax.jit(chunk)
     else:
-        state = jax.jit(vmap(lambda key: svi.init(key, init_params=init_params, **model_kwargs)))(keys)
+        state = jit_once(vmap(lambda key: svi.init(key, init_params=init_params, **model_kwargs)))(keys)
         run_chunk = jax.jit(vmap(chunk, in_axes=(0, None, None)))
     if _holds_tracers(svi.constrain_fn):
         # a constraint built from jnp values inside the guide (interval(jnp.max(x), ...)): init
@@ -372,7 +374,7 @@ def fit_svi(
                     chosen = convergence.window_indices(kept_steps, rule, int(since[i]))
                     rows.append(value[i, chosen].mean(axis=0) if averaged[i] else value[i, -1])
                 means[name] = np.stack(rows)
-            constrained = jax.device_get(jax.jit(vmap(svi.constrain_fn))(means))
+            constrained = jax.device_get(jit_once(vmap(svi.constrain_fn))(means))
             final = {
                 name: np.where(
                     np.reshape(averaged, (-1,) + (1,) * (np.ndim(value) - 1)),
@@ -479,7 +481,7 @@ def fit_batch(
         svi.init(keys[0], **model_kwargs)  # an autoguide sets itself up eagerly (see fit_svi)
     rates = np.asarray([members[index]["step_size"] for index, _ in order], np.float64)
     if lane_kwargs is None:
-        init = jax.jit(
+        init = jit_once(
             grouped_vmap(lambda key, start: svi.init(key, init_params=start, **model_kwargs), lanes)
         )
         state = _set_step_sizes(init(keys, starts), rates, several=True)
@@ -487,7 +489,7 @@ def fit_batch(
             svi, steps, [seed for _, seed in order], model_kwargs, initial_state=state, lanes=lanes, **options
         )
     else:
-        init = jax.jit(
+        init = jit_once(
             grouped_vmap(
                 lambda key, start, lane: svi.init(key, init_params=start, **{**model_kwargs, **lane}), lanes
             )
@@ -710,13 +712,13 @@ def guide_moments(
     if lane_kwargs is not None:
         # each lane its data: (lane, point, ...) params and (lane, ...) data
         per_lane = jax.vmap(at_point, in_axes=(0, None))
-        compiled = jax.jit(grouped_vmap(per_lane, lanes) if lanes else jax.vmap(per_lane))
+        compiled = jit_once(grouped_vmap(per_lane, lanes) if lanes else jax.vmap(per_lane))
         return (lambda params: compiled(params, lane_kwargs)), shapes
     per_points = jax.vmap(at_point)
     if not several:
-        function = jax.jit(per_points)
+        function = jit_once(per_points)
     else:
-        function = jax.jit(grouped_vmap(per_points, lanes) if lanes else jax.vmap(per_points))
+        function = jit_once(grouped_vmap(per_points, lanes) if lanes else jax.vmap(per_points))
     return function, shapes
 
 

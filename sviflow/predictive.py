@@ -27,6 +27,8 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import Predictive
 
+from sviflow.compiling import jit_once
+
 
 def site_names(model, model_kwargs: dict, seed: int = 0) -> tuple[list[str], list[str]]:
     """-> (latent sample sites, observed sample sites) of ``model`` on its data."""
@@ -164,13 +166,13 @@ def predictive_paths(
         from sviflow.engine import grouped_vmap
 
         mapped = grouped_vmap(one, lanes) if lanes else jax.vmap(one)
-        paths = jax.jit(mapped)(keys, params, tuple(row_kwargs))
+        paths = jit_once(mapped)(keys, params, tuple(row_kwargs))
     elif lanes:
         from sviflow.engine import grouped_vmap
 
-        paths = jax.jit(grouped_vmap(one, lanes))(keys, params)
+        paths = jit_once(grouped_vmap(one, lanes))(keys, params)
     else:
-        paths = jax.jit(jax.vmap(one))(keys, params)
+        paths = jit_once(jax.vmap(one))(keys, params)
     weights = paths.pop("log_weights", None)
     result = {name: {k: np.asarray(v) for k, v in sites.items()} for name, sites in paths.items()}
     result.setdefault("mock_from_guide", {})
@@ -204,7 +206,7 @@ def log_weights(model, guide, params: dict, model_kwargs: dict, draws: dict) -> 
     """log p(x, z) - log q(z) at given draws of the guide. ``params``: (seed, ...) arrays;
     ``draws``: {site: (seed, draw, ...)}, e.g. a predictive file's posterior. -> (seed, draw)."""
     per_seed = jax.vmap(lambda d, p: jax.vmap(lambda x: _log_weight(model, guide, p, model_kwargs, x))(d))
-    return np.asarray(jax.jit(per_seed)(draws, params), dtype=np.float64)
+    return np.asarray(jit_once(per_seed)(draws, params), dtype=np.float64)
 
 
 def _interval_bounds(constraint) -> tuple[float, float] | None:
@@ -294,9 +296,9 @@ def support_excess(
     if lanes:
         from sviflow.engine import grouped_vmap
 
-        masses = jax.jit(grouped_vmap(mass, lanes))(params)
+        masses = jit_once(grouped_vmap(mass, lanes))(params)
     else:
-        masses = jax.jit(jax.vmap(mass))(params)
+        masses = jit_once(jax.vmap(mass))(params)
     n_seeds = len(next(iter(params.values())))
     return {
         site: {

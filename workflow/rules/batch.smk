@@ -17,7 +17,7 @@ for _batch, _fits in PLAN.batches().items():
         input:
             **PLAN.batch_inputs(_fits),
             model=out(f"models/{config['fits'][_first]['model']}.json"),
-            library=library("engine.py", "convergence.py", "laplace.py", *MODEL_CODE),
+            library=library("engine.py", "compiling.py", "convergence.py", "laplace.py", *MODEL_CODE),
         output:
             fit=[out(f"fits/{fit}.h5") for fit in _fits],
         params:
@@ -45,7 +45,7 @@ for _batch, _fits in PLAN.batches().items():
             f"predict_{_batch}"
         input:
             **PLAN.batch_inputs(_fits, fit=[out(f"fits/{fit}.h5") for fit in _fits]),
-            library=library("predictive.py", *MODEL_CODE),
+            library=library("predictive.py", "compiling.py", *MODEL_CODE),
         output:
             predictive=[out(f"predictive/{fit}.h5") for fit in _fits],
         params:

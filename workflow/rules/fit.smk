@@ -4,7 +4,7 @@ rule fit:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
         # its model's file: every fit at the same depth of the DAG (workflow/rules/model.smk)
         model=lambda wildcards: out(f"models/{config['fits'][wildcards.fit]['model']}.json"),
-        library=library("engine.py", "convergence.py", "laplace.py", *MODEL_CODE),
+        library=library("engine.py", "compiling.py", "convergence.py", "laplace.py", *MODEL_CODE),
     output:
         fit=out("fits/{fit}.h5"),
     params:

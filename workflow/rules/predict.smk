@@ -4,7 +4,7 @@ rule predict:
     input:
         unpack(lambda wildcards: fit_inputs(wildcards.fit)),
         fit=out("fits/{fit}.h5"),
-        library=library("predictive.py", *MODEL_CODE),
+        library=library("predictive.py", "compiling.py", *MODEL_CODE),
     output:
         predictive=out("predictive/{fit}.h5"),
     params:

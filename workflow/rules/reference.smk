@@ -10,7 +10,7 @@ rule reference:
         model=lambda wildcards: out(f"models/{reference_model(wildcards.reference)}.json"),
         # method draws: the file of draws, so that an edit of it reruns the reference
         draws=lambda wildcards: reference_file(reference_model(wildcards.reference)) or [],
-        library=library("references.py", *MODEL_CODE),
+        library=library("references.py", "compiling.py", *MODEL_CODE),
     output:
         reference=out("references/{reference}.h5"),
     params:
@@ -50,7 +50,7 @@ for _index, (_batch, _ids) in enumerate(PLAN.reference_batches().items(), start=
             code=PLAN.code_files(model=_model),
             data=[reference_inputs(reference)["data"] for reference in _ids],
             model=out(f"models/{_model}.json"),
-            library=library("references.py", *MODEL_CODE),
+            library=library("references.py", "compiling.py", *MODEL_CODE),
         output:
             reference=[out(f"references/{reference}.h5") for reference in _ids],
         params:
