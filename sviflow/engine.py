@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sviflow.compiling import jit_once
+from sviflow.compiling import jit_once, split_keys
 
 log = logging.getLogger(__name__)
 
@@ -688,7 +688,7 @@ def guide_moments(
     lane's data (see :func:`fit_svi`)."""
     from numpyro import handlers
 
-    keys = jax.random.split(jax.random.PRNGKey(seed), num_draws)
+    keys = split_keys(seed, num_draws)
     shapes = {}
 
     def draw(params, key, kwargs):

@@ -27,7 +27,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import Predictive
 
-from sviflow.compiling import jit_once
+from sviflow.compiling import jit_once, split_keys
 
 
 def site_names(model, model_kwargs: dict, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -185,7 +185,7 @@ def predictive_paths(
 
 def seed_keys(seed: int, n_seeds: int):
     """The predictive paths' keys of a fit of ``n_seeds`` seeds: (seed, 2, key)."""
-    return jax.random.split(jax.random.PRNGKey(seed), 2 * n_seeds).reshape(n_seeds, 2, -1)
+    return split_keys(seed, 2 * n_seeds).reshape(n_seeds, 2, -1)
 
 
 def _log_weight(model, guide, params: dict, model_kwargs: dict, draw: dict):
