@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro import distributions as dist
 from numpyro import handlers
 from numpyro.infer import Predictive
 
@@ -194,12 +195,41 @@ def _log_weight(model, guide, params: dict, model_kwargs: dict, draw: dict):
 
     # seeded in case a site is missing from the draw: it is then sampled, not an error
     guide_log, guide_trace = log_density(
-        handlers.substitute(handlers.seed(guide, 0), data=draw), (), model_kwargs, params
+        handlers.substitute(handlers.seed(guide, 0), data=_without_deltas(guide, params, model_kwargs, draw)),
+        (),
+        model_kwargs,
+        params,
     )
     model_log, _ = log_density(
         handlers.replay(handlers.seed(model, 1), guide_trace), (), model_kwargs, params
     )
     return model_log - guide_log
+
+
+def _without_deltas(guide, params: dict, model_kwargs: dict, draw: dict) -> dict:
+    """The draw without the guide's Delta sites, when every other sample site of the guide is in
+    it: a Delta site (the mixture guide's x = cos(theta) u1 - sin(theta) u2, an autoguide's
+    latents) is then computed again from its parents, as the draw computed it, and its log
+    density is its own at its value. Substituted, the value drawn had to equal the one computed
+    again to the last bit, or the Delta's log density is -inf and the weight +inf; the two are
+    separate computations that XLA need not round alike (at backend level 0 they did not). A
+    draw without the parents (a file's posterior) keeps its Delta sites."""
+    # the guide's structure, read from a trace with every site of the draw given (no draws, and
+    # nothing of it is used: XLA drops it)
+    trace = handlers.trace(handlers.substitute(handlers.seed(guide, 0), data={**params, **draw})).get_trace(
+        **model_kwargs
+    )
+    deltas, others = set(), set()
+    for name, site in trace.items():
+        if site["type"] != "sample":
+            continue
+        fn = site["fn"]
+        while hasattr(fn, "base_dist"):  # masked, expanded, independent
+            fn = fn.base_dist
+        (deltas if isinstance(fn, dist.Delta) else others).add(name)
+    if not deltas or not others <= set(draw):
+        return draw
+    return {name: value for name, value in draw.items() if name not in deltas}
 
 
 def log_weights(model, guide, params: dict, model_kwargs: dict, draws: dict) -> np.ndarray:

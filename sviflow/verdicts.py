@@ -33,11 +33,11 @@ def _number(value, digits: int = 3) -> str:
 
 
 def _worst(values) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)] if values.size else values
-    if not values.size:
-        return math.nan
-    return float(np.max(finite)) if finite.size else float(np.max(values))
+    """The largest of the seeds' values, an infinite one included (a seed whose k-hat is
+    infinite is the worst); NaN (not computed) only when no seed has a number."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    known = values[~np.isnan(values)]
+    return float(np.max(known)) if known.size else math.nan
 
 
 def verdict_numbers(check) -> dict:
@@ -135,7 +135,7 @@ def verdict_table(fits: list[str], checks: list, linked: list[str] | None = None
         numbers = verdict_numbers(check)
         khat = (
             f"{_number(numbers['khat'], 2)} (limit {_number(numbers['khat_limit'], 2)})"
-            if np.isfinite(numbers["khat"])
+            if not np.isnan(numbers["khat"])  # an infinite k-hat is a verdict's number too
             else "n/a"
         )
         stop = html.escape(numbers["stop"] or "")

@@ -314,3 +314,31 @@ def test_a_budget_that_runs_out_says_so(workdir):
     assert check.attrs["verdict"] == NOT_CONVERGED
     assert "budget ran out" in check.attrs["problems"]
     assert "raise steps.max" in check.attrs["sentence"]
+
+
+class _Check(dict):
+    """A check's numbers as the report reads them (``sviflow.h5io.read_artifact`` gives the
+    file's groups as a dict and its attributes as ``attrs``)."""
+
+    def __init__(self, khat, verdict=NOT_CONVERGED):
+        super().__init__(quality={"khat": np.array(khat)})
+        self.attrs = {
+            "verdict": verdict,
+            "reasons": ["k-hat"],
+            "problems": [],
+            "khat_limit": 0.7,
+            "stop": {"reason": "fixed number of steps (10)", "steps_run": 10},
+        }
+
+
+def test_the_verdict_table_shows_an_infinite_khat_as_infinite_and_a_missing_one_as_na():
+    """PSIS k-hat is infinite when the weights' tail cannot be fitted (a weight of +inf, fewer
+    than 5 draws in the tail): the table says so, with the limit, and keeps "n/a" for a check
+    without k-hat."""
+    from sviflow.verdicts import verdict_table
+
+    table = verdict_table(["a", "b", "c"], [_Check([0.2, math.inf]), _Check([0.31]), _Check([math.nan])])
+    cells = [row.split("</td>")[3] for row in table.split("<tr data-fit=")[1:]]
+    assert "&infin; (limit 0.7)" in cells[0], cells[0]
+    assert "0.31 (limit 0.7)" in cells[1], cells[1]
+    assert cells[2].endswith("n/a"), cells[2]
