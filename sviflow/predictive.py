@@ -286,7 +286,6 @@ def support_excess(
     ``params``: (seed, ...) arrays, as a fit stores them. -> {site: {"guide_support",
     "model_support", "mass_outside": (seed,) array, NaN where the guide has no cdf}}.
     """
-    import numpyro.distributions as dist
 
     def guide_trace(p):
         return handlers.trace(handlers.substitute(handlers.seed(guide, 0), data=p)).get_trace(**model_kwargs)
