@@ -42,9 +42,15 @@ rule all:
         all_outputs(),
 
 
+onstart:
+    start_preload()
+
+
 onsuccess:
+    stop_preload()
     cancel_rate_limiter_timers()
 
 
 onerror:
+    stop_preload()
     cancel_rate_limiter_timers()

@@ -170,7 +170,9 @@ def install_hook(hook_dir: Path, records: Path) -> dict:
     hook_dir.mkdir(parents=True, exist_ok=True)
     (hook_dir / "sitecustomize.py").write_text(SITECUSTOMIZE)
     records.mkdir(parents=True, exist_ok=True)
-    return {"SVIFLOW_IMPORT_AUDIT": str(records)}
+    # every job in a process of its own: a job forked from the run's preloaded process
+    # (sviflow.preload) has all of that process's imports, which are not the job's
+    return {"SVIFLOW_IMPORT_AUDIT": str(records), "SVIFLOW_PRELOAD": "0"}
 
 
 def imports_by_step(records: Path, workdir: Path) -> dict[str, dict]:

@@ -33,6 +33,7 @@ from _workflow import PYTHON, REPO, SNAKEMAKE, clean_env, copy_workflow, slurm_s
 HERE = Path(__file__).resolve().parent
 ROWS = (
     "cold",
+    "solo",
     "noop",
     "changed",
     "throughput",
@@ -238,7 +239,10 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
         post += ["--scale", "10"]
     # one cold run is +-2 s of noise on 2 cores: pairs, each the post just before a fresh copy
     # of the workflow with an empty JAX cache, and the medians; the last copy goes on below
-    post_walls, cold_walls, post_cpu, cold_cpu = [], [], [], []
+    # with solo, a third run in each pair's turn: the same cold run with every job in a
+    # process of its own (SVIFLOW_PRELOAD=0), in another fresh copy
+    post_walls, cold_walls, post_cpu, cold_cpu, solo_walls, solo_cpu = [], [], [], [], [], []
+    sides = ("post", "cold", "solo") if "solo" in args.only else ("post", "cold")
     for attempt in range(args.repeat):
         work = out / "default" / f"workflow_{attempt}"
         copy_workflow(work)
@@ -247,11 +251,23 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
             config_path.write_text(yaml.safe_dump(quick_config(config), sort_keys=False))
         env = clean_env(work)
         # alternate which side goes first: the first warms the page cache for the second
-        for side in ("post", "cold") if attempt % 2 == 0 else ("cold", "post"):
+        for side in sides if attempt % 2 == 0 else sides[::-1]:
             if side == "post":
                 seconds, done = timed(post, REPO, clean_env(), out / "logs" / f"post_script_{attempt}.txt")
                 post_walls.append(seconds)
                 post_cpu.append(done.cpu_seconds)
+            elif side == "solo":
+                solo = out / "solo" / f"workflow_{attempt}"
+                copy_workflow(solo)
+                (solo / "config" / "config.yaml").write_text(config_path.read_text())
+                seconds, done = timed(
+                    snakemake,
+                    solo,
+                    clean_env(solo, SVIFLOW_PRELOAD="0"),
+                    out / "logs" / f"snakemake_solo_{attempt}.txt",
+                )
+                solo_walls.append(seconds)
+                solo_cpu.append(done.cpu_seconds)
             else:
                 seconds, cold = timed(snakemake, work, env, out / "logs" / f"snakemake_cold_{attempt}.txt")
                 cold_walls.append(seconds)
@@ -289,6 +305,20 @@ def bench_workflow(out: Path, args, config: dict, rows: list, state: dict) -> No
             + ", ".join(f"{k} {v:.0f} s" for k, v in by_step.items()),
         )
     )
+    if solo_walls:
+        solo_seconds = statistics.median(solo_walls)
+        rows.append(
+            row(
+                "the same cold run, every job in a process of its own (SVIFLOW_PRELOAD=0), vs the post",
+                solo_seconds,
+                post_seconds,
+                solo_seconds / post_seconds,
+                note=f"medians of the same {args.repeat} turns (solo: "
+                f"{', '.join(f'{w:.2f}' for w in solo_walls)} s, "
+                f"{', '.join(f'{c:.1f}' for c in solo_cpu)} CPU-s): what the preloaded process "
+                f"(sviflow/preload.py) saves is this row against the one above",
+            )
+        )
 
     if "noop" in args.only:
         walls = []
@@ -820,7 +850,7 @@ def main(argv=None) -> None:
         parser.error(f"unknown rows {', '.join(sorted(unknown))}; valid: {', '.join(ROWS)}")
     if args.repeat < 1:
         parser.error("--repeat is the number of cold pairs: at least 1")
-    if args.only & {"noop", "changed"}:
+    if args.only & {"noop", "changed", "solo"}:
         args.only.add("cold")
     stall = slurm_start_stall()
     if stall and not args.allow_slurm_down:

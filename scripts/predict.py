@@ -2,6 +2,6 @@
 python scripts/predict.py --input NAME=PATH ... --output NAME=PATH ... --params '{...}'"""
 
 from sviflow.stepio import run_step
-from sviflow.steps import predict
 
-run_step(predict, globals().get("snakemake"))
+# by name: sviflow.steps (numpy, h5py) is imported only where the step runs (sviflow.preload)
+run_step("predict", globals().get("snakemake"))

@@ -2,6 +2,6 @@
 python scripts/predict_batch.py --input NAME=PATH ... --output NAME=PATH ... --params '{...}'"""
 
 from sviflow.stepio import run_step
-from sviflow.steps import predict_batch
 
-run_step(predict_batch, globals().get("snakemake"))
+# by name: sviflow.steps (numpy, h5py) is imported only where the step runs (sviflow.preload)
+run_step("predict_batch", globals().get("snakemake"))

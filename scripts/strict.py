@@ -1,6 +1,6 @@
 """Workflow step 'strict': see sviflow.steps.strict."""
 
 from sviflow.stepio import run_step
-from sviflow.steps import strict
 
-run_step(strict, globals().get("snakemake"))
+# by name: sviflow.steps (numpy, h5py) is imported only where the step runs (sviflow.preload)
+run_step("strict", globals().get("snakemake"))

@@ -158,13 +158,22 @@ def _named(namedlist) -> dict:
 
 
 def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None:
-    """Run ``function(inputs, outputs, params)`` for Snakemake's ``smk`` object or the CLI.
+    """Run ``function(inputs, outputs, params)`` for Snakemake's ``smk`` object or the CLI;
+    ``function`` may be the name of a step of sviflow.steps.
 
     On success the process ends at once (``os._exit(0)``, ``end_process=False`` to return):
     the interpreter's teardown, freeing the module graphs of jax, scipy and pandas, costs a
     job 0.3-0.4 CPU-s and makes nothing; every output is closed and renamed into place by
     then, and the log is flushed here. An error still ends the normal way, with its traceback.
     """
+    if smk is not None and end_process:
+        from sviflow.preload import run_elsewhere
+
+        run_elsewhere(function, smk)  # in the run's preloaded process, if it takes the job: ends here
+    if isinstance(function, str):  # a step of sviflow.steps by name (scripts/)
+        import importlib
+
+        function = getattr(importlib.import_module("sviflow.steps"), function)
     if smk is not None:
         inputs, outputs, params = _named(smk.input), _named(smk.output), _named(smk.params)
         log_path = smk.log[0] if len(smk.log) else None

@@ -132,3 +132,34 @@ def cancel_rate_limiter_timers():
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
             thread.cancel()
+
+
+PRELOADED = []  # the run's server (sviflow.preload), while it runs
+
+
+def start_preload():
+    """The onstart handler's: a local run's jobs are forked from one preloaded process
+    (sviflow.preload; SVIFLOW_PRELOAD=0 turns it off). Not on a cluster (each job is a SLURM
+    job), nor with another interpreter for the jobs (--use-conda, containers)."""
+    from snakemake.settings.types import DeploymentMethod
+
+    from sviflow import preload
+
+    methods = workflow.deployment_settings.deployment_method
+    if (
+        not workflow.local_exec
+        or workflow.touch  # --touch runs no script
+        or DeploymentMethod.CONDA in methods
+        or DeploymentMethod.APPTAINER in methods
+    ):
+        return
+    server = preload.start(
+        os.path.join(".snakemake", "sviflow-preload.log"), preload.heavy_jobs(workflow.dag.needrun_jobs())
+    )
+    if server is not None:
+        PRELOADED.append(server)
+
+
+def stop_preload():
+    while PRELOADED:
+        PRELOADED.pop().stop()
