@@ -38,7 +38,7 @@ How. The idea of the standard library's ``multiprocessing`` "forkserver" start m
 What it changes. The numbers: nothing (tests/test_preload.py runs the tiny config with and
 without it and compares every HDF5 dataset bit for bit). Snakemake's ``benchmark:`` files: their
 wall time is the job's, but their CPU time and memory are the client's, which only waits; each
-job's log ends with the worker's own CPU time and peak memory instead.
+job's log has the worker's own CPU time and peak memory instead (stepio), before its last line.
 """
 
 from __future__ import annotations
@@ -224,11 +224,9 @@ def _reply(sock):
     return None if message is None else json.loads(message)
 
 
-def _stamp() -> str:
-    """Now, as the steps' log lines have it (logging's asctime)."""
-    import datetime
-
-    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+def in_worker() -> bool:
+    """Whether this process is a worker of a preloaded process (its step's log says so)."""
+    return _IN_WORKER
 
 
 def _sviflow_dir() -> str:
@@ -307,13 +305,6 @@ def run_elsewhere(function, smk) -> bool:
             flush=True,
         )
         os._exit(1)
-    log_path = smk.log[0] if len(smk.log) else None
-    if log_path:  # Snakemake's benchmark measured this process, which only waited
-        with contextlib.suppress(OSError), open(log_path, "a") as log:
-            log.write(
-                f"{_stamp()} INFO sviflow: run in the preloaded process "
-                f"(worker {worker}): {status['cpu']:.2f} CPU-s, peak memory {status['max_rss_mb']:.0f} MB\n"
-            )
     if status.get("signal"):  # end the way the worker ended, for Snakemake's message
         signal.signal(status["signal"], signal.SIG_DFL)
         os.kill(os.getpid(), status["signal"])

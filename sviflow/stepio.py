@@ -157,6 +157,23 @@ def _named(namedlist) -> dict:
     }
 
 
+def _worker_note() -> None:
+    """In a worker of the run's preloaded process: its own CPU time and peak memory, which
+    Snakemake's benchmark file does not see (it measures the job's waiting process)."""
+    from sviflow import preload
+
+    if preload.in_worker():
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        logging.getLogger("sviflow").info(
+            "run in the preloaded process (worker %d): %.2f CPU-s, peak memory %.0f MB",
+            os.getpid(),
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss / 1024,
+        )
+
+
 def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None:
     """Run ``function(inputs, outputs, params)`` for Snakemake's ``smk`` object or the CLI;
     ``function`` may be the name of a step of sviflow.steps.
@@ -204,6 +221,7 @@ def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None
         print(f"sviflow {name}: {message}", file=sys.__stderr__, flush=True)
         if not end_process:
             raise SystemExit(1) from None
+        _worker_note()
         logging.getLogger("sviflow").info("%s: failed in %.2f s", name, time.perf_counter() - start)
         logging.shutdown()
         with contextlib.suppress(Exception):
@@ -240,6 +258,7 @@ def run_step(function, smk=None, argv=None, *, end_process: bool = True) -> None
         fail(f"cannot write {where}: {os.strerror(problem[0])}; {problem[1]}")
     finally:
         # a failed step says so: "done" after its error would read as a success
+        _worker_note()
         logging.getLogger("sviflow").info(
             "%s: %s in %.2f s", name, "done" if succeeded else "failed", time.perf_counter() - start
         )

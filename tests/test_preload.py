@@ -51,15 +51,15 @@ def test_jobs_forked_from_the_preloaded_process_give_the_same_bits(preloaded_run
     assert served == {str(path.relative_to(logs)) for path in logs.rglob("*.log")}
     assert {Path(path).parts[0] for path in served} >= {"fit", "plot", "predict", "summarize.log"}
     assert _served_jobs(tiny_run) == set()
-    # a served job's log ends as any job's, then says where it ran and what it cost
+    # a served job's log says where it ran and what it cost, then ends as any job's
     for name in served:
         lines = (preloaded_run / "results" / "logs" / name).read_text().splitlines()
-        assert re.search(r"INFO sviflow: \w+: done in \d+\.\d\d s$", lines[-2]), (name, lines[-2:])
+        assert re.search(r"INFO sviflow: \w+: done in \d+\.\d\d s$", lines[-1]), (name, lines[-2:])
         assert re.fullmatch(
             r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO sviflow: run in the preloaded process "
             r"\(worker \d+\): \d+\.\d\d CPU-s, peak memory \d+ MB",
-            lines[-1],
-        ), (name, lines[-1])
+            lines[-2],
+        ), (name, lines[-2])
     files = sorted(
         str(p.relative_to(tiny_run)) for p in (tiny_run / "results").rglob("*") if p.suffix in (".h5", ".nc")
     )
