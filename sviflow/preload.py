@@ -133,8 +133,8 @@ _IN_WORKER = False  # set in a worker: its run_step runs the step, it does not a
 class Server:
     """A running server, as its starter sees it."""
 
-    def __init__(self, process, directory: str, path: str):
-        self.process, self.directory, self.path = process, directory, path
+    def __init__(self, process, directory: str):
+        self.process, self.directory = process, directory
 
     def stop(self) -> None:
         """End the server (it ends its workers) and remove its directory."""
@@ -182,7 +182,7 @@ def start(log_path: str, jobs: int) -> Server | None:
             start_new_session=True,  # the terminal's Ctrl-C reaches the jobs, not the server
         )
     os.environ[SOCKET_VARIABLE] = path
-    return Server(process, directory, path)
+    return Server(process, directory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,16 +581,11 @@ def _client_spoke(job: _Job | None, selector) -> None:
 
 
 def _reap(job: _Job, selector) -> None:
-    _, status, usage = os.wait4(job.pid, 0)
+    _, status = os.waitpid(job.pid, 0)
     selector.unregister(job.pidfd)
     os.close(job.pidfd)
     code = os.waitstatus_to_exitcode(status)
-    report = {
-        "exit": code if code >= 0 else 128 - code,
-        "signal": -code if code < 0 else None,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "max_rss_mb": usage.ru_maxrss / 1024,
-    }
+    report = {"exit": code if code >= 0 else 128 - code, "signal": -code if code < 0 else None}
     with contextlib.suppress(OSError):
         _send(job.conn, json.dumps(report).encode())
     with contextlib.suppress(KeyError, ValueError):
